@@ -1,0 +1,53 @@
+"""``napari-learn-complete`` command line: the same operations as the widgets, for scripts.
+
+Each sub-module adds its sub-commands with ``register(subparsers)``; a command is a function
+``run(args) -> int``. Exit codes: 0 done, 2 refused or bad input (nothing was changed, the reason is
+printed on stderr), 1 unexpected failure. Progress goes to stderr; commands that produce a result
+print it as one JSON line, the last line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import LearnCompleteError
+
+EXIT_OK, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2
+
+
+def emit_json(summary: dict[str, Any]) -> None:
+    """Print the one-line JSON summary that scripts read from the last stdout line."""
+    print(json.dumps(summary, separators=(",", ":"), default=str), flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import commands
+
+    parser = argparse.ArgumentParser(
+        prog="napari-learn-complete",
+        description="Learn & Complete: fine-tune a detector on a few images, annotate the rest.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in commands.MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or EXIT_OK)
+    except LearnCompleteError as exc:
+        print(f"napari-learn-complete {args.command}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Long-running work on an index: Learn, full training, Complete, propose/accept (no Qt/napari)."""

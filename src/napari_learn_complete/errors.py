@@ -1,0 +1,34 @@
+"""Exceptions of the public API.
+
+Every error a user can cause by bad input derives from :class:`LearnCompleteError`, so the CLI and
+the widgets can show its message as it is; the message names the problem and the item it concerns.
+"""
+
+from __future__ import annotations
+
+
+class LearnCompleteError(Exception):
+    """Base of all errors the user can act on; the message is meant to be shown verbatim."""
+
+
+class BadInputError(LearnCompleteError):
+    """An input file or value is wrong (missing/corrupt image, malformed COCO, bad box...)."""
+
+
+class RefusedError(LearnCompleteError):
+    """The operation is not allowed in this state (identify model, empty scope, video...).
+
+    The CLI exits with status 2 on this error; nothing was changed.
+    """
+
+
+class IndexLockedError(LearnCompleteError):
+    """Another process holds the index's write lock longer than we are willing to wait."""
+
+
+class BadWeightsError(BadInputError):
+    """A weight file is not a model of ours, or does not match the model configuration."""
+
+
+class Cancelled(LearnCompleteError):  # noqa: N818 - reads as "raise Cancelled"
+    """Raised inside long work when the ``cancel`` callback returned True."""

@@ -1,0 +1,133 @@
+"""SQLite schema of an index and its migrations.
+
+The schema version lives in ``PRAGMA user_version``; :func:`migrate` brings an older database up to
+:data:`SCHEMA_VERSION` inside one transaction, so an interrupted upgrade leaves the old schema.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+# Boxes are stored as pixel corners (x0, y0, x1, y1) of the image, NULL when the observation has
+# no box. Keypoints are a JSON list of [x, y, v] in the order of the category's keypoint names,
+# v following COCO: 0 not labelled, 1 labelled but hidden, 2 visible. NULL means "no keypoints".
+_V1 = """
+CREATE TABLE images (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    path        TEXT NOT NULL,
+    frame       INTEGER,
+    width       INTEGER NOT NULL CHECK (width > 0),
+    height      INTEGER NOT NULL CHECK (height > 0),
+    channels    INTEGER NOT NULL DEFAULT 3,
+    media       TEXT NOT NULL DEFAULT 'image' CHECK (media IN ('image', 'zarr', 'video')),
+    added_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
+);
+CREATE TABLE categories (
+    id                INTEGER PRIMARY KEY,
+    name              TEXT NOT NULL UNIQUE,
+    colour            TEXT NOT NULL,
+    roi_enabled       INTEGER NOT NULL DEFAULT 1,
+    keypoints_enabled INTEGER NOT NULL DEFAULT 0,
+    keypoint_names    TEXT NOT NULL DEFAULT '[]',
+    skeleton          TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE observations (
+    id            INTEGER PRIMARY KEY,
+    image_id      INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    category_id   INTEGER NOT NULL REFERENCES categories(id) ON DELETE CASCADE,
+    x0 REAL, y0 REAL, x1 REAL, y1 REAL,
+    keypoints     TEXT,
+    iscrowd       INTEGER NOT NULL DEFAULT 0,
+    source        TEXT NOT NULL DEFAULT 'human' CHECK (source IN ('human', 'model')),
+    score         REAL,
+    model_version TEXT,
+    run_id        INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+    created_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+    updated_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+    CHECK ((x0 IS NULL) = (x1 IS NULL) AND (x0 IS NULL) = (y0 IS NULL)
+           AND (x0 IS NULL) = (y1 IS NULL)),
+    CHECK (x0 IS NULL OR (x1 >= x0 AND y1 >= y0))
+);
+CREATE INDEX observations_image ON observations(image_id);
+CREATE INDEX observations_category ON observations(category_id);
+CREATE INDEX observations_run ON observations(run_id);
+CREATE TABLE attributes (
+    observation_id INTEGER NOT NULL REFERENCES observations(id) ON DELETE CASCADE,
+    key            TEXT NOT NULL,
+    value          TEXT NOT NULL,
+    PRIMARY KEY (observation_id, key)
+);
+CREATE INDEX attributes_key_value ON attributes(key, value);
+CREATE TABLE models (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    config_path    TEXT NOT NULL,
+    active         INTEGER NOT NULL DEFAULT 0,
+    active_version INTEGER,
+    created_at     TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
+);
+CREATE UNIQUE INDEX models_one_active ON models(active) WHERE active = 1;
+CREATE TABLE model_versions (
+    id         INTEGER PRIMARY KEY,
+    model_id   INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+    number     INTEGER NOT NULL,
+    file       TEXT NOT NULL,
+    parent     INTEGER,
+    note       TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+    UNIQUE (model_id, number)
+);
+CREATE TABLE runs (
+    id         INTEGER PRIMARY KEY,
+    model_id   INTEGER REFERENCES models(id) ON DELETE SET NULL,
+    operation  TEXT NOT NULL CHECK (operation IN ('learn', 'train', 'complete', 'accept')),
+    kind       TEXT,
+    scope      TEXT NOT NULL DEFAULT '{}',
+    settings   TEXT NOT NULL DEFAULT '{}',
+    losses     TEXT NOT NULL DEFAULT '[]',
+    metrics    TEXT NOT NULL DEFAULT '{}',
+    version    INTEGER,
+    status     TEXT NOT NULL DEFAULT 'running',
+    started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')),
+    seconds    REAL
+);
+-- What a Complete/accept run changed, so it can be undone exactly: 'created' rows are deleted on
+-- undo, 'updated'/'deleted' rows carry the observation as it was (JSON) and are restored.
+CREATE TABLE run_changes (
+    run_id         INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    observation_id INTEGER NOT NULL,
+    action         TEXT NOT NULL CHECK (action IN ('created', 'updated', 'deleted')),
+    before         TEXT
+);
+CREATE INDEX run_changes_run ON run_changes(run_id);
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply every migration above the database's ``user_version`` in one transaction."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        from ..errors import BadInputError
+
+        raise BadInputError(
+            f"this index was written by a newer napari-learn-complete (schema {current}, "
+            f"this version reads up to {SCHEMA_VERSION}); upgrade the plugin to open it"
+        )
+    if current == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,800 @@
+"""The index: one folder, one SQLite database, the single source of truth of a dataset.
+
+Layout::
+
+    INDEX/
+      index.sqlite      images, categories, observations, attributes, models, runs
+      images/           image files copied in (others are referenced where they are)
+      models/           model configurations and weight versions (see ``model.registry``)
+
+Every write is a transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``); a failure rolls the whole
+operation back, so bad input leaves the index exactly as it was. Each thread gets its own
+connection, so the UI thread and a worker read and write at once (WAL mode). Listeners registered
+with :meth:`Index.subscribe` hear about every committed change, from whatever thread committed it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError, IndexLockedError, RefusedError
+from . import media
+from .schema import migrate
+
+DB_NAME = "index.sqlite"
+IMAGES_DIR = "images"
+MODELS_DIR = "models"
+
+# A categorical palette that stays readable on dark and light images (Okabe-Ito, then Tableau).
+PALETTE = (
+    "#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7",
+    "#4e79a7", "#f28e2b", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+)
+
+Box = tuple[float, float, float, float]
+Keypoint = tuple[float, float, int]
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of the index: a file, one frame of a zarr array, or a video clip."""
+
+    id: int
+    name: str
+    path: str
+    frame: int | None
+    width: int
+    height: int
+    channels: int
+    media: str
+
+    @property
+    def is_video(self) -> bool:
+        return self.media == "video"
+
+
+@dataclass(frozen=True)
+class Category:
+    """A named class; keypoint names are ordered and define the keypoint vector of observations."""
+
+    id: int
+    name: str
+    colour: str
+    roi_enabled: bool
+    keypoints_enabled: bool
+    keypoint_names: tuple[str, ...]
+    skeleton: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One annotation of one category on one image: a box, keypoints, or both."""
+
+    id: int
+    image_id: int
+    category_id: int
+    box: Box | None
+    keypoints: tuple[Keypoint, ...] | None
+    iscrowd: bool
+    source: str
+    score: float | None
+    model_version: str | None
+    run_id: int | None
+    created_at: str
+    updated_at: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_keypoints(self) -> bool:
+        """True when at least one keypoint is labelled (v > 0)."""
+        return self.keypoints is not None and any(v > 0 for _, _, v in self.keypoints)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A committed change: ``table`` is 'images', 'categories', 'observations' or 'models';
+    ``action`` is 'added', 'updated' or 'deleted'; ``ids`` are the rows concerned."""
+
+    table: str
+    action: str
+    ids: tuple[int, ...]
+
+
+class Index:
+    """An annotation index on disk. Open with :meth:`create` or :meth:`open` (or ``Index(path)``).
+
+    Instances are safe to share between threads; use one per process and folder.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, lock_timeout: float = 10.0) -> None:
+        self.path = Path(path).resolve()
+        if not (self.path / DB_NAME).is_file():
+            raise BadInputError(f"{self.path}: not an index (no {DB_NAME}); create one first")
+        self.lock_timeout = lock_timeout
+        self._local = threading.local()
+        self._listeners: list[Callable[[Change], None]] = []
+        self._listeners_lock = threading.Lock()
+        migrate(self._conn())
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: str | os.PathLike, *, exist_ok: bool = False, **kw: Any) -> Index:
+        """Create an empty index folder (or open it when ``exist_ok`` and it exists)."""
+        folder = Path(path)
+        if (folder / DB_NAME).exists():
+            if exist_ok:
+                return cls(folder, **kw)
+            raise RefusedError(f"{folder}: an index already exists here")
+        if folder.exists() and not folder.is_dir():
+            raise BadInputError(f"{folder}: exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / IMAGES_DIR).mkdir(exist_ok=True)
+        (folder / MODELS_DIR).mkdir(exist_ok=True)
+        sqlite3.connect(folder / DB_NAME).close()
+        return cls(folder, **kw)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, **kw: Any) -> Index:
+        return cls(path, **kw)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path / DB_NAME,
+                timeout=self.lock_timeout,
+                isolation_level=None,
+                check_same_thread=True,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+            self._local.depth = 0
+            self._local.pending = []
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads close theirs when they end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.path)!r})"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.path / IMAGES_DIR
+
+    @property
+    def models_dir(self) -> Path:
+        return self.path / MODELS_DIR
+
+    # ------------------------------------------------------------ transactions
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write. Nested calls join the outer transaction.
+
+        Listeners are told about the changes only after the outermost commit.
+        """
+        conn = self._conn()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield conn
+            finally:
+                self._local.depth -= 1
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise IndexLockedError(
+                    f"{self.path}: the index is locked for writing by another process "
+                    f"(waited {self.lock_timeout:g} s); close the other program and try again"
+                ) from exc
+            raise
+        self._local.depth = 1
+        self._local.pending = []
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            self._local.pending = []
+            raise
+        finally:
+            self._local.depth = 0
+        pending, self._local.pending = self._local.pending, []
+        for change in pending:
+            self._emit(change)
+
+    def _changed(self, table: str, action: str, ids: Iterable[int]) -> None:
+        ids = tuple(int(i) for i in ids)
+        if ids:
+            self._local.pending.append(Change(table, action, ids))
+
+    def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``callback(change)`` after every commit; returns a function that unsubscribes.
+
+        The callback runs in the committing thread: GUI code must hop to its own thread.
+        """
+        with self._listeners_lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, change: Change) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for callback in listeners:
+            callback(change)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Read-only SQL for modules of this package (model registry, engine)."""
+        return self._conn().execute(sql, params).fetchall()
+
+    # ------------------------------------------------------------------ images
+    def _relative(self, path: Path) -> str:
+        path = path.resolve()
+        try:
+            return os.path.relpath(path, self.path)
+        except ValueError:  # another drive on Windows
+            return str(path)
+
+    def resolve(self, image: ImageRecord) -> Path:
+        """Absolute path of an image's file (or zarr array, or clip)."""
+        return (self.path / image.path).resolve()
+
+    def add_image(
+        self, path: str | os.PathLike, *, name: str | None = None, copy: bool = False
+    ) -> ImageRecord:
+        """Add one image file; see :meth:`add_images`."""
+        return self.add_images([path], names=[name] if name else None, copy=copy)[0]
+
+    def add_images(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        names: Sequence[str] | None = None,
+        copy: bool = False,
+    ) -> list[ImageRecord]:
+        """Add image files, all or none: each is decoded once to check it before anything is written.
+
+        ``names`` default to the file names; a name must be unique in the index. With ``copy`` the
+        files are copied into ``images/``; otherwise they are referenced where they are.
+        """
+        paths = [Path(p) for p in paths]
+        names = list(names) if names is not None else [p.name for p in paths]
+        if len(names) != len(paths):
+            raise BadInputError("add_images: as many names as paths are needed")
+        self._check_new_names(names)
+        probed = [media.probe(p) for p in paths]
+        copied: list[Path] = []
+        try:
+            with self.transaction() as conn:
+                ids = []
+                for path, name, (width, height, channels) in zip(paths, names, probed):
+                    if copy:
+                        target = self.images_dir / name
+                        if target.exists():
+                            raise BadInputError(f"{target}: a file of that name is already there")
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(path, target)
+                        copied.append(target)
+                        path = target
+                    cur = conn.execute(
+                        "INSERT INTO images(name, path, width, height, channels, media) "
+                        "VALUES (?, ?, ?, ?, ?, 'image')",
+                        (name, self._relative(path), width, height, channels),
+                    )
+                    ids.append(cur.lastrowid)
+                self._changed("images", "added", ids)
+        except BaseException:
+            for target in copied:
+                target.unlink(missing_ok=True)
+            raise
+        return [self.image(i) for i in ids]
+
+    def add_zarr(self, path: str | os.PathLike, *, name: str | None = None) -> list[ImageRecord]:
+        """Add every frame of a zarr array (N, H, W[, C]) as an image named ``NAME[frame]``."""
+        path = Path(path)
+        array = media.open_zarr(path)
+        stem = name or path.name
+        frames = array.shape[0]
+        channels = 1 if array.ndim == 3 else array.shape[3]
+        names = [f"{stem}[{i}]" for i in range(frames)]
+        self._check_new_names(names)
+        with self.transaction() as conn:
+            ids = [
+                conn.execute(
+                    "INSERT INTO images(name, path, frame, width, height, channels, media) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'zarr')",
+                    (n, self._relative(path), i, array.shape[2], array.shape[1], channels),
+                ).lastrowid
+                for i, n in enumerate(names)
+            ]
+            self._changed("images", "added", ids)
+        return [self.image(i) for i in ids]
+
+    def add_video(
+        self, path: str | os.PathLike, *, width: int, height: int, name: str | None = None
+    ) -> ImageRecord:
+        """Reference a video clip. Its observations are video observations: never completed."""
+        path = Path(path)
+        if not path.exists():
+            raise BadInputError(f"{path}: video file not found")
+        name = name or path.name
+        self._check_new_names([name])
+        with self.transaction() as conn:
+            new_id = conn.execute(
+                "INSERT INTO images(name, path, width, height, media) VALUES (?, ?, ?, ?, 'video')",
+                (name, self._relative(path), width, height),
+            ).lastrowid
+            self._changed("images", "added", [new_id])
+        return self.image(new_id)
+
+    def _check_new_names(self, names: Sequence[str]) -> None:
+        seen: set[str] = set()
+        for name in names:
+            if not name or name in seen:
+                raise BadInputError(f"image name {name!r} is empty or given twice")
+            seen.add(name)
+        taken = {
+            row[0]
+            for chunk in _chunks(list(seen), 500)
+            for row in self._conn().execute(
+                f"SELECT name FROM images WHERE name IN ({','.join('?' * len(chunk))})", chunk
+            )
+        }
+        if taken:
+            raise BadInputError(
+                f"the index already has images named {sorted(taken)[:5]}; rename or skip them"
+            )
+
+    def image(self, key: int | str) -> ImageRecord:
+        """An image by id or by name."""
+        column = "id" if isinstance(key, (int, np.integer)) else "name"
+        row = self._conn().execute(f"SELECT * FROM images WHERE {column} = ?", (key,)).fetchone()
+        if row is None:
+            raise BadInputError(f"no image {key!r} in the index")
+        return _image(row)
+
+    def images(
+        self,
+        *,
+        ids: Iterable[int] | None = None,
+        names: Iterable[str] | None = None,
+        category: int | str | None = None,
+        attribute: tuple[str, str] | None = None,
+        exclude_category: int | str | None = None,
+    ) -> list[ImageRecord]:
+        """Images in id order, narrowed by ids, names (shell patterns allowed), category, an
+        observation attribute ``(key, value)``, or not having any observation of a category."""
+        sql, params = ["SELECT * FROM images WHERE 1"], []
+        if category is not None:
+            sql.append("AND id IN (SELECT image_id FROM observations WHERE category_id = ?)")
+            params.append(self.category(category).id)
+        if exclude_category is not None:
+            sql.append("AND id NOT IN (SELECT image_id FROM observations WHERE category_id = ?)")
+            params.append(self.category(exclude_category).id)
+        if attribute is not None:
+            sql.append(
+                "AND id IN (SELECT o.image_id FROM observations o JOIN attributes a "
+                "ON a.observation_id = o.id WHERE a.key = ? AND a.value = ?)"
+            )
+            params.extend(attribute)
+        rows = [_image(r) for r in self._conn().execute(" ".join(sql) + " ORDER BY id", params)]
+        if ids is not None:
+            wanted = {int(i) for i in ids}
+            rows = [r for r in rows if r.id in wanted]
+        if names is not None:
+            patterns = list(names)
+            rows = [r for r in rows if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
+        return rows
+
+    def match_images(self, patterns: Iterable[str]) -> list[ImageRecord]:
+        """Images whose names match the patterns; a pattern matching nothing is an error."""
+        patterns = list(patterns)
+        found = self.images(names=patterns)
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(r.name, pattern) for r in found):
+                raise BadInputError(f"no image in the index matches {pattern!r}")
+        return found
+
+    def read_image(self, image: ImageRecord | int | str) -> np.ndarray:
+        """The pixels of an image, (H, W) or (H, W, C), in the file's dtype."""
+        if not isinstance(image, ImageRecord):
+            image = self.image(image)
+        if image.is_video:
+            raise RefusedError(f"{image.name}: is a video clip, not an image")
+        path = self.resolve(image)
+        if image.media == "zarr":
+            return np.asarray(media.open_zarr(path)[image.frame])
+        return media.read_file(path)
+
+    # -------------------------------------------------------------- categories
+    def add_category(
+        self,
+        name: str,
+        *,
+        colour: str | None = None,
+        keypoints: Sequence[str] | None = None,
+        skeleton: Sequence[tuple[int, int]] = (),
+        roi_enabled: bool = True,
+    ) -> Category:
+        """Add a category; giving keypoint names enables keypoints for it."""
+        if not name or not name.strip():
+            raise BadInputError("a category needs a name")
+        if self._conn().execute("SELECT 1 FROM categories WHERE name = ?", (name,)).fetchone():
+            raise BadInputError(f"category {name!r} already exists")
+        names = list(keypoints or [])
+        if len(set(names)) != len(names):
+            raise BadInputError(f"category {name!r}: keypoint names must be unique")
+        for a, b in skeleton:
+            if not (0 <= a < len(names) and 0 <= b < len(names)):
+                raise BadInputError(f"category {name!r}: skeleton edge {(a, b)} out of range")
+        with self.transaction() as conn:
+            if colour is None:
+                count = conn.execute("SELECT COUNT(*) FROM categories").fetchone()[0]
+                colour = PALETTE[count % len(PALETTE)]
+            new_id = conn.execute(
+                "INSERT INTO categories(name, colour, roi_enabled, keypoints_enabled, "
+                "keypoint_names, skeleton) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, colour, int(roi_enabled), int(bool(names)), json.dumps(names),
+                 json.dumps([list(e) for e in skeleton])),
+            ).lastrowid
+            self._changed("categories", "added", [new_id])
+        return self.category(new_id)
+
+    def update_category(
+        self,
+        key: int | str,
+        *,
+        colour: str | None = None,
+        roi_enabled: bool | None = None,
+        keypoints_enabled: bool | None = None,
+    ) -> Category:
+        """Change a category's colour or switch ROI / keypoints on or off."""
+        cat = self.category(key)
+        if keypoints_enabled and not cat.keypoint_names:
+            raise BadInputError(f"category {cat.name!r} has no keypoint names to enable")
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE categories SET colour = ?, roi_enabled = ?, keypoints_enabled = ? "
+                "WHERE id = ?",
+                (
+                    colour or cat.colour,
+                    int(cat.roi_enabled if roi_enabled is None else roi_enabled),
+                    int(cat.keypoints_enabled if keypoints_enabled is None else keypoints_enabled),
+                    cat.id,
+                ),
+            )
+            self._changed("categories", "updated", [cat.id])
+        return self.category(cat.id)
+
+    def category(self, key: int | str | Category) -> Category:
+        """A category by id, name, or record."""
+        if isinstance(key, Category):
+            key = key.id
+        column = "id" if isinstance(key, (int, np.integer)) else "name"
+        row = self._conn().execute(
+            f"SELECT * FROM categories WHERE {column} = ?", (key,)
+        ).fetchone()
+        if row is None:
+            raise BadInputError(f"no category {key!r} in the index")
+        return _category(row)
+
+    def categories(self) -> list[Category]:
+        return [_category(r) for r in self._conn().execute("SELECT * FROM categories ORDER BY id")]
+
+    # ------------------------------------------------------------ observations
+    def _validate(
+        self, image: ImageRecord, cat: Category, box: Box | None, keypoints: Any
+    ) -> tuple[Box | None, list[list[float]] | None]:
+        if box is not None:
+            try:
+                x0, y0, x1, y1 = (float(v) for v in box)
+            except (TypeError, ValueError) as exc:
+                raise BadInputError(f"{image.name}: box {box!r} is not four numbers") from exc
+            if not all(np.isfinite([x0, y0, x1, y1])):
+                raise BadInputError(f"{image.name}: box {box!r} has non-finite values")
+            if x1 < x0 or y1 < y0:
+                raise BadInputError(f"{image.name}: box {box!r} has negative width or height")
+            tol = 0.5  # half a pixel: rounding by other tools
+            if x0 < -tol or y0 < -tol or x1 > image.width + tol or y1 > image.height + tol:
+                raise BadInputError(
+                    f"{image.name}: box {box!r} lies outside the image "
+                    f"({image.width}x{image.height})"
+                )
+            box = (max(x0, 0.0), max(y0, 0.0), min(x1, image.width), min(y1, image.height))
+        kps = None
+        if keypoints is not None:
+            if not cat.keypoint_names:
+                raise BadInputError(f"category {cat.name!r} has no keypoints")
+            try:
+                kps = [[float(x), float(y), int(v)] for x, y, v in keypoints]
+            except (TypeError, ValueError) as exc:
+                raise BadInputError(f"{image.name}: keypoints must be (x, y, v) triples") from exc
+            if len(kps) != len(cat.keypoint_names):
+                raise BadInputError(
+                    f"{image.name}: {len(kps)} keypoints given, category {cat.name!r} has "
+                    f"{len(cat.keypoint_names)} ({', '.join(cat.keypoint_names)})"
+                )
+            for (x, y, v), kp_name in zip(kps, cat.keypoint_names):
+                if v not in (0, 1, 2):
+                    raise BadInputError(f"{image.name}: keypoint {kp_name!r} visibility {v}")
+                if v and not (-0.5 <= x <= image.width + 0.5 and -0.5 <= y <= image.height + 0.5):
+                    raise BadInputError(
+                        f"{image.name}: keypoint {kp_name!r} at ({x:g}, {y:g}) lies outside the "
+                        f"image ({image.width}x{image.height})"
+                    )
+        if box is None and kps is None:
+            raise BadInputError(f"{image.name}: an observation needs a box or keypoints")
+        return box, kps
+
+    def add_observation(
+        self,
+        image: ImageRecord | int | str,
+        category: Category | int | str,
+        *,
+        box: Box | None = None,
+        keypoints: Sequence[Keypoint] | None = None,
+        source: str = "human",
+        score: float | None = None,
+        model_version: str | None = None,
+        run_id: int | None = None,
+        iscrowd: bool = False,
+        attributes: dict[str, Any] | None = None,
+    ) -> Observation:
+        """Add one observation; the box must lie inside the image (pixel corners x0, y0, x1, y1)."""
+        return self.add_observations(
+            [dict(image=image, category=category, box=box, keypoints=keypoints, source=source,
+                  score=score, model_version=model_version, run_id=run_id, iscrowd=iscrowd,
+                  attributes=attributes)]
+        )[0]
+
+    def add_observations(self, items: Sequence[dict[str, Any]]) -> list[Observation]:
+        """Add many observations in one transaction, all or none (keys as :meth:`add_observation`)."""
+        images: dict[Any, ImageRecord] = {}
+        cats: dict[Any, Category] = {}
+        rows = []
+        for item in items:
+            img_key = item["image"].id if isinstance(item["image"], ImageRecord) else item["image"]
+            cat_key = item["category"]
+            cat_key = cat_key.id if isinstance(cat_key, Category) else cat_key
+            if img_key not in images:
+                images[img_key] = self.image(img_key)
+            if cat_key not in cats:
+                cats[cat_key] = self.category(cat_key)
+            image, cat = images[img_key], cats[cat_key]
+            source = item.get("source", "human")
+            if source not in ("human", "model"):
+                raise BadInputError(f"source must be 'human' or 'model', not {source!r}")
+            box, kps = self._validate(image, cat, item.get("box"), item.get("keypoints"))
+            rows.append((image, cat, box, kps, item))
+        with self.transaction() as conn:
+            ids = []
+            for image, cat, box, kps, item in rows:
+                x0, y0, x1, y1 = box if box is not None else (None,) * 4
+                score = item.get("score")
+                new_id = conn.execute(
+                    "INSERT INTO observations(image_id, category_id, x0, y0, x1, y1, keypoints, "
+                    "iscrowd, source, score, model_version, run_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (image.id, cat.id, x0, y0, x1, y1,
+                     json.dumps(kps) if kps is not None else None,
+                     int(bool(item.get("iscrowd", False))), item.get("source", "human"),
+                     None if score is None else float(score),
+                     item.get("model_version"), item.get("run_id")),
+                ).lastrowid
+                for key, value in (item.get("attributes") or {}).items():
+                    conn.execute(
+                        "INSERT INTO attributes(observation_id, key, value) VALUES (?, ?, ?)",
+                        (new_id, str(key), str(value)),
+                    )
+                ids.append(new_id)
+            self._changed("observations", "added", ids)
+        return self.observations(ids=ids)
+
+    def update_observation(
+        self,
+        obs_id: int,
+        *,
+        box: Box | None = _UNSET,
+        keypoints: Sequence[Keypoint] | None = _UNSET,
+        category: int | str | None = None,
+        source: str | None = None,
+        score: float | None = _UNSET,
+        model_version: str | None = _UNSET,
+        run_id: int | None = _UNSET,
+        attributes: dict[str, Any] | None = None,
+    ) -> Observation:
+        """Change fields of an observation; ``box=None`` / ``keypoints=None`` remove that part.
+
+        An edit by a person (the default) marks the observation as human-made.
+        """
+        obs = self.observation(obs_id)
+        image = self.image(obs.image_id)
+        cat = self.category(category if category is not None else obs.category_id)
+        new_box = obs.box if box is _UNSET else box
+        new_kps = obs.keypoints if keypoints is _UNSET else keypoints
+        if category is not None and keypoints is _UNSET and cat.id != obs.category_id:
+            new_kps = None  # keypoint vectors belong to their category's keypoint list
+        new_box, new_kps = self._validate(image, cat, new_box, new_kps)
+        x0, y0, x1, y1 = new_box if new_box is not None else (None,) * 4
+        source = source or "human"
+        keep = source != "human"  # a person's edit makes the observation theirs
+        score = (obs.score if keep else None) if score is _UNSET else score
+        model_version = (obs.model_version if keep else None) if model_version is _UNSET \
+            else model_version
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE observations SET category_id = ?, x0 = ?, y0 = ?, x1 = ?, y1 = ?, "
+                "keypoints = ?, source = ?, score = ?, model_version = ?, run_id = ?, "
+                "updated_at = strftime('%Y-%m-%dT%H:%M:%f', 'now') WHERE id = ?",
+                (cat.id, x0, y0, x1, y1, json.dumps(new_kps) if new_kps is not None else None,
+                 source, score, model_version, obs.run_id if run_id is _UNSET else run_id,
+                 obs.id),
+            )
+            for key, value in (attributes or {}).items():
+                conn.execute(
+                    "INSERT OR REPLACE INTO attributes(observation_id, key, value) VALUES (?, ?, ?)",
+                    (obs.id, str(key), str(value)),
+                )
+            self._changed("observations", "updated", [obs.id])
+        return self.observation(obs.id)
+
+    def delete_observations(self, ids: Iterable[int]) -> int:
+        """Delete observations by id; returns how many were deleted."""
+        ids = sorted({int(i) for i in ids})
+        with self.transaction() as conn:
+            deleted = []
+            for chunk in _chunks(ids, 500):
+                deleted += [
+                    r[0] for r in conn.execute(
+                        f"DELETE FROM observations WHERE id IN ({','.join('?' * len(chunk))}) "
+                        "RETURNING id", chunk,
+                    )
+                ]
+            self._changed("observations", "deleted", deleted)
+        return len(deleted)
+
+    def observation(self, obs_id: int) -> Observation:
+        found = self.observations(ids=[obs_id])
+        if not found:
+            raise BadInputError(f"no observation {obs_id} in the index")
+        return found[0]
+
+    def observations(
+        self,
+        *,
+        ids: Iterable[int] | None = None,
+        images: Iterable[int | ImageRecord] | None = None,
+        category: int | str | Category | None = None,
+        source: str | None = None,
+        kind: str | None = None,
+        run_id: int | None = None,
+    ) -> list[Observation]:
+        """Observations in id order. ``kind`` 'roi' keeps those with a box, 'keypoints' those
+        with at least one labelled keypoint."""
+        sql, params = ["SELECT * FROM observations WHERE 1"], []
+        if ids is not None:
+            id_list = [int(i) for i in ids]
+            sql.append("AND id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(id_list))
+        if images is not None:
+            img_ids = [i.id if isinstance(i, ImageRecord) else int(i) for i in images]
+            sql.append("AND image_id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(img_ids))
+        if category is not None:
+            sql.append("AND category_id = ?")
+            params.append(self.category(category).id)
+        if source is not None:
+            sql.append("AND source = ?")
+            params.append(source)
+        if run_id is not None:
+            sql.append("AND run_id = ?")
+            params.append(run_id)
+        if kind == "roi":
+            sql.append("AND x0 IS NOT NULL")
+        elif kind == "keypoints":
+            sql.append("AND keypoints IS NOT NULL")
+        elif kind is not None:
+            raise BadInputError(f"kind must be 'roi' or 'keypoints', not {kind!r}")
+        conn = self._conn()
+        rows = conn.execute(" ".join(sql) + " ORDER BY id", params).fetchall()
+        attrs: dict[int, dict[str, str]] = {}
+        if rows:
+            for r in conn.execute(
+                "SELECT * FROM attributes WHERE observation_id IN (SELECT value FROM json_each(?))",
+                (json.dumps([r["id"] for r in rows]),),
+            ):
+                attrs.setdefault(r["observation_id"], {})[r["key"]] = r["value"]
+        found = [_observation(r, attrs.get(r["id"], {})) for r in rows]
+        if kind == "keypoints":
+            found = [o for o in found if o.has_keypoints]
+        return found
+
+    def attribute_values(self) -> dict[str, list[str]]:
+        """Every attribute key with its distinct values (for filters)."""
+        values: dict[str, list[str]] = {}
+        for r in self._conn().execute(
+            "SELECT DISTINCT key, value FROM attributes ORDER BY key, value"
+        ):
+            values.setdefault(r["key"], []).append(r["value"])
+        return values
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per category name: images, boxes and keypoint observations (labelled keypoints)."""
+        out = {c.name: {"images": 0, "boxes": 0, "keypoints": 0} for c in self.categories()}
+        for r in self._conn().execute(
+            "SELECT c.name, COUNT(DISTINCT o.image_id), COUNT(o.x0), "
+            "SUM(CASE WHEN o.keypoints IS NOT NULL AND EXISTS (SELECT 1 FROM "
+            "json_each(o.keypoints) k WHERE json_extract(k.value, '$[2]') > 0) THEN 1 ELSE 0 END) "
+            "FROM categories c JOIN observations o ON o.category_id = c.id GROUP BY c.id"
+        ):
+            out[r[0]] = {"images": r[1], "boxes": r[2], "keypoints": r[3] or 0}
+        return out
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _image(row: sqlite3.Row) -> ImageRecord:
+    return ImageRecord(
+        id=row["id"], name=row["name"], path=row["path"], frame=row["frame"],
+        width=row["width"], height=row["height"], channels=row["channels"], media=row["media"],
+    )
+
+
+def _category(row: sqlite3.Row) -> Category:
+    return Category(
+        id=row["id"], name=row["name"], colour=row["colour"],
+        roi_enabled=bool(row["roi_enabled"]), keypoints_enabled=bool(row["keypoints_enabled"]),
+        keypoint_names=tuple(json.loads(row["keypoint_names"])),
+        skeleton=tuple(tuple(e) for e in json.loads(row["skeleton"])),
+    )
+
+
+def _observation(row: sqlite3.Row, attributes: dict[str, str]) -> Observation:
+    box = None if row["x0"] is None else (row["x0"], row["y0"], row["x1"], row["y1"])
+    kps = None
+    if row["keypoints"] is not None:
+        kps = tuple((float(x), float(y), int(v)) for x, y, v in json.loads(row["keypoints"]))
+    return Observation(
+        id=row["id"], image_id=row["image_id"], category_id=row["category_id"], box=box,
+        keypoints=kps, iscrowd=bool(row["iscrowd"]), source=row["source"], score=row["score"],
+        model_version=row["model_version"], run_id=row["run_id"], created_at=row["created_at"],
+        updated_at=row["updated_at"], attributes=attributes,
+    )

@@ -1,0 +1,1 @@
+"""Detection models: configuration, torchvision builders and weight versions (no Qt/napari)."""
