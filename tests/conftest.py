@@ -1,0 +1,66 @@
+"""Shared fixtures: small indexes and a full dump of an index to prove "nothing changed"."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from napari_learn_complete.index import Index
+from napari_learn_complete.index.store import DB_NAME
+from napari_learn_complete.sample import make_sample_index
+
+# Real COCO keypoint files written by other tools (mmpose test data), next to the repository.
+COCO_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-keypoints-samples"
+
+
+def dump_index(index: Index | Path) -> dict[str, Any]:
+    """Every row of every table, the schema version and the files under the index folder.
+
+    Read through a fresh read-only connection, so it sees what is committed on disk and nothing
+    else; compare two dumps with ``==`` to check that a failed operation left the index as it was.
+    """
+    folder = index.path if isinstance(index, Index) else Path(index)
+    conn = sqlite3.connect(f"file:{folder / DB_NAME}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        )]
+        dump: dict[str, Any] = {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+            for table in tables
+        }
+        dump["_user_version"] = conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+    dump["_files"] = sorted(
+        (str(p.relative_to(folder)), p.stat().st_size)
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(DB_NAME)  # the db, its -wal and -shm files
+    )
+    return dump
+
+
+@pytest.fixture
+def db_dump() -> Callable[[Index | Path], dict[str, Any]]:
+    """The :func:`dump_index` helper, for tests that compare an index before and after."""
+    return dump_index
+
+
+@pytest.fixture
+def sample_index(tmp_path: Path) -> Iterator[Index]:
+    """12 synthetic images (discs, squares, triangles with keypoints), the first 6 labelled."""
+    index = make_sample_index(tmp_path / "sample", n_images=12, labelled=6, seed=0)
+    yield index
+    index.close()
+
+
+@pytest.fixture
+def empty_index(tmp_path: Path) -> Iterator[Index]:
+    """A freshly created index with no images and no categories."""
+    index = Index.create(tmp_path / "empty")
+    yield index
+    index.close()
