@@ -1,0 +1,79 @@
+"""When Learn and Complete may run: the specification's enablement rules, free of Qt.
+
+Every entry point (index panel menus, the layer-list context menu, command palette) asks these
+functions, so the rules live in one place and a disabled entry can say *why* it is disabled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import BadInputError, RefusedError
+from .index import Category, Index
+
+KINDS = ("roi", "keypoints")
+_KIND_WORDS = {"roi": "boxes", "keypoints": "keypoints"}
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether an action may run now; ``reason`` names the first unmet condition when not."""
+
+    enabled: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.enabled
+
+
+_OK = Availability(True)
+
+
+def _category(index: Index, category: Category | int | str | None) -> Category | Availability:
+    if category is None:
+        return Availability(False, "Choose an active category first")
+    try:
+        return index.category(category)
+    except BadInputError:
+        return Availability(False, f"Category {category!r} is not in the index")
+
+
+def image_action_availability(
+    index: Index,
+    image_ids: Sequence[int],
+    kind: str,
+    category: Category | int | str | None,
+) -> Availability:
+    """Learn/Complete on selected images: at least one image selected, an active model that
+    supports ``kind`` ('roi': boxes, 'keypoints'), and ROI / keypoints enabled on ``category``."""
+    if kind not in KINDS:
+        raise BadInputError(f"kind must be 'roi' or 'keypoints', not {kind!r}")
+    if not image_ids:
+        return Availability(False, "Select at least one image")
+    from .model.registry import active_model  # imports torch: only when it matters
+
+    try:
+        model = active_model(index)
+    except RefusedError:
+        return Availability(False, "No active model: create one in the Model panel")
+    if not model.supports(kind):
+        return Availability(False, f"The active model does not support {_KIND_WORDS[kind]}")
+    cat = _category(index, category)
+    if isinstance(cat, Availability):
+        return cat
+    if kind == "roi" and not cat.roi_enabled:
+        return Availability(False, f"ROI is not enabled for category {cat.name!r}")
+    if kind == "keypoints" and not cat.keypoints_enabled:
+        return Availability(False, f"Keypoints are not enabled for category {cat.name!r}")
+    return _OK
+
+
+def category_action_availability(index: Index, category: Category | int | str) -> Availability:
+    """Learn/Complete from a category card: the category has at least one observation."""
+    cat = _category(index, category)
+    if isinstance(cat, Availability):
+        return cat
+    if not index.query("SELECT 1 FROM observations WHERE category_id = ? LIMIT 1", (cat.id,)):
+        return Availability(False, f"Category {cat.name!r} has no observations yet")
+    return _OK
