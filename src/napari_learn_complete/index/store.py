@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -36,6 +37,8 @@ from .schema import migrate
 DB_NAME = "index.sqlite"
 IMAGES_DIR = "images"
 MODELS_DIR = "models"
+
+log = logging.getLogger(__name__)
 
 # A categorical palette that stays readable on dark and light images (Okabe-Ito, then Tableau).
 PALETTE = (
@@ -128,7 +131,12 @@ class Index:
         self._local = threading.local()
         self._listeners: list[Callable[[Change], None]] = []
         self._listeners_lock = threading.Lock()
-        migrate(self._conn())
+        try:
+            migrate(self._conn())
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise BadInputError(f"{self.path / DB_NAME}: not a readable index database ({exc})") \
+                from exc
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -256,7 +264,10 @@ class Index:
         with self._listeners_lock:
             listeners = list(self._listeners)
         for callback in listeners:
-            callback(change)
+            try:
+                callback(change)
+            except Exception:  # the change is committed: one broken view must not undo others
+                log.exception("index listener %r failed on %s", callback, change)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Read-only SQL for modules of this package (model registry, engine)."""
@@ -287,7 +298,7 @@ class Index:
         names: Sequence[str] | None = None,
         copy: bool = False,
     ) -> list[ImageRecord]:
-        """Add image files, all or none: each is decoded once to check it before anything is written.
+        """Add image files, all or none: each is decoded once, to check it, before any is written.
 
         ``names`` default to the file names; a name must be unique in the index. With ``copy`` the
         files are copied into ``images/``; otherwise they are referenced where they are.
@@ -302,9 +313,11 @@ class Index:
         try:
             with self.transaction() as conn:
                 ids = []
-                for path, name, (width, height, channels) in zip(paths, names, probed):
+                for path, name, (width, height, channels) in zip(paths, names, probed, strict=True):
                     if copy:
                         target = self.images_dir / name
+                        if not target.resolve().is_relative_to(self.images_dir.resolve()):
+                            raise BadInputError(f"image name {name!r} leaves the images folder")
                         if target.exists():
                             raise BadInputError(f"{target}: a file of that name is already there")
                         target.parent.mkdir(parents=True, exist_ok=True)
@@ -352,6 +365,8 @@ class Index:
         path = Path(path)
         if not path.exists():
             raise BadInputError(f"{path}: video file not found")
+        if width <= 0 or height <= 0:
+            raise BadInputError(f"{path}: video size {width}x{height} must be positive")
         name = name or path.name
         self._check_new_names([name])
         with self.transaction() as conn:
@@ -549,7 +564,7 @@ class Index:
                     f"{image.name}: {len(kps)} keypoints given, category {cat.name!r} has "
                     f"{len(cat.keypoint_names)} ({', '.join(cat.keypoint_names)})"
                 )
-            for (x, y, v), kp_name in zip(kps, cat.keypoint_names):
+            for (x, y, v), kp_name in zip(kps, cat.keypoint_names, strict=True):
                 if v not in (0, 1, 2):
                     raise BadInputError(f"{image.name}: keypoint {kp_name!r} visibility {v}")
                 if v and not (-0.5 <= x <= image.width + 0.5 and -0.5 <= y <= image.height + 0.5):
@@ -583,7 +598,7 @@ class Index:
         )[0]
 
     def add_observations(self, items: Sequence[dict[str, Any]]) -> list[Observation]:
-        """Add many observations in one transaction, all or none (keys as :meth:`add_observation`)."""
+        """Add many observations in one transaction, all or none (keys: see add_observation)."""
         images: dict[Any, ImageRecord] = {}
         cats: dict[Any, Category] = {}
         rows = []
@@ -667,7 +682,8 @@ class Index:
             )
             for key, value in (attributes or {}).items():
                 conn.execute(
-                    "INSERT OR REPLACE INTO attributes(observation_id, key, value) VALUES (?, ?, ?)",
+                    "INSERT OR REPLACE INTO attributes(observation_id, key, value) "
+                    "VALUES (?, ?, ?)",
                     (obs.id, str(key), str(value)),
                 )
             self._changed("observations", "updated", [obs.id])
