@@ -1,0 +1,771 @@
+"""Live views of an index in napari: an image stack, a Shapes layer of boxes, a Points layer of
+keypoints, all in (plane, y, x) coordinates where plane z shows ``image_ids()[z]``.
+
+The index database stays the single source of truth. Every edit in the boxes or keypoints layer is
+written at once, in one transaction, so closing napari right after an edit loses nothing; a write
+the index refuses is undone in the layer and shown as a warning. Changes committed through the
+Python API (from any thread, e.g. a worker running Complete) are applied to the rows concerned on
+the main thread. While one side is being written from the other, the handlers of the other side
+stand still, so one edit makes exactly one write and nothing echoes.
+
+Layer rows and observations are tied by the ``observation_id`` feature: napari keeps feature rows
+aligned with data rows through adds, deletes and moves, so the mapping survives any edit.
+Box and keypoint coordinates in the layers are the index's own (pixel corners, like COCO); the two
+layers are translated by half a pixel so that they line up with the pixels of the image layer.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+from napari.layers import Image, Layer, Points, Shapes
+from napari.layers.base import ActionType
+from napari.utils.colormaps.standardize_color import transform_color
+from napari.utils.events import EmitterGroup
+from napari.utils.notifications import show_warning
+from superqt.utils import ensure_main_thread
+
+from ..errors import LearnCompleteError
+from ..index import Category, Change, ImageRecord, Index, Observation
+from ..index.media import to_rgb_uint8
+
+MARKER = "napari_learn_complete"
+NO_OBSERVATION = -1
+ROLES = ("image", "boxes", "keypoints")
+# Pixel corners (index) -> pixel centres (napari): boxes and keypoints sit half a pixel up-left.
+HALF_PIXEL = (0.0, -0.5, -0.5)
+BOX_FACE_ALPHA = 0.12
+
+_OPEN: list[IndexLayers] = []
+# Layer data handed to napari by the reader or the sample, waiting to be inserted in a viewer.
+_PENDING: dict[str, tuple[Index, dict[str, Layer]]] = {}
+_WATCHED: weakref.WeakSet = weakref.WeakSet()
+
+
+# ---------------------------------------------------------------------------- layer data
+def _rgba(colour: str, alpha: float = 1.0) -> np.ndarray:
+    rgba = transform_color(colour)[0].copy()
+    rgba[3] = alpha
+    return rgba
+
+
+def _stackable(index: Index) -> list[ImageRecord]:
+    """The images shown as planes (video clips have no pixels of their own)."""
+    return [r for r in index.images() if not r.is_video]
+
+
+def image_stack(index: Index, images: Sequence[ImageRecord]) -> da.Array:
+    """A lazy (N, H, W, 3) uint8 stack: one image is decoded when its plane is shown.
+
+    Each image is padded to the largest height and width, anchored top-left, so that its pixel
+    coordinates are the same as in the file and nothing is resampled.
+    """
+    if not images:
+        return da.zeros((1, 1, 1, 3), dtype=np.uint8)
+    height = max(r.height for r in images)
+    width = max(r.width for r in images)
+
+    def load(block_id: tuple[int, ...]) -> np.ndarray:
+        record = images[block_id[0]]
+        plane = np.zeros((1, height, width, 3), np.uint8)
+        try:
+            pixels = to_rgb_uint8(index.read_image(record))
+        except LearnCompleteError as exc:  # a file gone since it was added: show a black plane
+            show_warning(str(exc))
+            return plane
+        plane[0, : pixels.shape[0], : pixels.shape[1]] = pixels[:height, :width]
+        return plane
+
+    return da.map_blocks(
+        load, chunks=((1,) * len(images), (height,), (width,), (3,)), dtype=np.uint8,
+        meta=np.empty((0, 0, 0, 0), np.uint8),
+    )
+
+
+def box_vertices(plane: int, box: Sequence[float]) -> np.ndarray:
+    """The four (plane, y, x) corners of a napari rectangle for an (x0, y0, x1, y1) box."""
+    x0, y0, x1, y1 = box
+    return np.array([[plane, y0, x0], [plane, y0, x1], [plane, y1, x1], [plane, y1, x0]], float)
+
+
+def _box_rows(obs: Iterable[Observation], plane: dict[int, int], cats: dict[int, Category]):
+    rows = [(o, cats[o.category_id]) for o in obs if o.box is not None and o.image_id in plane]
+    data = [box_vertices(plane[o.image_id], o.box) for o, _ in rows]
+    features = pd.DataFrame({
+        "observation_id": np.array([o.id for o, _ in rows], np.int64),
+        "category": [c.name for _, c in rows],
+        "source": [o.source for o, _ in rows],
+        "score": np.array([np.nan if o.score is None else o.score for o, _ in rows], float),
+    })
+    edge = np.array([_rgba(c.colour) for _, c in rows]).reshape(-1, 4)
+    face = np.array([_rgba(c.colour, BOX_FACE_ALPHA) for _, c in rows]).reshape(-1, 4)
+    return data, features, edge, face
+
+
+def _keypoint_rows(obs: Iterable[Observation], plane: dict[int, int], cats: dict[int, Category]):
+    rows = []
+    for o in obs:
+        if o.keypoints is None or o.image_id not in plane:
+            continue
+        cat = cats[o.category_id]
+        for name, (x, y, v) in zip(cat.keypoint_names, o.keypoints, strict=True):
+            if v > 0:
+                rows.append((o, cat, name, (plane[o.image_id], y, x)))
+    data = np.array([r[3] for r in rows], float).reshape(-1, 3)
+    features = pd.DataFrame({
+        "observation_id": np.array([o.id for o, *_ in rows], np.int64),
+        "category": [c.name for _, c, *_ in rows],
+        "keypoint": [n for _, _, n, _ in rows],
+        "source": [o.source for o, *_ in rows],
+        "score": np.array([np.nan if o.score is None else o.score for o, *_ in rows], float),
+    })
+    colour = np.array([_rgba(c.colour) for _, c, *_ in rows]).reshape(-1, 4)
+    return data, features, colour
+
+
+def _marker(index: Index, role: str, session: str | None) -> dict[str, Any]:
+    marker = {"index": str(index.path), "role": role}
+    if session:
+        marker["session"] = session
+    return {MARKER: marker}
+
+
+def layer_data(index: Index, *, session: str | None = None) -> list[tuple[Any, dict, str]]:
+    """The three layer data tuples (image, boxes, keypoints) of an index, marked in metadata."""
+    images = _stackable(index)
+    plane = {r.id: z for z, r in enumerate(images)}
+    cats = {c.id: c for c in index.categories()}
+    first = next(iter(cats.values()), None)
+    observations = index.observations()
+    name = index.path.name
+    size = max(3.0, round(max((max(r.height, r.width) for r in images), default=64) / 50))
+    boxes, box_features, edge, face = _box_rows(observations, plane, cats)
+    points, kp_features, colour = _keypoint_rows(observations, plane, cats)
+    defaults = {"observation_id": NO_OBSERVATION, "category": first.name if first else "",
+                "source": "human", "score": np.nan}
+    return [
+        (image_stack(index, images),
+         {"name": f"{name} images", "rgb": True, "contrast_limits": [0, 255],
+          "metadata": _marker(index, "image", session)}, "image"),
+        (boxes,
+         {"name": f"{name} boxes", "ndim": 3, "shape_type": "rectangle", "edge_width": 2,
+          "edge_color": edge if len(edge) else "white", "face_color": face if len(face) else
+          "transparent", "features": box_features, "feature_defaults": defaults,
+          "text": {"string": "{category}", "anchor": "upper_left", "size": 8, "color": "white"},
+          "translate": HALF_PIXEL, "metadata": _marker(index, "boxes", session)}, "shapes"),
+        (points,
+         {"name": f"{name} keypoints", "ndim": 3, "size": size, "border_width": 0.1,
+          "face_color": colour if len(colour) else "white",
+          "border_color": colour if len(colour) else "white", "features": kp_features,
+          "feature_defaults": {**defaults, "keypoint": ""}, "translate": HALF_PIXEL,
+          "metadata": _marker(index, "keypoints", session)}, "points"),
+    ]
+
+
+# ------------------------------------------------------------------------ binding to viewers
+def _viewers() -> list[Any]:
+    """Every open napari viewer (the reader cannot know which one will insert its layers)."""
+    import napari
+
+    found = list(getattr(napari.Viewer, "_instances", ()))
+    current = napari.current_viewer()
+    if current is not None and current not in found:
+        found.append(current)
+    return found
+
+
+def bindable_layer_data(index: Index) -> list[tuple[Any, dict, str]]:
+    """Layer data tuples that start live sync once napari has inserted them into a viewer.
+
+    Readers and sample data must return tuples, not layers; the tuples carry a session token in
+    their metadata marker, and the first viewer that inserts all three layers binds them.
+    """
+    session = uuid.uuid4().hex
+    _PENDING[session] = (index, {})
+    for viewer in _viewers():
+        if viewer not in _WATCHED:
+            _WATCHED.add(viewer)
+            viewer.layers.events.inserted.connect(_binder(weakref.ref(viewer)))
+    return layer_data(index, session=session)
+
+
+def _binder(viewer_ref: weakref.ref):
+    def on_inserted(event: Any) -> None:
+        layer = event.value
+        marker = layer.metadata.get(MARKER) or {}
+        pending = _PENDING.get(marker.get("session", ""))
+        viewer = viewer_ref()
+        if pending is None or viewer is None:
+            return
+        index, layers = pending
+        layers[marker["role"]] = layer
+        if len(layers) == len(ROLES):
+            del _PENDING[marker["session"]]
+            IndexLayers(viewer, index, layers["image"], layers["boxes"], layers["keypoints"])
+
+    return on_inserted
+
+
+def open_index(viewer: Any, path_or_index: str | Path | Index) -> IndexLayers:
+    """Add an index's image, boxes and keypoints layers to ``viewer`` and start live sync."""
+    index = path_or_index if isinstance(path_or_index, Index) else Index(path_or_index)
+    image, boxes, keypoints = (viewer.add_layer(Layer.create(*t)) for t in layer_data(index))
+    return IndexLayers(viewer, index, image, boxes, keypoints)
+
+
+def index_layers(viewer: Any) -> list[IndexLayers]:
+    """The indexes open in ``viewer``, in the order they were opened."""
+    return [il for il in _OPEN if il.viewer is viewer]
+
+
+def layers_for(layer: Layer) -> IndexLayers | None:
+    """The open index whose image, boxes or keypoints layer ``layer`` is."""
+    return next((il for il in _OPEN if layer in il.layers), None)
+
+
+# ------------------------------------------------------------------------------ live sync
+class IndexLayers:
+    """One index shown in one viewer, kept in sync both ways (see the module docstring)."""
+
+    def __init__(
+        self, viewer: Any, index: Index, image_layer: Image, boxes_layer: Shapes,
+        keypoints_layer: Points,
+    ) -> None:
+        self.viewer = viewer
+        self.index = index
+        self.image_layer = image_layer
+        self.boxes_layer = boxes_layer
+        self.keypoints_layer = keypoints_layer
+        self.events = EmitterGroup(source=self, active_category=None, active_keypoint=None)
+        self._busy = False
+        self._removing: dict[str, list[tuple[int, str]]] = {"boxes": [], "keypoints": []}
+        self._load_catalogue()
+        self._counts = {"boxes": len(boxes_layer.data), "keypoints": len(keypoints_layer.data)}
+        self._active_category: str | None = None
+        self._active_keypoint: str | None = None
+        first = next(iter(self._cats.values()), None)
+        self.active_category = first.name if first else None
+        boxes_layer.events.data.connect(self._on_boxes_data)
+        keypoints_layer.events.data.connect(self._on_keypoints_data)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._unsubscribe = index.subscribe(self._on_index_change)
+        _OPEN.append(self)
+        if self._images:  # napari opens stacks in the middle; a labeller starts at the first
+            self.show_image(self._images[0].id)
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def layers(self) -> tuple[Layer, Layer, Layer]:
+        return (self.image_layer, self.boxes_layer, self.keypoints_layer)
+
+    @property
+    def active_category(self) -> str | None:
+        return self._active_category
+
+    @active_category.setter
+    def active_category(self, name: str | None) -> None:
+        cat = None if name is None else self._category(name)  # BadInputError when unknown
+        self._active_category = None if cat is None else cat.name
+        for layer in (self.boxes_layer, self.keypoints_layer):
+            layer.feature_defaults = {**_defaults_dict(layer), "category": name or ""}
+        if cat is not None:
+            self.boxes_layer.current_edge_color = cat.colour
+            self.keypoints_layer.current_face_color = cat.colour
+            self.keypoints_layer.current_border_color = cat.colour
+        names = cat.keypoint_names if cat else ()
+        if self._active_keypoint not in names:
+            self.active_keypoint = names[0] if names else None
+        self.events.active_category(value=self._active_category)
+
+    @property
+    def active_keypoint(self) -> str | None:
+        return self._active_keypoint
+
+    @active_keypoint.setter
+    def active_keypoint(self, name: str | None) -> None:
+        cat = self._cats_by_name.get(self._active_category or "")
+        if name is not None and (cat is None or name not in cat.keypoint_names):
+            raise LearnCompleteError(
+                f"keypoint {name!r} is not a keypoint of category {self._active_category!r}"
+            )
+        self._active_keypoint = name
+        layer = self.keypoints_layer
+        layer.feature_defaults = {**_defaults_dict(layer), "keypoint": name or ""}
+        self.events.active_keypoint(value=name)
+
+    def image_ids(self) -> list[int]:
+        """Image id of each plane: plane z of the layers shows ``image_ids()[z]``."""
+        return [r.id for r in self._images]
+
+    def current_image_id(self) -> int | None:
+        """The image shown now, or None when the index has no image."""
+        if not self._images:
+            return None
+        dims = self.viewer.dims
+        z = round(dims.point[dims.ndim - 3])
+        return self._images[min(max(z, 0), len(self._images) - 1)].id
+
+    def show_image(self, image_id: int) -> None:
+        """Move the viewer to the plane of ``image_id``."""
+        if image_id not in self._plane:
+            raise LearnCompleteError(f"no image {image_id} is shown by {self.index.path.name}")
+        dims = self.viewer.dims
+        dims.set_point(dims.ndim - 3, self._plane[image_id])
+
+    def refresh(self) -> None:
+        """Reload every layer from the index (after images or categories changed)."""
+        self._load_catalogue()
+        fresh = layer_data(self.index)
+        with self._quiet():
+            self.image_layer.data = fresh[0][0]
+            for layer, (data, meta, _) in zip(self.layers[1:], fresh[1:], strict=True):
+                layer.selected_data = set()
+                layer.data = data
+                layer.features = meta["features"]
+                if isinstance(layer, Shapes):
+                    if len(data):
+                        layer.edge_color = meta["edge_color"]
+                        layer.face_color = meta["face_color"]
+                elif len(data):
+                    layer.face_color = meta["face_color"]
+                    layer.border_color = meta["border_color"]
+                layer.refresh_text()
+        self._recount()
+
+    def close(self) -> None:
+        """Stop syncing (the layers stay as plain layers)."""
+        self._unsubscribe()
+        self.boxes_layer.events.data.disconnect(self._on_boxes_data)
+        self.keypoints_layer.events.data.disconnect(self._on_keypoints_data)
+        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        if self in _OPEN:
+            _OPEN.remove(self)
+
+    # --------------------------------------------------------------------- helpers
+    def _load_catalogue(self) -> None:
+        self._images = _stackable(self.index)
+        self._plane = {r.id: z for z, r in enumerate(self._images)}
+        self._cats = {c.id: c for c in self.index.categories()}
+        self._cats_by_name = {c.name: c for c in self._cats.values()}
+
+    def _category(self, name: str) -> Category:
+        if name not in self._cats_by_name:
+            self._load_catalogue()
+        if name not in self._cats_by_name:
+            raise LearnCompleteError(f"no category {name!r} in {self.index.path.name}")
+        return self._cats_by_name[name]
+
+    def _image_at(self, plane: float) -> ImageRecord | None:
+        z = round(float(plane))
+        return self._images[z] if 0 <= z < len(self._images) else None
+
+    @contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """Apply changes to one side without its handlers writing them back."""
+        busy, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = busy
+
+    def _recount(self) -> None:
+        self._counts = {"boxes": len(self.boxes_layer.data),
+                        "keypoints": len(self.keypoints_layer.data)}
+
+    def _write(self, rows: dict[str, list[int]], what: str, fn) -> bool:
+        """Run index writes ``fn`` in one transaction; on refusal, put the layers back as the
+        index has them and say why."""
+        try:
+            with self._quiet(), self.index.transaction():
+                fn()
+            return True
+        except LearnCompleteError as exc:
+            show_warning(f"{what} not saved: {exc}")
+            self._resync_rows(rows)
+            return False
+
+    def _resync_rows(self, rows: dict[str, list[int]]) -> None:
+        """Drop rows that have no observation and re-read the observations of the others."""
+        ids: set[int] = set()
+        for role, idx in rows.items():
+            layer = getattr(self, f"{role}_layer")
+            column = layer.features["observation_id"].to_numpy()
+            ids |= {int(column[i]) for i in idx if i < len(column)} - {NO_OBSERVATION}
+            orphans = [i for i in range(len(column)) if column[i] == NO_OBSERVATION]
+            with self._quiet():
+                if orphans:
+                    layer.remove(orphans)
+        self._sync_observations(ids)
+
+    def _drop_rows(self, layer: Layer, rows: list[int], items: list[tuple]) -> list[tuple]:
+        """Remove the new rows that were refused; return the kept items with their new rows."""
+        kept = {item[0] for item in items}
+        dropped = [row for row in rows if row not in kept]
+        with self._quiet():
+            layer.remove(dropped)
+        self._recount()
+        return [(row - sum(d < row for d in dropped), *rest) for row, *rest in items]
+
+    def _set_row_features(self, layer: Layer, row: int, values: dict[str, Any]) -> None:
+        features = layer.features
+        for key, value in values.items():
+            features.iloc[row, features.columns.get_loc(key)] = value
+        layer.refresh_text()
+
+    # ------------------------------------------------------------------ layer -> index
+    def _on_boxes_data(self, event: Any) -> None:
+        self._on_layer_data("boxes", event)
+
+    def _on_keypoints_data(self, event: Any) -> None:
+        self._on_layer_data("keypoints", event)
+
+    def _on_layer_data(self, role: str, event: Any) -> None:
+        if self._busy:
+            return
+        layer = getattr(self, f"{role}_layer")
+        action = event.action
+        if action == ActionType.REMOVING:
+            features = layer.features
+            self._removing[role] = [
+                (int(features["observation_id"].iloc[i]),
+                 str(features["keypoint"].iloc[i]) if role == "keypoints" else "")
+                for i in event.data_indices if 0 <= i < len(features)
+            ]
+            return
+        if action == ActionType.REMOVED:
+            removed, self._removing[role] = self._removing[role], []
+            (self._boxes_removed if role == "boxes" else self._keypoints_removed)(removed)
+        elif action == ActionType.ADDED:
+            new = list(range(self._counts[role], len(layer.data)))
+            if new:
+                (self._boxes_added if role == "boxes" else self._keypoints_added)(new)
+        elif action == ActionType.CHANGED:
+            changed = [i for i in event.data_indices if 0 <= i < len(layer.data)]
+            (self._boxes_changed if role == "boxes" else self._keypoints_changed)(changed)
+        self._recount()
+
+    def _clipped_box(self, vertices: np.ndarray, image: ImageRecord) -> tuple[float, ...]:
+        """The axis-aligned box around a shape's vertices, clipped to its image."""
+        ys, xs = vertices[:, 1], vertices[:, 2]
+        x0, x1 = (float(np.clip(v, 0, image.width)) for v in (xs.min(), xs.max()))
+        y0, y1 = (float(np.clip(v, 0, image.height)) for v in (ys.min(), ys.max()))
+        return (x0, y0, x1, y1)
+
+    def _show_box(self, row: int, plane: int, box: Sequence[float], cat: Category) -> None:
+        """Make a row the exact rectangle of a stored box, in its category's colours."""
+        layer = self.boxes_layer
+        vertices = box_vertices(plane, box)
+        current = layer.data[row]
+        if layer.shape_type[row] == "rectangle" and current.shape == vertices.shape and \
+                np.allclose(np.sort(current, axis=0), np.sort(vertices, axis=0)):
+            vertices = None
+        with self._quiet():
+            # napari has no public call to replace one shape in place
+            layer._data_view.edit(
+                row, vertices if vertices is not None else current, new_type="rectangle",
+                edge_color=_rgba(cat.colour), face_color=_rgba(cat.colour, BOX_FACE_ALPHA),
+            )
+            layer.refresh()
+
+    def _boxes_added(self, rows: list[int]) -> None:
+        layer = self.boxes_layer
+        items, problems = [], []
+        for row in rows:
+            name = str(layer.features["category"].iloc[row] or "")
+            cat = self._cats_by_name.get(name)
+            image = self._image_at(layer.data[row][0, 0])
+            box = self._clipped_box(layer.data[row], image) if image else None
+            if cat is None:
+                problems.append("choose a category first (no active category)")
+            elif not cat.roi_enabled:
+                problems.append(f"category {cat.name!r} has boxes (ROI) switched off")
+            elif image is None:
+                problems.append("the box is not on an image")
+            elif box[2] <= box[0] or box[3] <= box[1]:
+                problems.append(f"the box lies outside image {image.name}")
+            else:
+                items.append((row, image, cat, box))
+        if problems:
+            show_warning(f"box not saved: {problems[0]}")
+            items = self._drop_rows(layer, rows, items)
+        if not items:
+            return
+        added: list[Observation] = []
+
+        def write() -> None:
+            added.extend(self.index.add_observations([
+                {"image": image.id, "category": cat.id, "box": box, "source": "human"}
+                for _, image, cat, box in items
+            ]))
+
+        if not self._write({"boxes": [i[0] for i in items]}, "box", write):
+            return
+        for (row, image, cat, _), obs in zip(items, added, strict=True):
+            self._set_row_features(layer, row, {"observation_id": obs.id, "category": cat.name,
+                                                "source": obs.source, "score": np.nan})
+            self._show_box(row, self._plane[image.id], obs.box, cat)
+
+    def _boxes_changed(self, rows: list[int]) -> None:
+        layer = self.boxes_layer
+        ids = layer.features["observation_id"].to_numpy()
+        stored = {o.id: o for o in self.index.observations(ids=[int(ids[r]) for r in rows])}
+        updates = []
+        for row in rows:
+            obs = stored.get(int(ids[row]))
+            if obs is None:
+                continue
+            image = self.index.image(obs.image_id)
+            box = self._clipped_box(layer.data[row], image)
+            cat = self._cats[obs.category_id]
+            if box[2] <= box[0] or box[3] <= box[1]:
+                show_warning(f"box not saved: it would lie outside image {image.name}")
+                self._show_box(row, self._plane[image.id], obs.box, cat)
+                continue
+            if obs.box is None or not np.allclose(box, obs.box):
+                updates.append((row, obs, box))
+            self._show_box(row, self._plane[image.id], box, cat)
+        if not updates:
+            return
+        done: list[Observation] = []
+
+        def write() -> None:
+            done.extend(self.index.update_observation(o.id, box=b) for _, o, b in updates)
+
+        if self._write({"boxes": [u[0] for u in updates]}, "box", write):
+            for (row, _, _), obs in zip(updates, done, strict=True):
+                self._set_row_features(layer, row, {"source": obs.source, "score": np.nan})
+
+    def _boxes_removed(self, removed: list[tuple[int, str]]) -> None:
+        ids = sorted({i for i, _ in removed if i != NO_OBSERVATION})
+        if not ids:
+            return
+
+        def write() -> None:
+            for obs in self.index.observations(ids=ids):
+                if obs.has_keypoints:
+                    self.index.update_observation(obs.id, box=None)
+                else:
+                    self.index.delete_observations([obs.id])
+
+        if not self._write({}, "box deletion", write):
+            self._sync_observations(ids)
+
+    def _attach_target(
+        self, cat: Category, image: ImageRecord, slot: int, x: float, y: float, taken: set[int]
+    ) -> Observation | None:
+        """The observation a new keypoint belongs to: same category and image, lacking that
+        keypoint; one whose box holds the point first, then the nearest."""
+        candidates = [
+            o for o in self.index.observations(images=[image.id], category=cat.id)
+            if o.id not in taken and (o.keypoints is None or o.keypoints[slot][2] == 0)
+        ]
+
+        def rank(o: Observation) -> tuple[int, float]:
+            if o.box is None:
+                return (1, math.inf)
+            x0, y0, x1, y1 = o.box
+            inside = x0 <= x <= x1 and y0 <= y <= y1
+            return (0 if inside else 1, math.hypot((x0 + x1) / 2 - x, (y0 + y1) / 2 - y))
+
+        return min(candidates, key=rank, default=None)
+
+    def _keypoints_added(self, rows: list[int]) -> None:
+        layer = self.keypoints_layer
+        items, problems = [], []
+        for row in rows:
+            name = str(layer.features["category"].iloc[row] or "")
+            kp = str(layer.features["keypoint"].iloc[row] or "")
+            cat = self._cats_by_name.get(name)
+            z, y, x = layer.data[row]
+            image = self._image_at(z)
+            if cat is None:
+                problems.append("choose a category first (no active category)")
+            elif not cat.keypoints_enabled or kp not in cat.keypoint_names:
+                problems.append(f"choose a keypoint of category {cat.name!r} first")
+            elif image is None:
+                problems.append("the keypoint is not on an image")
+            else:
+                x = float(np.clip(x, 0, image.width))
+                y = float(np.clip(y, 0, image.height))
+                items.append((row, image, cat, kp, x, y))
+        if problems:
+            show_warning(f"keypoint not saved: {problems[0]}")
+            items = self._drop_rows(layer, rows, items)
+        if not items:
+            return
+        results: list[Observation] = []
+
+        def write() -> None:
+            taken: set[int] = set()
+            for _, image, cat, kp, x, y in items:
+                slot = cat.keypoint_names.index(kp)
+                target = self._attach_target(cat, image, slot, x, y, taken)
+                if target is None:
+                    kps = [(0.0, 0.0, 0)] * len(cat.keypoint_names)
+                    kps[slot] = (x, y, 2)
+                    obs = self.index.add_observation(image.id, cat.id, keypoints=kps)
+                else:
+                    kps = list(target.keypoints or [(0.0, 0.0, 0)] * len(cat.keypoint_names))
+                    kps[slot] = (x, y, 2)
+                    obs = self.index.update_observation(target.id, keypoints=kps)
+                taken.add(obs.id)
+                results.append(obs)
+
+        if not self._write({"keypoints": [i[0] for i in items]}, "keypoint", write):
+            return
+        for (row, image, cat, kp, x, y), obs in zip(items, results, strict=True):
+            self._set_row_features(layer, row, {"observation_id": obs.id, "category": cat.name,
+                                                "keypoint": kp, "source": obs.source,
+                                                "score": np.nan})
+            self._show_point(row, self._plane[image.id], x, y, cat)
+        # rows of the observations just touched that already were in the layer: new source
+        self._refresh_features({o.id: o for o in results})
+
+    def _show_point(self, row: int, plane: int, x: float, y: float, cat: Category) -> None:
+        layer = self.keypoints_layer
+        with self._quiet():
+            layer.data[row] = (plane, y, x)
+            layer.face_color[row] = _rgba(cat.colour)
+            layer.border_color[row] = _rgba(cat.colour)
+            layer.refresh()
+
+    def _refresh_features(self, observations: dict[int, Observation]) -> None:
+        """Update source and score of every row of these observations (after a human edit)."""
+        for layer in (self.boxes_layer, self.keypoints_layer):
+            ids = layer.features["observation_id"].to_numpy()
+            for row in np.flatnonzero(np.isin(ids, list(observations))):
+                obs = observations[int(ids[row])]
+                self._set_row_features(layer, int(row), {
+                    "source": obs.source, "score": np.nan if obs.score is None else obs.score,
+                })
+
+    def _keypoints_changed(self, rows: list[int]) -> None:
+        layer = self.keypoints_layer
+        features = layer.features
+        moves: dict[int, list[tuple[int, str]]] = {}
+        for row in rows:
+            obs_id = int(features["observation_id"].iloc[row])
+            if obs_id != NO_OBSERVATION:
+                moves.setdefault(obs_id, []).append((row, str(features["keypoint"].iloc[row])))
+        if not moves:
+            return
+        done: list[Observation] = []
+
+        def write() -> None:
+            for obs in self.index.observations(ids=list(moves)):
+                cat = self._cats[obs.category_id]
+                image = self.index.image(obs.image_id)
+                kps = list(obs.keypoints or [(0.0, 0.0, 0)] * len(cat.keypoint_names))
+                for row, kp in moves[obs.id]:
+                    _, y, x = layer.data[row]
+                    x = float(np.clip(x, 0, image.width))
+                    y = float(np.clip(y, 0, image.height))
+                    slot = cat.keypoint_names.index(kp)
+                    kps[slot] = (x, y, kps[slot][2] or 2)
+                    self._show_point(row, self._plane[image.id], x, y, cat)
+                done.append(self.index.update_observation(obs.id, keypoints=kps))
+
+        rows_touched = [r for v in moves.values() for r, _ in v]
+        if self._write({"keypoints": rows_touched}, "keypoint", write):
+            self._refresh_features({o.id: o for o in done})
+
+    def _keypoints_removed(self, removed: list[tuple[int, str]]) -> None:
+        gone: dict[int, set[str]] = {}
+        for obs_id, kp in removed:
+            if obs_id != NO_OBSERVATION:
+                gone.setdefault(obs_id, set()).add(kp)
+        if not gone:
+            return
+        touched: list[Observation] = []
+
+        def write() -> None:
+            for obs in self.index.observations(ids=list(gone)):
+                cat = self._cats[obs.category_id]
+                kps = [(0.0, 0.0, 0) if name in gone[obs.id] else tuple(kp)
+                       for name, kp in zip(cat.keypoint_names, obs.keypoints, strict=True)]
+                if obs.box is None and not any(v > 0 for _, _, v in kps):
+                    self.index.delete_observations([obs.id])  # nothing left of it
+                else:
+                    touched.append(self.index.update_observation(obs.id, keypoints=kps))
+
+        if self._write({}, "keypoint deletion", write):
+            self._refresh_features({o.id: o for o in touched})
+        else:
+            self._sync_observations(gone)
+
+    # ------------------------------------------------------------------ index -> layers
+    def _on_index_change(self, change: Change) -> None:
+        """Runs in the committing thread: hop to the main thread (a direct call when there)."""
+        if not self._busy:
+            self._apply_change_in_main_thread(change)
+
+    @ensure_main_thread
+    def _apply_change_in_main_thread(self, change: Change) -> None:
+        if self not in _OPEN:
+            return
+        if change.table == "observations":
+            self._sync_observations(change.ids)
+        elif change.table in ("images", "categories"):
+            self.refresh()
+            if self._active_category not in self._cats_by_name:
+                first = next(iter(self._cats.values()), None)
+                self.active_category = first.name if first else None
+
+    def _sync_observations(self, ids: Iterable[int]) -> None:
+        """Replace the rows of these observations by what the index holds now."""
+        ids = sorted({int(i) for i in ids})
+        if not ids:
+            return
+        current = self.index.observations(ids=ids)
+        if any(o.category_id not in self._cats for o in current):
+            self._load_catalogue()
+        with self._quiet():
+            for layer in (self.boxes_layer, self.keypoints_layer):
+                column = layer.features["observation_id"].to_numpy()
+                stale = np.flatnonzero(np.isin(column, ids)).tolist()
+                if stale:
+                    selected = layer.selected_data
+                    layer.remove(stale)
+                    layer.selected_data = {i for i in selected if i < len(layer.data)}
+            data, features, edge, face = _box_rows(current, self._plane, self._cats)
+            if data:
+                start = len(self.boxes_layer.data)
+                self.boxes_layer.add(data, shape_type="rectangle", edge_color=edge,
+                                     face_color=face)
+                _fill_features(self.boxes_layer, start, features)
+            points, features, colour = _keypoint_rows(current, self._plane, self._cats)
+            if len(points):
+                layer = self.keypoints_layer
+                start, selected = len(layer.data), set(layer.selected_data)
+                layer.add(points)
+                layer.selected_data = selected
+                layer.face_color[start:] = colour
+                layer.border_color[start:] = colour
+                _fill_features(layer, start, features)
+                layer.refresh()
+        self._recount()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        """Stop syncing once none of the three layers is left in the viewer."""
+        if not any(layer in self.viewer.layers for layer in self.layers):
+            self.close()
+
+
+def _defaults_dict(layer: Layer) -> dict[str, Any]:
+    return {k: v.iloc[0] for k, v in layer.feature_defaults.items()}
+
+
+def _fill_features(layer: Layer, start: int, values: pd.DataFrame) -> None:
+    features = layer.features
+    for key in values.columns:
+        features.iloc[start:, features.columns.get_loc(key)] = values[key].to_numpy()
+    layer.refresh_text()
