@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,6 @@ import pytest
 from napari_learn_complete.index import Index
 from napari_learn_complete.index.store import DB_NAME
 from napari_learn_complete.sample import make_sample_index
-
-# Real COCO keypoint files written by other tools (mmpose test data), next to the repository.
-COCO_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-keypoints-samples"
 
 
 def dump_index(index: Index | Path) -> dict[str, Any]:
@@ -48,6 +48,39 @@ def dump_index(index: Index | Path) -> dict[str, Any]:
 def db_dump() -> Callable[[Index | Path], dict[str, Any]]:
     """The :func:`dump_index` helper, for tests that compare an index before and after."""
     return dump_index
+
+
+_HOLD_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("INSERT INTO categories(name, colour) VALUES ('intruder', '#000000')")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+@contextmanager
+def hold_write_lock(index: Index | Path) -> Iterator[None]:
+    """Another process holds the index's write lock (with an uncommitted write) meanwhile."""
+    folder = index.path if isinstance(index, Index) else Path(index)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(folder / DB_NAME)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+
+
+@pytest.fixture
+def write_locked() -> Callable[[Index | Path], Any]:
+    """The :func:`hold_write_lock` context manager: ``with write_locked(index): ...``."""
+    return hold_write_lock
 
 
 @pytest.fixture

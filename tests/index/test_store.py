@@ -6,8 +6,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import struct
-import subprocess
-import sys
 import threading
 import tracemalloc
 import zlib
@@ -395,32 +393,13 @@ def test_two_threads_write_at_once(boxes_index):
     assert len(set(heard)) == 3 and len(heard) == 60
 
 
-_HOLD_LOCK = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-conn.execute("INSERT INTO categories(name, colour) VALUES ('intruder', '#000000')")
-print("locked", flush=True)
-sys.stdin.read()
-conn.execute("ROLLBACK")
-"""
-
-
-def test_a_second_process_holding_the_write_lock(boxes_index, db_dump):
+def test_a_second_process_holding_the_write_lock(boxes_index, db_dump, write_locked):
     index = Index(boxes_index.path, lock_timeout=0.2)
     before = db_dump(index)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(index.path / DB_NAME)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with write_locked(index):
         with pytest.raises(IndexLockedError, match="locked for writing by another process"):
             index.add_observation("im0.png", "cell", box=(0, 0, 3, 3))
         assert len(index.images()) == 2  # reading still works while another process writes
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=10)
     assert db_dump(index) == before
     index.add_observation("im0.png", "cell", box=(0, 0, 3, 3))  # free again once released
 

@@ -297,18 +297,22 @@ class Index:
         *,
         names: Sequence[str] | None = None,
         copy: bool = False,
+        probed: Sequence[tuple[int, int, int]] | None = None,
     ) -> list[ImageRecord]:
         """Add image files, all or none: each is decoded once, to check it, before any is written.
 
         ``names`` default to the file names; a name must be unique in the index. With ``copy`` the
         files are copied into ``images/``; otherwise they are referenced where they are.
+        ``probed`` passes ``media.probe`` results of a caller that has just checked the files, so
+        that they are not decoded twice.
         """
         paths = [Path(p) for p in paths]
         names = list(names) if names is not None else [p.name for p in paths]
         if len(names) != len(paths):
             raise BadInputError("add_images: as many names as paths are needed")
         self._check_new_names(names)
-        probed = [media.probe(p) for p in paths]
+        if probed is None:
+            probed = [media.probe(p) for p in paths]
         copied: list[Path] = []
         try:
             with self.transaction() as conn:
@@ -532,50 +536,6 @@ class Index:
         return [_category(r) for r in self._conn().execute("SELECT * FROM categories ORDER BY id")]
 
     # ------------------------------------------------------------ observations
-    def _validate(
-        self, image: ImageRecord, cat: Category, box: Box | None, keypoints: Any
-    ) -> tuple[Box | None, list[list[float]] | None]:
-        if box is not None:
-            try:
-                x0, y0, x1, y1 = (float(v) for v in box)
-            except (TypeError, ValueError) as exc:
-                raise BadInputError(f"{image.name}: box {box!r} is not four numbers") from exc
-            if not all(np.isfinite([x0, y0, x1, y1])):
-                raise BadInputError(f"{image.name}: box {box!r} has non-finite values")
-            if x1 < x0 or y1 < y0:
-                raise BadInputError(f"{image.name}: box {box!r} has negative width or height")
-            tol = 0.5  # half a pixel: rounding by other tools
-            if x0 < -tol or y0 < -tol or x1 > image.width + tol or y1 > image.height + tol:
-                raise BadInputError(
-                    f"{image.name}: box {box!r} lies outside the image "
-                    f"({image.width}x{image.height})"
-                )
-            box = (max(x0, 0.0), max(y0, 0.0), min(x1, image.width), min(y1, image.height))
-        kps = None
-        if keypoints is not None:
-            if not cat.keypoint_names:
-                raise BadInputError(f"category {cat.name!r} has no keypoints")
-            try:
-                kps = [[float(x), float(y), int(v)] for x, y, v in keypoints]
-            except (TypeError, ValueError) as exc:
-                raise BadInputError(f"{image.name}: keypoints must be (x, y, v) triples") from exc
-            if len(kps) != len(cat.keypoint_names):
-                raise BadInputError(
-                    f"{image.name}: {len(kps)} keypoints given, category {cat.name!r} has "
-                    f"{len(cat.keypoint_names)} ({', '.join(cat.keypoint_names)})"
-                )
-            for (x, y, v), kp_name in zip(kps, cat.keypoint_names, strict=True):
-                if v not in (0, 1, 2):
-                    raise BadInputError(f"{image.name}: keypoint {kp_name!r} visibility {v}")
-                if v and not (-0.5 <= x <= image.width + 0.5 and -0.5 <= y <= image.height + 0.5):
-                    raise BadInputError(
-                        f"{image.name}: keypoint {kp_name!r} at ({x:g}, {y:g}) lies outside the "
-                        f"image ({image.width}x{image.height})"
-                    )
-        if box is None and kps is None:
-            raise BadInputError(f"{image.name}: an observation needs a box or keypoints")
-        return box, kps
-
     def add_observation(
         self,
         image: ImageRecord | int | str,
@@ -614,7 +574,7 @@ class Index:
             source = item.get("source", "human")
             if source not in ("human", "model"):
                 raise BadInputError(f"source must be 'human' or 'model', not {source!r}")
-            box, kps = self._validate(image, cat, item.get("box"), item.get("keypoints"))
+            box, kps = check_observation(image, cat, item.get("box"), item.get("keypoints"))
             rows.append((image, cat, box, kps, item))
         with self.transaction() as conn:
             ids = []
@@ -664,7 +624,7 @@ class Index:
         new_kps = obs.keypoints if keypoints is _UNSET else keypoints
         if category is not None and keypoints is _UNSET and cat.id != obs.category_id:
             new_kps = None  # keypoint vectors belong to their category's keypoint list
-        new_box, new_kps = self._validate(image, cat, new_box, new_kps)
+        new_box, new_kps = check_observation(image, cat, new_box, new_kps)
         x0, y0, x1, y1 = new_box if new_box is not None else (None,) * 4
         source = source or "human"
         keep = source != "human"  # a person's edit makes the observation theirs
@@ -780,6 +740,56 @@ class Index:
         ):
             out[r[0]] = {"images": r[1], "boxes": r[2], "keypoints": r[3] or 0}
         return out
+
+
+def check_observation(
+    image: ImageRecord, cat: Category, box: Box | None, keypoints: Any
+) -> tuple[Box | None, list[list[float]] | None]:
+    """Check a box and keypoints against their image and category; return them normalised.
+
+    Shared by every writer (the store, COCO import) so that all refuse the same things with the
+    same words. Boxes within half a pixel outside the image are clamped (rounding by other tools).
+    """
+    if box is not None:
+        try:
+            x0, y0, x1, y1 = (float(v) for v in box)
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"{image.name}: box {box!r} is not four numbers") from exc
+        if not all(np.isfinite([x0, y0, x1, y1])):
+            raise BadInputError(f"{image.name}: box {box!r} has non-finite values")
+        if x1 < x0 or y1 < y0:
+            raise BadInputError(f"{image.name}: box {box!r} has negative width or height")
+        tol = 0.5  # half a pixel: rounding by other tools
+        if x0 < -tol or y0 < -tol or x1 > image.width + tol or y1 > image.height + tol:
+            raise BadInputError(
+                f"{image.name}: box {box!r} lies outside the image "
+                f"({image.width}x{image.height})"
+            )
+        box = (max(x0, 0.0), max(y0, 0.0), min(x1, image.width), min(y1, image.height))
+    kps = None
+    if keypoints is not None:
+        if not cat.keypoint_names:
+            raise BadInputError(f"category {cat.name!r} has no keypoints")
+        try:
+            kps = [[float(x), float(y), int(v)] for x, y, v in keypoints]
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"{image.name}: keypoints must be (x, y, v) triples") from exc
+        if len(kps) != len(cat.keypoint_names):
+            raise BadInputError(
+                f"{image.name}: {len(kps)} keypoints given, category {cat.name!r} has "
+                f"{len(cat.keypoint_names)} ({', '.join(cat.keypoint_names)})"
+            )
+        for (x, y, v), kp_name in zip(kps, cat.keypoint_names, strict=True):
+            if v not in (0, 1, 2):
+                raise BadInputError(f"{image.name}: keypoint {kp_name!r} visibility {v}")
+            if v and not (-0.5 <= x <= image.width + 0.5 and -0.5 <= y <= image.height + 0.5):
+                raise BadInputError(
+                    f"{image.name}: keypoint {kp_name!r} at ({x:g}, {y:g}) lies outside the "
+                    f"image ({image.width}x{image.height})"
+                )
+    if box is None and kps is None:
+        raise BadInputError(f"{image.name}: an observation needs a box or keypoints")
+    return box, kps
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

@@ -1,0 +1,364 @@
+"""COCO import and export (instances and person-keypoints style).
+
+Import checks the whole file, and decodes every image it names, before it writes anything; then
+it writes categories, images and observations in one transaction, so a file that fails anywhere
+leaves the index as it was. Files from other tools (CVAT, Label Studio, Roboflow, mmpose) carry
+extra fields, which are ignored. A ``file_name`` may have sub-folders; it is resolved against the
+image root, becomes the image's name in the index, and may never leave that root.
+
+Export writes what pycocotools reads: boxes as ``[x, y, w, h]``, ``area``, ``iscrowd``, keypoints
+as flat ``[x, y, v, ...]`` with ``num_keypoints``, skeletons 1-based. Observations made by a model
+also carry ``score`` and ``model_version``, so an export can be scored as detections.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import BadInputError
+from . import media
+from .store import Category, ImageRecord, Index, Observation, check_observation
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import added: counts, the categories created or merged by name, the new ids."""
+
+    source: Path
+    images_added: int
+    images_reused: int
+    categories_added: tuple[str, ...]
+    categories_merged: tuple[str, ...]
+    observation_ids: tuple[int, ...]
+
+    @property
+    def observations(self) -> int:
+        return len(self.observation_ids)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+class _Checker:
+    """Collects the parsed file; every problem raises a BadInputError naming file and item."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def fail(self, where: str, problem: str) -> BadInputError:
+        return BadInputError(f"{self.source}: {where}: {problem}")
+
+    def field(self, item: dict, key: str, where: str, check, kind: str, optional: bool = False):
+        if key not in item:
+            if optional:
+                return None
+            raise self.fail(where, f"missing key {key!r}")
+        value = item[key]
+        if not check(value):
+            raise self.fail(where, f"{key!r} must be {kind}, not {value!r}"[:300])
+        return value
+
+    def entries(self, data: dict, key: str) -> list[dict]:
+        if key not in data:
+            raise self.fail("file", f"missing key {key!r}")
+        if not isinstance(data[key], list):
+            raise self.fail("file", f"{key!r} must be a list")
+        for i, item in enumerate(data[key]):
+            if not isinstance(item, dict):
+                raise self.fail(f"{key}[{i}]", "must be an object")
+        return data[key]
+
+
+def _image_name(checker: _Checker, file_name: str, where: str) -> str:
+    """The file name as a clean relative POSIX path, refusing any way out of the image root."""
+    posix = file_name.replace("\\", "/")
+    path = PurePosixPath(posix)
+    if path.is_absolute() or (len(posix) > 1 and posix[1] == ":") or ".." in path.parts:
+        raise checker.fail(where, f"file_name {file_name!r} leaves the image root")
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if not parts:
+        raise checker.fail(where, f"file_name {file_name!r} names no file")
+    return "/".join(parts)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BadInputError(f"{path}: COCO file not found") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path}: a COCO file is a JSON object with images, annotations "
+                            "and categories")
+    return data
+
+
+def _check_categories(checker: _Checker, index: Index, entries: list[dict]) -> dict[int, Category]:
+    """COCO category id -> Category to write to: an existing one with that name, or a new one
+    (id 0, not yet in the index)."""
+    found: dict[int, Category] = {}
+    names: set[str] = set()
+    for i, item in enumerate(entries):
+        where = f"category {item.get('id', f'#{i}')}"
+        cat_id = checker.field(item, "id", where, _is_int, "an integer")
+        name = checker.field(item, "name", where, lambda v: isinstance(v, str) and v.strip(),
+                             "a non-empty string")
+        keypoints = checker.field(
+            item, "keypoints", where,
+            lambda v: isinstance(v, list) and all(isinstance(k, str) and k for k in v),
+            "a list of keypoint names", optional=True) or []
+        skeleton = checker.field(
+            item, "skeleton", where,
+            lambda v: isinstance(v, list) and all(
+                isinstance(e, list) and len(e) == 2 and all(_is_int(j) for j in e) for e in v),
+            "a list of [a, b] keypoint numbers", optional=True) or []
+        if cat_id in found or name in names:
+            raise checker.fail(where, f"category id {cat_id} or name {name!r} is given twice")
+        if len(set(keypoints)) != len(keypoints):
+            raise checker.fail(where, "keypoint names must be unique")
+        for a, b in skeleton:
+            if not (1 <= a <= len(keypoints) and 1 <= b <= len(keypoints)):
+                raise checker.fail(where, f"skeleton edge {[a, b]} is not between keypoints 1 "
+                                          f"and {len(keypoints)} (COCO counts from 1)")
+        names.add(name)
+        try:
+            existing = index.category(name)
+        except BadInputError:
+            existing = None
+        if existing is not None:
+            if keypoints and tuple(keypoints) != existing.keypoint_names:
+                raise checker.fail(
+                    where, f"category {name!r} exists in the index with keypoints "
+                    f"{list(existing.keypoint_names)}, the file has {keypoints}")
+            found[cat_id] = existing
+        else:
+            found[cat_id] = Category(
+                id=0, name=name, colour="", roi_enabled=True, keypoints_enabled=bool(keypoints),
+                keypoint_names=tuple(keypoints),
+                skeleton=tuple((a - 1, b - 1) for a, b in skeleton))
+    return found
+
+
+def _check_images(
+    checker: _Checker, index: Index, entries: list[dict], root: Path
+) -> dict[int, tuple[ImageRecord, Path | None, tuple[int, int, int] | None]]:
+    """COCO image id -> (record, file to add or None when the index has it, probed size)."""
+    found: dict[int, tuple[ImageRecord, Path | None, tuple[int, int, int] | None]] = {}
+    names: set[str] = set()
+    root = root.resolve()
+    for i, item in enumerate(entries):
+        where = f"image {item.get('id', f'#{i}')}"
+        image_id = checker.field(item, "id", where, _is_int, "an integer")
+        file_name = checker.field(item, "file_name", where, lambda v: isinstance(v, str) and v,
+                                  "a non-empty string")
+        size = [checker.field(item, key, where, lambda v: _is_int(v) and v > 0,
+                              "a positive integer", optional=True) for key in ("width", "height")]
+        name = _image_name(checker, file_name, where)
+        where = f"image {image_id} ({file_name})"
+        if image_id in found or name in names:
+            raise checker.fail(where, "image id or file_name is given twice")
+        names.add(name)
+        path = root / name
+        if not path.resolve().is_relative_to(root):  # a symbolic link out of the root
+            raise checker.fail(where, f"file_name {file_name!r} leaves the image root")
+        try:
+            existing = index.image(name)
+        except BadInputError:
+            existing = None
+        if existing is not None:
+            actual, path, probed = (existing.width, existing.height), None, None
+            record = existing
+        else:
+            if not path.is_file():
+                raise checker.fail(where, f"image file {path} not found")
+            try:
+                probed = media.probe(path)
+            except BadInputError as exc:
+                raise checker.fail(where, str(exc)) from exc
+            actual = probed[:2]
+            record = ImageRecord(0, name, str(path), None, probed[0], probed[1], probed[2],
+                                 "image")
+        if any(s is not None and s != a for s, a in zip(size, actual, strict=True)):
+            raise checker.fail(where, f"declares {size[0]}x{size[1]} but the image is "
+                                      f"{actual[0]}x{actual[1]}")
+        found[image_id] = (record, path, probed)
+    return found
+
+
+def _check_annotations(
+    checker: _Checker,
+    entries: list[dict],
+    images: dict[int, tuple[ImageRecord, Any, Any]],
+    categories: dict[int, Category],
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """(COCO image id, COCO category id, observation fields) per annotation, all checked."""
+    out = []
+    seen: set[int] = set()
+    for i, item in enumerate(entries):
+        where = f"annotation {item.get('id', f'#{i}')}"
+        ann_id = checker.field(item, "id", where, _is_int, "an integer")
+        if ann_id in seen:
+            raise checker.fail(where, "annotation id is given twice")
+        seen.add(ann_id)
+        image_id = checker.field(item, "image_id", where, _is_int, "an integer")
+        cat_id = checker.field(item, "category_id", where, _is_int, "an integer")
+        if image_id not in images:
+            raise checker.fail(where, f"unknown image_id {image_id}")
+        if cat_id not in categories:
+            raise checker.fail(where, f"unknown category_id {cat_id}")
+        bbox = checker.field(item, "bbox", where,
+                             lambda v: isinstance(v, list) and len(v) == 4
+                             and all(_is_number(x) for x in v),
+                             "[x, y, width, height] numbers", optional=True)
+        flat = checker.field(item, "keypoints", where,
+                             lambda v: isinstance(v, list) and all(_is_number(x) for x in v),
+                             "a list of numbers", optional=True)
+        iscrowd = checker.field(item, "iscrowd", where, lambda v: _is_int(v) and v in (0, 1),
+                                "0 or 1", optional=True)
+        box = keypoints = None
+        if bbox is not None:
+            x, y, w, h = bbox
+            if w < 0 or h < 0:
+                raise checker.fail(where, f"bbox {bbox} has a negative width or height")
+            box = (x, y, x + w, y + h)
+        cat, image = categories[cat_id], images[image_id][0]
+        if flat:  # an empty list means "no keypoints", as some tools write for box-only classes
+            names = cat.keypoint_names
+            if len(flat) % 3:
+                raise checker.fail(where, f"'keypoints' has {len(flat)} numbers, not x, y, v "
+                                          "triples")
+            if len(flat) != 3 * len(names):
+                raise checker.fail(where, f"{len(flat) // 3} keypoints given, category "
+                                          f"{cat.name!r} has {len(names)}")
+            if any(v not in (0, 1, 2) for v in flat[2::3]):
+                raise checker.fail(where, "keypoint visibility must be 0, 1 or 2")
+            keypoints = [(flat[j], flat[j + 1], int(flat[j + 2])) for j in range(0, len(flat), 3)]
+        try:
+            box, keypoints = check_observation(image, cat, box, keypoints)
+        except BadInputError as exc:
+            raise checker.fail(where, str(exc)) from exc
+        out.append((image_id, cat_id, dict(box=box, keypoints=keypoints,
+                                           iscrowd=bool(iscrowd), source="human")))
+    return out
+
+
+def import_coco(
+    index: Index, coco_json: str | os.PathLike, images_dir: str | os.PathLike, *,
+    copy: bool = False,
+) -> ImportReport:
+    """Import a COCO file whose ``file_name``s are relative to ``images_dir``; all or nothing.
+
+    Categories merge with existing ones of the same name; images already in the index under the
+    same name (and size) get the annotations added. With ``copy`` new image files are copied
+    into the index's ``images/`` folder; otherwise they are referenced where they are.
+    """
+    source = Path(coco_json)
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise BadInputError(f"{root}: image folder not found")
+    checker = _Checker(source)
+    data = _read_json(source)
+    categories = _check_categories(checker, index, checker.entries(data, "categories"))
+    images = _check_images(checker, index, checker.entries(data, "images"), root)
+    annotations = _check_annotations(checker, checker.entries(data, "annotations"), images,
+                                     categories)
+    new_images = [(coco_id, path, probed) for coco_id, (_, path, probed) in images.items()
+                  if path is not None]
+    names = [images[coco_id][0].name for coco_id, _, _ in new_images]
+    if copy:
+        for name in names:
+            if (index.images_dir / name).exists():
+                raise checker.fail(f"image {name}", f"{index.images_dir / name} already exists")
+    try:
+        with index.transaction():
+            cat_ids = {
+                coco_id: cat.id or index.add_category(
+                    cat.name, keypoints=cat.keypoint_names or None, skeleton=cat.skeleton).id
+                for coco_id, cat in categories.items()
+            }
+            added = index.add_images([path for _, path, _ in new_images], names=names, copy=copy,
+                                     probed=[probed for _, _, probed in new_images])
+            image_ids = {coco_id: record.id for coco_id, (record, _, _) in images.items()}
+            image_ids.update({coco_id: r.id for (coco_id, _, _), r in
+                              zip(new_images, added, strict=True)})
+            observations = index.add_observations([
+                dict(image=image_ids[img], category=cat_ids[cat], **fields)
+                for img, cat, fields in annotations
+            ])
+    except BaseException:
+        if copy:
+            for name in names:
+                (index.images_dir / name).unlink(missing_ok=True)
+        raise
+    return ImportReport(
+        source=source,
+        images_added=len(added),
+        images_reused=len(images) - len(added),
+        categories_added=tuple(c.name for c in categories.values() if not c.id),
+        categories_merged=tuple(c.name for c in categories.values() if c.id),
+        observation_ids=tuple(o.id for o in observations),
+    )
+
+
+def _annotation(obs: Observation) -> dict[str, Any]:
+    ann: dict[str, Any] = {"id": obs.id, "image_id": obs.image_id,
+                           "category_id": obs.category_id, "iscrowd": int(obs.iscrowd)}
+    labelled = [(x, y) for x, y, v in obs.keypoints or () if v > 0]
+    if obs.box is not None:
+        x0, y0, x1, y1 = obs.box
+        ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+        ann["area"] = (x1 - x0) * (y1 - y0)
+    else:  # keypoints only: the extent of the labelled keypoints sets the OKS scale
+        xs, ys = [x for x, _ in labelled] or [0.0], [y for _, y in labelled] or [0.0]
+        ann["area"] = (max(xs) - min(xs)) * (max(ys) - min(ys))
+    if obs.keypoints is not None:
+        ann["keypoints"] = [v for kp in obs.keypoints for v in kp]
+        ann["num_keypoints"] = len(labelled)
+    if obs.source == "model":
+        ann["score"] = obs.score if obs.score is not None else 1.0
+        ann["model_version"] = obs.model_version
+    return ann
+
+
+def export_coco(
+    index: Index,
+    out_json: str | os.PathLike,
+    *,
+    images: Iterable[ImageRecord | int | str] | None = None,
+) -> dict[str, Any]:
+    """Write the index (or the given images) as a COCO file; returns the written dict.
+
+    Video clips are left out: COCO has no place for them.
+    """
+    records = (index.images() if images is None else
+               [i if isinstance(i, ImageRecord) else index.image(i) for i in images])
+    records = [r for r in records if not r.is_video]
+    data = {
+        "info": {"description": f"exported by napari-learn-complete from {index.path.name}"},
+        "images": [{"id": r.id, "file_name": r.name, "width": r.width, "height": r.height}
+                   for r in records],
+        "categories": [
+            {"id": c.id, "name": c.name, "supercategory": "", "keypoints": list(c.keypoint_names),
+             "skeleton": [[a + 1, b + 1] for a, b in c.skeleton]}
+            for c in index.categories()
+        ],
+        "annotations": [_annotation(o) for o in index.observations(images=records)],
+    }
+    out = Path(out_json)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, out)  # a reader never sees half a file
+    return data
