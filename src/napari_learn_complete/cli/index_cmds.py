@@ -1,0 +1,117 @@
+"""``demo``, ``create``, ``import-coco``, ``export-coco``, ``info``: make and inspect indexes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..index import Index
+from ..index.coco import export_coco, import_coco
+from ..sample import make_sample_index
+from . import EXIT_OK, emit_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser(
+        "demo", help="build the synthetic sample index and show what it holds")
+    demo.add_argument("--out", type=Path, default=None,
+                      help="folder for the sample index (default: a new temporary folder)")
+    demo.set_defaults(run=run_demo)
+
+    create = subparsers.add_parser("create", help="create an empty index folder")
+    create.add_argument("index", type=Path, help="index folder to create")
+    create.set_defaults(run=run_create)
+
+    imp = subparsers.add_parser(
+        "import-coco", help="add the images, categories and annotations of a COCO file")
+    imp.add_argument("index", type=Path, help="index folder")
+    imp.add_argument("coco_json", type=Path, help="COCO JSON file (instances or keypoints)")
+    imp.add_argument("--images", type=Path, required=True, metavar="DIR",
+                     help="folder the file_name entries are relative to")
+    imp.add_argument("--copy", action="store_true",
+                     help="copy the image files into the index's images/ folder")
+    imp.set_defaults(run=run_import)
+
+    exp = subparsers.add_parser("export-coco", help="write the index as a COCO JSON file")
+    exp.add_argument("index", type=Path, help="index folder")
+    exp.add_argument("out_json", type=Path, help="COCO JSON file to write")
+    exp.set_defaults(run=run_export)
+
+    info = subparsers.add_parser(
+        "info", help="counts per category: images, boxes and keypoint observations")
+    info.add_argument("index", type=Path, help="index folder")
+    info.set_defaults(run=run_info)
+
+
+def build_demo_index(out: Path | None = None) -> Index:
+    """The sample index of the demo, in ``out`` or a new temporary folder."""
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="napari-learn-complete-demo-")) / "index"
+    return make_sample_index(out)
+
+
+def summary(index: Index) -> dict[str, Any]:
+    """What an index holds, as printed by ``info`` and ``demo``."""
+    counts = index.counts()
+    return {
+        "index": str(index.path),
+        "images": len(index.images()),
+        "observations": index.query("SELECT COUNT(*) FROM observations")[0][0],
+        "categories": {
+            cat.name: {**counts[cat.name], "keypoint_names": list(cat.keypoint_names)}
+            for cat in index.categories()
+        },
+    }
+
+
+def print_summary(facts: dict[str, Any]) -> None:
+    """A small table on stdout, then the JSON line scripts read."""
+    print(f"{facts['index']}: {facts['images']} images")
+    print(f"  {'category':<20} {'images':>7} {'boxes':>7} {'keypoints':>9}")
+    for name, c in facts["categories"].items():
+        print(f"  {name:<20} {c['images']:>7} {c['boxes']:>7} {c['keypoints']:>9}")
+    emit_json(facts)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    with build_demo_index(args.out) as index:
+        print("built the sample index (ground truth of every image in ground_truth.json)",
+              file=sys.stderr)
+        print_summary(summary(index))
+    return EXIT_OK
+
+
+def run_create(args: argparse.Namespace) -> int:
+    with Index.create(args.index) as index:
+        emit_json({"index": str(index.path), "created": True})
+    return EXIT_OK
+
+
+def run_import(args: argparse.Namespace) -> int:
+    with Index(args.index) as index:
+        report = import_coco(index, args.coco_json, args.images, copy=args.copy)
+    print(f"imported {report.observations} annotations on {report.images_added} new and "
+          f"{report.images_reused} known images", file=sys.stderr)
+    emit_json({"index": str(index.path), "images_added": report.images_added,
+               "images_reused": report.images_reused,
+               "categories_added": list(report.categories_added),
+               "categories_merged": list(report.categories_merged),
+               "observations": report.observations})
+    return EXIT_OK
+
+
+def run_export(args: argparse.Namespace) -> int:
+    with Index(args.index) as index:
+        data = export_coco(index, args.out_json)
+    emit_json({"out": str(args.out_json), "images": len(data["images"]),
+               "categories": len(data["categories"]), "annotations": len(data["annotations"])})
+    return EXIT_OK
+
+
+def run_info(args: argparse.Namespace) -> int:
+    with Index(args.index) as index:
+        print_summary(summary(index))
+    return EXIT_OK

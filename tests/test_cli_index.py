@@ -1,0 +1,80 @@
+"""The index sub-commands, called through ``cli.main`` as a script would run them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from napari_learn_complete.cli import main
+from napari_learn_complete.index import Index
+from napari_learn_complete.sample import GROUND_TRUTH_FILE
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_demo_builds_the_sample_index_and_prints_it(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    facts = json.loads(out.strip().splitlines()[-1])
+    assert "triangle" in out and facts["images"] == 24
+    assert set(facts["categories"]) == {"disc", "square", "triangle"}
+    assert facts["categories"]["triangle"]["keypoint_names"] == ["apex", "left", "right"]
+    assert facts["observations"] == sum(c["boxes"] for c in facts["categories"].values()) > 0
+    assert (tmp_path / "demo" / GROUND_TRUTH_FILE).is_file()
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2  # never overwrites an index
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_create_import_info_export(sample_index, tmp_path, capsys):
+    assert main(["export-coco", str(sample_index.path), str(tmp_path / "out.json")]) == 0
+    exported = _last_json(capsys)
+    assert exported["images"] == 12 and exported["categories"] == 3
+    assert main(["create", str(tmp_path / "new")]) == 0
+    assert _last_json(capsys)["created"]
+    assert main(["import-coco", str(tmp_path / "new"), str(tmp_path / "out.json"),
+                 "--images", str(sample_index.images_dir), "--copy"]) == 0
+    report = _last_json(capsys)
+    assert report["images_added"] == 12 and report["observations"] == exported["annotations"]
+    assert main(["info", str(tmp_path / "new")]) == 0
+    assert _last_json(capsys)["categories"] == {
+        name: {**counts, "keypoint_names": list(sample_index.category(name).keypoint_names)}
+        for name, counts in sample_index.counts().items()
+    }
+    assert (tmp_path / "new" / "images" / "sample_000.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["info", "{tmp}/nothing"], "not an index"),
+        (["create", "{index}"], "an index already exists here"),
+        (["import-coco", "{index}", "{tmp}/missing.json", "--images", "{tmp}"],
+         "COCO file not found"),
+        (["import-coco", "{index}", "{tmp}/bad.json", "--images", "{tmp}"],
+         "annotation 1: unknown image_id 5"),
+    ],
+    ids=["not-an-index", "create-twice", "missing-coco", "malformed-coco"],
+)
+def test_bad_input_exits_2_with_a_clear_message(sample_index, tmp_path, capsys, db_dump, argv,
+                                                message):
+    (tmp_path / "bad.json").write_text(json.dumps({
+        "images": [], "categories": [{"id": 1, "name": "disc"}],
+        "annotations": [{"id": 1, "image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+    }))
+    before = db_dump(sample_index)
+    argv = [a.format(tmp=tmp_path, index=sample_index.path) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"napari-learn-complete {argv[0]}: ") and message in err
+    assert db_dump(sample_index) == before
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_missing_images_option_is_a_usage_error(tmp_path):
+    Index.create(tmp_path / "ix").close()
+    with pytest.raises(SystemExit) as info:
+        main(["import-coco", str(tmp_path / "ix"), str(tmp_path / "x.json")])
+    assert info.value.code == 2
