@@ -97,13 +97,18 @@ def box_vertices(plane: int, box: Sequence[float]) -> np.ndarray:
     return np.array([[plane, y0, x0], [plane, y0, x1], [plane, y1, x1], [plane, y1, x0]], float)
 
 
+def _strings(values: Iterable[str]) -> pd.Series:
+    """A text column that stays text when empty (pandas would make an empty list float)."""
+    return pd.Series(list(values), dtype=object)
+
+
 def _box_rows(obs: Iterable[Observation], plane: dict[int, int], cats: dict[int, Category]):
     rows = [(o, cats[o.category_id]) for o in obs if o.box is not None and o.image_id in plane]
     data = [box_vertices(plane[o.image_id], o.box) for o, _ in rows]
     features = pd.DataFrame({
         "observation_id": np.array([o.id for o, _ in rows], np.int64),
-        "category": [c.name for _, c in rows],
-        "source": [o.source for o, _ in rows],
+        "category": _strings(c.name for _, c in rows),
+        "source": _strings(o.source for o, _ in rows),
         "score": np.array([np.nan if o.score is None else o.score for o, _ in rows], float),
     })
     edge = np.array([_rgba(c.colour) for _, c in rows]).reshape(-1, 4)
@@ -123,9 +128,9 @@ def _keypoint_rows(obs: Iterable[Observation], plane: dict[int, int], cats: dict
     data = np.array([r[3] for r in rows], float).reshape(-1, 3)
     features = pd.DataFrame({
         "observation_id": np.array([o.id for o, *_ in rows], np.int64),
-        "category": [c.name for _, c, *_ in rows],
-        "keypoint": [n for _, _, n, _ in rows],
-        "source": [o.source for o, *_ in rows],
+        "category": _strings(c.name for _, c, *_ in rows),
+        "keypoint": _strings(n for _, _, n, _ in rows),
+        "source": _strings(o.source for o, *_ in rows),
         "score": np.array([np.nan if o.score is None else o.score for o, *_ in rows], float),
     })
     colour = np.array([_rgba(c.colour) for _, c, *_ in rows]).reshape(-1, 4)
