@@ -1,0 +1,134 @@
+"""``complete | propose | accept | undo``: the model annotates images, from the command line.
+
+Each prints progress on stderr and, last on stdout, a one-line JSON summary
+(``images``, ``written``, ``removed``, ``seconds``, ``run_id`` for the writing commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..engine.complete import (
+    CompleteResult,
+    CompleteSettings,
+    accept,
+    complete,
+    load_proposals,
+    propose,
+    save_proposals,
+    undo,
+)
+from ..engine.progress import Progress
+from ..errors import BadInputError
+from ..index import Index
+from . import EXIT_OK, emit_json
+
+KIND_CHOICES = ("roi", "keypoints")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "complete", help="run the active model over images and save boxes or keypoints"
+    )
+    run.add_argument("index", type=Path, help="index folder")
+    run.add_argument("--images", nargs="+", required=True, metavar="NAME",
+                     help="image names (shell patterns such as 'frame_*' allowed)")
+    _target(run)
+    run.add_argument("--min-score", type=float, default=0.0,
+                     help="minimum confidence of a detection to be kept (default 0)")
+    run.add_argument("--max-detections", type=int, default=1,
+                     help="maximum results saved per image (default 1)")
+    run.add_argument("--remove-existing", action="store_true",
+                     help="clear that kind of the category on the images first")
+    run.add_argument("--batch-size", type=int, default=CompleteSettings.batch_size,
+                     help="images per device batch and per saved transaction")
+    run.set_defaults(run=run_complete)
+
+    prop = subparsers.add_parser(
+        "propose", help="find a category on images that do not have it yet (nothing is saved)"
+    )
+    prop.add_argument("index", type=Path, help="index folder")
+    _target(prop)
+    prop.add_argument("--out", type=Path, required=True, metavar="PROPOSALS_JSON",
+                      help="where to write the proposals")
+    prop.add_argument("--min-score", type=float, default=0.0)
+    prop.add_argument("--max-detections", type=int, default=1, help="per image (default 1)")
+    prop.set_defaults(run=run_propose)
+
+    acc = subparsers.add_parser("accept", help="save proposals from a proposals file")
+    acc.add_argument("index", type=Path, help="index folder")
+    acc.add_argument("proposals", type=Path, metavar="PROPOSALS_JSON")
+    which = acc.add_mutually_exclusive_group()
+    which.add_argument("--min-score", type=float, default=None,
+                       help="accept all proposals scoring at least this")
+    which.add_argument("--ids", type=int, nargs="+", metavar="ID",
+                       help="accept only these proposal ids")
+    acc.set_defaults(run=run_accept)
+
+    back = subparsers.add_parser("undo", help="undo a complete or accept run")
+    back.add_argument("index", type=Path, help="index folder")
+    back.add_argument("run_id", type=int, metavar="RUN_ID")
+    back.set_defaults(run=run_undo)
+
+
+def _target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--category", required=True, metavar="NAME", help="target category")
+    parser.add_argument("--kind", choices=KIND_CHOICES, default="roi",
+                        help="roi writes boxes, keypoints writes keypoints (default roi)")
+
+
+def _progress(event: Progress) -> None:
+    print(f"{event.stage}: batch {event.done}/{event.total} {event.message}", file=sys.stderr,
+          flush=True)
+
+
+def _summary(result: CompleteResult) -> dict:
+    return {"images": result.images, "written": result.written, "removed": result.removed,
+            "seconds": round(result.seconds, 3), "run_id": result.run_id}
+
+
+def run_complete(args: argparse.Namespace) -> int:
+    settings = CompleteSettings(args.min_score, args.max_detections, args.remove_existing,
+                                args.batch_size)
+    with Index(args.index) as index:
+        images = index.match_images(args.images)
+        result = complete(index, images, args.category, kind=args.kind, settings=settings,
+                          progress=_progress)
+    emit_json(_summary(result))
+    return EXIT_OK
+
+
+def run_propose(args: argparse.Namespace) -> int:
+    with Index(args.index) as index:
+        proposals = propose(index, args.category, kind=args.kind, min_score=args.min_score,
+                            max_detections=args.max_detections, progress=_progress)
+        save_proposals(args.out, proposals, index=index, category=args.category, kind=args.kind)
+    print(f"{len(proposals)} proposal(s) written to {args.out}", file=sys.stderr)
+    emit_json({"proposals": len(proposals), "images": len({p.image_id for p in proposals}),
+               "out": str(args.out)})
+    return EXIT_OK
+
+
+def run_accept(args: argparse.Namespace) -> int:
+    with Index(args.index) as index:
+        proposals = load_proposals(args.proposals, index=index)
+        if args.ids:
+            known = {p.id for p in proposals}
+            unknown = sorted(set(args.ids) - known)
+            if unknown:
+                raise BadInputError(
+                    f"{args.proposals}: no proposal with id {', '.join(map(str, unknown))}"
+                )
+            proposals = [p for p in proposals if p.id in set(args.ids)]
+        result = accept(index, proposals, min_score=args.min_score)
+    emit_json(_summary(result))
+    return EXIT_OK
+
+
+def run_undo(args: argparse.Namespace) -> int:
+    with Index(args.index) as index:
+        restored = undo(index, args.run_id)
+    emit_json({"run_id": args.run_id, "restored": restored})
+    return EXIT_OK
