@@ -237,9 +237,9 @@ def _positive(
     if isinstance(value, bool) or not isinstance(value, types) or value < 0 or (
         value == 0 and not zero
     ):
-        kind = "integer" if integer else "number"
+        kind = "an integer" if integer else "a number"
         bound = ">= 0" if zero else "> 0"
-        raise BadInputError(f"{where}: {key} must be a {kind} {bound}, not {value!r}")
+        raise BadInputError(f"{where}: {key} must be {kind} {bound}, not {value!r}")
 
 
 def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:

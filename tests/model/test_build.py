@@ -1,0 +1,266 @@
+"""Builders, heads-only freezing, class extension and weight files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import urllib.error
+from dataclasses import replace
+
+import pytest
+import torch
+from torchvision.models._api import WeightsEnum
+from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+
+from napari_learn_complete.errors import BadInputError, BadWeightsError
+from napari_learn_complete.model import (
+    InferenceSettings,
+    ModelConfig,
+    apply_inference,
+    backbone_parameters,
+    build_model,
+    extend_classes,
+    freeze_backbone,
+    load_weights,
+    save_weights,
+)
+
+SIZE = 96
+
+
+def _config(architecture: str = "fasterrcnn", backbone: str = "mobilenet_v3_large_fpn",
+            **kw) -> ModelConfig:
+    keypoints = ["apex", "left", "right"] if architecture == "keypointrcnn" else []
+    kw.setdefault("inference", InferenceSettings(max_detections=5))
+    return ModelConfig(architecture=architecture, backbone=backbone, min_size=SIZE,
+                       max_size=SIZE, categories=["disc", "square"], keypoint_names=keypoints,
+                       **kw)
+
+
+def _fast(model: torch.nn.Module) -> torch.nn.Module:
+    """Fewer proposals and sampled ROIs than torchvision's defaults: same code, CPU-test speed."""
+    model.rpn._pre_nms_top_n = model.rpn._post_nms_top_n = {"training": 64, "testing": 64}
+    model.roi_heads.fg_bg_sampler.batch_size_per_image = 32
+    return model
+
+
+def _batch(keypoints: bool) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    images = [torch.rand(3, SIZE, SIZE), torch.rand(3, 80, SIZE)]
+    targets = []
+    for label in (1, 2):
+        target = {"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0]]),
+                  "labels": torch.tensor([label])}
+        if keypoints:
+            target["keypoints"] = torch.tensor([[[30.0, 12.0, 2], [10.0, 60.0, 2], [50, 60, 1]]])
+        targets.append(target)
+    return images, targets
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large_fpn", "resnet50_fpn_v2"])
+@pytest.mark.parametrize("architecture", ["fasterrcnn", "keypointrcnn"])
+def test_build_and_forward(architecture, backbone):
+    torch.manual_seed(0)
+    config = _config(architecture, backbone)
+    model = _fast(build_model(config))
+    keypoints = architecture == "keypointrcnn"
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3  # 2 categories + background
+    assert model.transform.min_size == (SIZE,) and model.transform.max_size == SIZE
+    if keypoints:
+        assert model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels == 3
+    images, targets = _batch(keypoints)
+    model.train()
+    losses = model(images, targets)
+    expected = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert set(losses) == expected | ({"loss_keypoint"} if keypoints else set())
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2
+    assert {"boxes", "labels", "scores"} <= set(out[0])
+    assert ("keypoints" in out[0]) == keypoints
+
+
+def test_inference_settings_are_applied():
+    config = _config(inference=InferenceSettings(score_threshold=0.4, nms_iou=0.3,
+                                                 max_detections=5))
+    model = build_model(config)
+    heads = model.roi_heads
+    assert (heads.score_thresh, heads.nms_thresh, heads.detections_per_img) == (0.4, 0.3, 5)
+    config.inference.score_threshold = 0.9
+    apply_inference(model, config)
+    assert heads.score_thresh == 0.9
+
+
+def _train_step(model: torch.nn.Module, keypoints: bool = False) -> None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    model.train()
+    images, targets = _batch(keypoints)
+    loss = sum(model(images, targets).values())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def test_heads_only_freezes_exactly_the_backbone_including_fpn():
+    torch.manual_seed(0)
+    model = _fast(build_model(_config()))
+    names = dict(backbone_parameters(model))
+    assert any(".fpn." in n for n in names) and any(".body." in n for n in names)
+    assert set(names) == {n for n, _ in model.named_parameters() if n.startswith("backbone.")}
+    freeze_backbone(model, True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters()} - set(names)
+    assert any(n.startswith("rpn.") for n in trainable)
+    assert any(n.startswith("roi_heads.") for n in trainable)
+
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    heads_before = model.roi_heads.box_predictor.cls_score.weight.clone()
+    _train_step(model)
+    after = model.state_dict()
+    # parameters AND BatchNorm running statistics of the backbone stay bit-identical
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(heads_before, model.roi_heads.box_predictor.cls_score.weight)
+
+    freeze_backbone(model, False)
+    assert all(p.requires_grad for p in model.parameters())
+    _train_step(model)
+    changed = [k for k in before if not torch.equal(before[k], model.state_dict()[k])]
+    assert any("running_mean" in k for k in changed)
+    assert any(k.endswith("weight") and "fpn" in k for k in changed)
+
+
+def test_extend_classes_keeps_learned_rows():
+    torch.manual_seed(0)
+    config = _config("keypointrcnn")
+    model = _fast(build_model(config))
+    old = {k: v.clone() for k, v in model.roi_heads.box_predictor.state_dict().items()}
+    extended = extend_classes(model, config, ["triangle"])
+    assert extended.categories == ["disc", "square", "triangle"]
+    assert config.categories == ["disc", "square"]  # the old configuration is untouched
+    new = model.roi_heads.box_predictor
+    assert new.cls_score.out_features == 4 and new.bbox_pred.out_features == 16
+    assert torch.equal(new.cls_score.weight[:3], old["cls_score.weight"])
+    assert torch.equal(new.cls_score.bias[:3], old["cls_score.bias"])
+    assert torch.equal(new.bbox_pred.weight[:12], old["bbox_pred.weight"])
+    assert torch.equal(new.bbox_pred.bias[:12], old["bbox_pred.bias"])
+    model.eval()
+    with torch.no_grad():
+        model([torch.rand(3, SIZE, SIZE)])
+    with pytest.raises(BadInputError, match="disc"):
+        extend_classes(model, extended, ["disc"])
+
+
+def test_weight_file_round_trip_and_class_rows_by_name(tmp_path):
+    torch.manual_seed(0)
+    config = _config()
+    model = build_model(config)
+    path = tmp_path / "w.pt"
+    save_weights(path, model, config, {"note": "first"})
+    _, config_dict, meta = load_weights(path)
+    assert meta == {"note": "first"} and ModelConfig.from_dict(config_dict) == config
+    loaded = build_model(config, path)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    # another index lists the categories in another order and has one more
+    other = replace(config, categories=["square", "star", "disc"])
+    remapped = build_model(other, path).roi_heads.box_predictor.cls_score.weight
+    original = model.roi_heads.box_predictor.cls_score.weight
+    assert torch.equal(remapped[1], original[2]) and torch.equal(remapped[3], original[1])
+    with pytest.raises(BadInputError, match="plain JSON"):
+        save_weights(tmp_path / "x.pt", model, config, {"bad": object()})
+
+
+def _foreign_files(tmp_path):
+    model = build_model(_config())
+    valid = tmp_path / "valid.pt"
+    save_weights(valid, model, _config(), {})
+    files = {}
+    files["pickle"] = tmp_path / "pickle.pt"
+    torch.save({"args": argparse.Namespace(a=1)}, files["pickle"])
+    files["state_dict"] = tmp_path / "state_dict.pt"
+    torch.save(model.state_dict(), files["state_dict"])
+    files["text"] = tmp_path / "text.pt"
+    files["text"].write_text("hello, I am not a model\n")
+    files["truncated"] = tmp_path / "truncated.pt"
+    files["truncated"].write_bytes(valid.read_bytes()[: valid.stat().st_size // 2])
+    files["missing"] = tmp_path / "missing.pt"
+    return files
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("pickle", "not plain weights"),
+        ("state_dict", "it holds a bare state dict"),
+        ("text", "not a readable weight file"),
+        ("truncated", "truncated, corrupt"),
+        ("missing", "weight file not found"),
+    ],
+)
+def test_foreign_files_are_refused(tmp_path, kind, message):
+    path = _foreign_files(tmp_path)[kind]
+    with pytest.raises(BadWeightsError) as err:
+        build_model(_config(), path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_weights_of_another_architecture_or_newer_format_are_refused(tmp_path):
+    path = tmp_path / "boxes.pt"
+    save_weights(path, build_model(_config()), _config(), {})
+    with pytest.raises(BadWeightsError, match=r"architecture 'fasterrcnn'.*needs 'keypointrcnn'"):
+        build_model(_config("keypointrcnn"), path)
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 2
+    torch.save(payload, path)
+    with pytest.raises(BadWeightsError, match="format 2 is newer"):
+        load_weights(path)
+
+
+def test_crash_mid_write_keeps_the_old_file(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    config = _config()
+    path = tmp_path / "0001.pt"
+    old = build_model(config)
+    save_weights(path, old, config, {"version": 1})
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_weights(path, build_model(config), config, {"version": 2})
+    monkeypatch.undo()
+    state, _, meta = load_weights(path)
+    assert meta == {"version": 1}
+    assert all(torch.equal(v, state[k]) for k, v in old.state_dict().items())
+    assert [p.name for p in tmp_path.iterdir()] == ["0001.pt"]  # the temp file is gone
+
+
+def test_coco_weights_offline_tell_the_user_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))  # nothing cached here
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(BadInputError) as err:
+        build_model(_config(), "coco")
+    message = str(err.value)
+    assert "COCO weights" in message and "no network" in message
+    assert "--weights none" in message and "network access" in message
+    assert str(tmp_path / "hub") in message
+
+
+@pytest.mark.parametrize("architecture", ["fasterrcnn", "keypointrcnn"])
+def test_coco_weights_load_where_shapes_match(monkeypatch, architecture):
+    torch.manual_seed(0)
+    # torchvision's COCO file: 91 classes, FrozenBatchNorm (no num_batches_tracked)
+    coco = {k: v for k, v in fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None).state_dict().items()
+        if not k.endswith("num_batches_tracked")}
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, **kw: coco)
+    state = build_model(_config(architecture), "coco").state_dict()
+    shared = [k for k in coco if not k.startswith("roi_heads.box_predictor")]
+    assert all(torch.equal(coco[k], state[k]) for k in shared)
+    assert state["roi_heads.box_predictor.cls_score.weight"].shape[0] == 3
