@@ -24,6 +24,7 @@ class Progress:
     epochs: int | None = None
     loss: float | None = None
     eta_s: float | None = None
+    lr: float | None = None  # the learning rate of a training step (Learn, train)
 
 
 ProgressFn = Callable[[Progress], None]

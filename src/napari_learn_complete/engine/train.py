@@ -1,0 +1,377 @@
+"""One trainer for Learn and for the full training run.
+
+:func:`train` trains the active model on every labelled image with the model's own
+:class:`~napari_learn_complete.model.config.TrainingSettings`. :func:`learn` is the same trainer
+with the specification's focused overrides applied on top of that configuration: the scope
+restricted to the chosen images, cosine learning-rate decay, patience 0 (no early stopping), and
+the current active weights as the start (never from scratch); epochs, training mode and test share
+come from :class:`LearnSettings`.
+
+Every run is recorded in the index's ``runs`` table (scope, settings, per-epoch losses, held-out
+metrics, resulting version, duration, status) and a successful one becomes a new active weight
+version. Refusals happen before anything is written; a cancelled or failed run leaves the previous
+active version in place and records its status.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler
+
+from ..errors import BadInputError, Cancelled, RefusedError
+from ..index import Category, ImageRecord, Index
+from ..model.build import freeze_backbone
+from ..model.config import TrainingSettings
+from ..model.registry import ModelHandle, active_model
+from .data import DetectionDataset, make_loader
+from .device import autocast, choose_device
+from .metrics import coco_metrics, predict
+from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
+from .scope import check_kind, labelled_images, learn_scope, mix_in, require_kind, split
+
+MODES = ("heads", "full")
+GRAD_CLIP = 10.0  # max gradient norm: a few odd boxes must not throw the weights off
+WARMUP_START = 0.001  # the learning rate ramps up linearly from this share of its value
+MAX_WARMUP_SHARE = 0.2  # short runs spend at most this share of their steps warming up
+STEP_EPOCHS, STEP_GAMMA = 3, 0.1  # "step" decay: torchvision's detection tutorial recipe
+
+
+@dataclass
+class LearnSettings:
+    """The Learn dialog: epochs, "heads" (backbone frozen) or "full", the held-out share, plus
+    ``mix_in`` earlier labelled images from outside the scope (a guard against forgetting)."""
+
+    epochs: int = 10
+    mode: str = "heads"
+    test_percent: float = 0.0
+    mix_in: int = 0
+    seed: int = 0
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise BadInputError(f"training mode must be 'heads' or 'full', not {self.mode!r}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise BadInputError(f"epochs must be a whole number of at least 1, not {self.epochs!r}")
+        if self.num_workers < 0:
+            raise BadInputError(f"num_workers must be zero or more, not {self.num_workers}")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced; ``images`` counts the images trained on."""
+
+    run_id: int
+    version: int | None
+    seconds: float
+    losses: list[float]
+    metrics: dict[str, float]
+    images: int
+
+
+@dataclass
+class _Plan:
+    """One run, fully decided before anything is written."""
+
+    operation: str  # "learn" | "train"
+    kind: str | None  # "roi" | "keypoints"; None trains every head of the model
+    mode: str
+    training: TrainingSettings
+    seed: int
+    num_workers: int
+    train_images: list[ImageRecord]
+    test_images: list[ImageRecord]
+    scope: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+
+def _refuse_identify(handle: ModelHandle, what: str) -> None:
+    if handle.config.purpose == "identify":
+        raise RefusedError(f"{what} is not supported for identify models "
+                           f"(model {handle.name!r} has purpose 'identify')")
+
+
+def _scope_record(images: Sequence[ImageRecord]) -> list[dict]:
+    return [{"id": image.id, "name": image.name} for image in images]
+
+
+def learn(
+    index: Index,
+    *,
+    images: Sequence[ImageRecord | int | str] | None = None,
+    category: Category | int | str | None = None,
+    kind: str = "roi",
+    settings: LearnSettings | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    device: str | torch.device | None = None,
+) -> TrainResult:
+    """Fine-tune the active model on a scope (images or a category) and save a new version.
+
+    Refused (:class:`RefusedError`, nothing written) for identify models, a kind the model does not
+    predict, an empty scope and a scope without observations of ``kind``.
+    """
+    settings = settings or LearnSettings()
+    settings.validate()
+    check_kind(kind)
+    handle = active_model(index)
+    _refuse_identify(handle, "Learn")
+    if not handle.supports(kind):
+        raise RefusedError(
+            f"model {handle.name!r} ({handle.config.architecture}) does not predict {kind}; "
+            "Learn keypoints needs a keypoint model"
+        )
+    scope = learn_scope(index, images=images, category=category, kind=kind)
+    require_kind(index, scope, kind)
+    train_images, test_images = split(scope, settings.test_percent, settings.seed)
+    mixed = mix_in(index, scope, settings.mix_in, settings.seed)
+    training = replace(handle.config.training, epochs=settings.epochs, lr_decay="cosine",
+                       patience=0, test_percent=settings.test_percent)
+    cat_name = None if category is None else index.category(category).name
+    plan = _Plan(
+        operation="learn", kind=kind, mode=settings.mode, training=training, seed=settings.seed,
+        num_workers=settings.num_workers, train_images=train_images + mixed,
+        test_images=test_images,
+        scope={"category": cat_name, "images": _scope_record(scope),
+               "test": _scope_record(test_images), "mix_in": _scope_record(mixed)},
+        settings={**asdict(settings), "training": asdict(training)},
+    )
+    return _fit(index, handle, plan, progress=progress, cancel=cancel, device=device)
+
+
+def train(
+    index: Index,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+) -> TrainResult:
+    """The full training run that consolidates a dataset: every labelled image, the whole model,
+    the model's own settings (its decay, epochs, and early stopping on its held-out share)."""
+    handle = active_model(index)
+    _refuse_identify(handle, "Training")
+    images = labelled_images(index)
+    if not images:
+        raise RefusedError("nothing to train on: the index has no labelled images")
+    training = handle.config.training
+    train_images, test_images = split(images, training.test_percent, seed=0)
+    plan = _Plan(
+        operation="train", kind=None, mode="full", training=training, seed=0,
+        num_workers=num_workers, train_images=train_images, test_images=test_images,
+        scope={"category": None, "images": _scope_record(images),
+               "test": _scope_record(test_images), "mix_in": []},
+        settings={"mode": "full", "seed": 0, "training": asdict(training)},
+    )
+    return _fit(index, handle, plan, progress=progress, cancel=cancel, device=device)
+
+
+# ---------------------------------------------------------------------------- the trainer
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    training: TrainingSettings,
+    total_steps: int,
+    steps_per_epoch: int,
+) -> lr_scheduler.LRScheduler:
+    """Per-step schedule: linear warm-up, then ``training.lr_decay`` over the remaining steps.
+
+    The warm-up is ``training.warmup_iters`` steps, but at most a fifth of a short run.
+    """
+    warmup = min(training.warmup_iters, int(total_steps * MAX_WARMUP_SHARE))
+    main: lr_scheduler.LRScheduler
+    if training.lr_decay == "cosine":
+        main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup))
+    elif training.lr_decay == "step":
+        main = lr_scheduler.StepLR(optimizer, STEP_EPOCHS * steps_per_epoch, STEP_GAMMA)
+    else:
+        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup == 0:
+        return main
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START, total_iters=warmup)
+    return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+
+
+def make_optimizer(params: list[nn.Parameter], training: TrainingSettings) -> torch.optim.Optimizer:
+    if training.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=training.learning_rate,
+                                 weight_decay=training.weight_decay)
+    return torch.optim.SGD(params, lr=training.learning_rate, momentum=training.momentum,
+                           weight_decay=training.weight_decay)
+
+
+def _trainable(model: nn.Module, mode: str, kind: str | None) -> list[nn.Parameter]:
+    """Freeze what this run must not change; return the parameters the optimizer may touch.
+
+    Learning ROI on a keypoint model leaves its keypoint head alone (the two kinds are
+    independent), so that head is frozen and its loss left out.
+    """
+    for param in model.parameters():
+        param.requires_grad_(True)
+    freeze_backbone(model, mode == "heads")
+    heads = model.roi_heads
+    if kind == "roi" and getattr(heads, "keypoint_head", None) is not None:
+        for part in (heads.keypoint_head, heads.keypoint_predictor):
+            for param in part.parameters():
+                param.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _loss_names(kind: str | None) -> set[str] | None:
+    """The detector losses a run optimises; None means all of them."""
+    return None if kind != "roi" else {
+        "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"
+    }
+
+
+def _evaluate(
+    model: nn.Module, loader, device: torch.device, num_classes: int, keypoint_classes: list[int]
+) -> dict[str, float]:
+    targets, predictions = predict(model, loader, device)
+    return coco_metrics(targets, predictions, num_classes, keypoint_classes=keypoint_classes)
+
+
+def _score(metrics: dict[str, float], kind: str | None) -> float:
+    """The held-out figure early stopping watches."""
+    if kind == "keypoints" and "keypoint_AP" in metrics:
+        return metrics["keypoint_AP"]
+    return metrics.get("box_AP", 0.0)
+
+
+def _record_start(index: Index, handle: ModelHandle, plan: _Plan) -> int:
+    with index.transaction() as conn:
+        return conn.execute(
+            "INSERT INTO runs(model_id, operation, kind, scope, settings, status) "
+            "VALUES (?, ?, ?, ?, ?, 'running')",
+            (handle.id, plan.operation, plan.kind or ",".join(handle.config.kinds),
+             json.dumps(plan.scope), json.dumps(plan.settings)),
+        ).lastrowid
+
+
+def _record_end(
+    index: Index, run_id: int, status: str, losses: list[float], metrics: dict[str, float],
+    version: int | None, seconds: float,
+) -> None:
+    with index.transaction() as conn:
+        conn.execute(
+            "UPDATE runs SET status = ?, losses = ?, metrics = ?, version = ?, seconds = ? "
+            "WHERE id = ?",
+            (status, json.dumps(losses), json.dumps(metrics), version, seconds, run_id),
+        )
+
+
+def _fit(
+    index: Index,
+    handle: ModelHandle,
+    plan: _Plan,
+    *,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+    device: str | torch.device | None,
+) -> TrainResult:
+    dev = choose_device(device)
+    start_version = handle.active_version
+    model = handle.load(dev)  # the current active weights: Learn never starts from scratch
+    config = handle.config
+    training = plan.training
+    keypoint_classes = [
+        config.categories.index(c.name) + 1 for c in index.categories()
+        if c.keypoints_enabled and config.keypoint_names and c.name in config.categories
+    ]
+    train_set = DetectionDataset(index, plan.train_images, config, augment=training.augment)
+    loader = make_loader(train_set, batch_size=training.batch_size, shuffle=True, seed=plan.seed,
+                         num_workers=plan.num_workers)
+    test_loader = None
+    if plan.test_images:
+        test_set = DetectionDataset(index, plan.test_images, config)
+        test_loader = make_loader(test_set, batch_size=training.batch_size, shuffle=False,
+                                  num_workers=plan.num_workers)
+    steps_per_epoch = len(loader)
+    total = training.epochs * steps_per_epoch
+    params = _trainable(model, plan.mode, plan.kind)
+    optimizer = make_optimizer(params, training)
+    scheduler = make_scheduler(optimizer, training, total, steps_per_epoch)
+    scaler = torch.amp.GradScaler(dev.type, enabled=dev.type == "cuda")
+    wanted = _loss_names(plan.kind)
+    stage = plan.operation
+
+    run_id = _record_start(index, handle, plan)
+    started = time.monotonic()
+    losses: list[float] = []
+    metrics: dict[str, float] = {}
+    try:
+        best: tuple[float, dict, dict[str, float]] | None = None
+        since_best = 0
+        done = 0
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(plan.seed)  # augmentations and shuffling repeat; caller's RNG kept
+            for epoch in range(1, training.epochs + 1):
+                model.train()
+                epoch_losses = []
+                for images, targets in loader:
+                    check_cancel(cancel)
+                    images = [image.to(dev) for image in images]
+                    targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
+                    with autocast(dev):
+                        parts = model(images, targets)
+                    loss = sum(v for k, v in parts.items() if wanted is None or k in wanted)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"the training loss became {loss.item()} at epoch {epoch}: training "
+                            "diverged; lower the learning rate in the model configuration"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    done += 1
+                    epoch_losses.append(loss.item())
+                    elapsed = time.monotonic() - started
+                    report(progress, Progress(
+                        stage, done, total, message=f"epoch {epoch}/{training.epochs}",
+                        epoch=epoch, epochs=training.epochs, loss=epoch_losses[-1],
+                        eta_s=elapsed / done * (total - done),
+                        lr=optimizer.param_groups[0]["lr"],
+                    ))
+                losses.append(sum(epoch_losses) / max(1, len(epoch_losses)))
+                if training.patience and test_loader is not None:
+                    metrics = _evaluate(model, test_loader, dev, len(config.categories),
+                                        keypoint_classes)
+                    score = _score(metrics, plan.kind)
+                    if best is None or score > best[0]:
+                        best, since_best = (score, copy.deepcopy(model.state_dict()), metrics), 0
+                    else:
+                        since_best += 1
+                        if since_best >= training.patience:
+                            break
+        if best is not None:  # early stopping keeps the best epoch on the held-out part
+            model.load_state_dict(best[1])
+            metrics = best[2]
+        elif test_loader is not None:
+            metrics = _evaluate(model, test_loader, dev, len(config.categories),
+                                        keypoint_classes)
+        check_cancel(cancel)
+        model.eval()
+        note = (f"{plan.operation} ({plan.kind or 'all'}, {plan.mode}) on "
+                f"{len(plan.train_images)} image(s) from v{start_version}")
+        version = handle.commit_version(model.cpu(), config, note=note, parent=start_version)
+    except Cancelled:
+        _record_end(index, run_id, "cancelled", losses, metrics, None,
+                    time.monotonic() - started)
+        raise
+    except BaseException:
+        _record_end(index, run_id, "failed", losses, metrics, None, time.monotonic() - started)
+        raise
+    seconds = time.monotonic() - started
+    _record_end(index, run_id, "done", losses, metrics, version, seconds)
+    return TrainResult(run_id=run_id, version=version, seconds=seconds, losses=losses,
+                       metrics=metrics, images=len(plan.train_images))
