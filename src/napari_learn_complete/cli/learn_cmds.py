@@ -1,0 +1,81 @@
+"""``learn`` and ``train``: fine-tune the active model on a scope, or train it on everything.
+
+Both print progress on stderr and, last on stdout, a one-line JSON summary
+(``run_id``, ``version``, ``seconds``, ``losses``, ``metrics``, ``images``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..engine.progress import Progress
+from ..engine.train import MODES, LearnSettings, TrainResult, learn, train
+from ..index import Index
+from . import EXIT_OK, emit_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    defaults = LearnSettings()
+    lrn = subparsers.add_parser(
+        "learn", help="fine-tune the active model on selected images or on a category"
+    )
+    lrn.add_argument("index", type=Path, help="index folder")
+    scope = lrn.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--images", nargs="+", metavar="NAME",
+                       help="image names as stored in the index (shell patterns allowed)")
+    scope.add_argument("--category", metavar="NAME",
+                       help="every image with an observation of this category")
+    lrn.add_argument("--kind", choices=("roi", "keypoints"), default="roi",
+                     help="learn boxes (roi) or keypoints (default roi)")
+    lrn.add_argument("--epochs", type=int, default=defaults.epochs,
+                     help=f"passes over the scope (default {defaults.epochs})")
+    lrn.add_argument("--mode", choices=MODES, default=defaults.mode,
+                     help="heads: backbone frozen; full: the whole model trains (default heads)")
+    lrn.add_argument("--test-percent", type=float, default=defaults.test_percent,
+                     help="share of the scope held back and evaluated after training (default 0)")
+    lrn.add_argument("--mix-in", type=int, default=defaults.mix_in, metavar="N",
+                     help="also train on N earlier labelled images from outside the scope")
+    lrn.add_argument("--seed", type=int, default=defaults.seed,
+                     help="seed of the test split, mix-in and augmentations (default 0)")
+    lrn.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best present)")
+    lrn.set_defaults(run=run_learn)
+
+    trn = subparsers.add_parser(
+        "train", help="full training run on every labelled image with the model's own settings"
+    )
+    trn.add_argument("index", type=Path, help="index folder")
+    trn.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best present)")
+    trn.set_defaults(run=run_train)
+
+
+def _progress(event: Progress) -> None:
+    loss = "" if event.loss is None else f" loss {event.loss:.4f}"
+    eta = "" if event.eta_s is None else f" eta {event.eta_s:.0f}s"
+    print(f"{event.stage}: step {event.done}/{event.total} {event.message}{loss}{eta}",
+          file=sys.stderr, flush=True)
+
+
+def _summary(result: TrainResult) -> dict:
+    return {"run_id": result.run_id, "version": result.version,
+            "seconds": round(result.seconds, 3), "losses": result.losses,
+            "metrics": result.metrics, "images": result.images}
+
+
+def run_learn(args: argparse.Namespace) -> int:
+    settings = LearnSettings(epochs=args.epochs, mode=args.mode, test_percent=args.test_percent,
+                             mix_in=args.mix_in, seed=args.seed)
+    with Index(args.index) as index:
+        images = index.match_images(args.images) if args.images else None
+        result = learn(index, images=images, category=args.category, kind=args.kind,
+                       settings=settings, progress=_progress, device=args.device)
+    emit_json(_summary(result))
+    return EXIT_OK
+
+
+def run_train(args: argparse.Namespace) -> int:
+    with Index(args.index) as index:
+        result = train(index, progress=_progress, device=args.device)
+    emit_json(_summary(result))
+    return EXIT_OK
