@@ -710,12 +710,12 @@ class IndexLayers:
     # ------------------------------------------------------------------ index -> layers
     def _on_index_change(self, change: Change) -> None:
         """Runs in the committing thread: hop to the main thread (a direct call when there)."""
-        if not self._busy:
-            self._apply_change_in_main_thread(change)
+        self._apply_change_in_main_thread(change)
 
     @ensure_main_thread
     def _apply_change_in_main_thread(self, change: Change) -> None:
-        if self not in _OPEN:
+        # busy: the change is our own write from a layer edit, already shown (no echo)
+        if self._busy or self not in _OPEN:
             return
         if change.table == "observations":
             self._sync_observations(change.ids)
