@@ -1,0 +1,87 @@
+"""``model create | versions | rollback``: the index's detection model and its weight versions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..index import Index
+from ..model import active_model, create_model
+from ..model.config import BACKBONES, PURPOSES
+from . import EXIT_OK, emit_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "model", help="create the active model, list or roll back its versions"
+    )
+    sub = parser.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+
+    create = sub.add_parser("create", help="make the active model for the index's categories")
+    create.add_argument("index", type=Path, help="index folder")
+    create.add_argument("--keypoints", action="store_true",
+                        help="predict keypoints too (Keypoint R-CNN)")
+    create.add_argument("--backbone", choices=BACKBONES, default=BACKBONES[0])
+    create.add_argument("--weights", default="none", metavar="none|coco|PATH",
+                        help="initial weights: random, torchvision COCO, or a weight file of ours")
+    create.add_argument("--purpose", choices=PURPOSES, default="locate")
+    create.add_argument("--input-size", type=int, default=None, metavar="N",
+                        help="short side in pixels the images are scaled to "
+                             "(default: chosen from the index's images)")
+    create.add_argument("--name", default="default", help="model name (a folder under models/)")
+    create.set_defaults(run=run_create)
+
+    versions = sub.add_parser("versions", help="list the active model's weight versions")
+    versions.add_argument("index", type=Path, help="index folder")
+    versions.set_defaults(run=run_versions)
+
+    rollback = sub.add_parser("rollback", help="make an earlier weight version active again")
+    rollback.add_argument("index", type=Path, help="index folder")
+    rollback.add_argument("version", type=int, help="version number (see `model versions`)")
+    rollback.set_defaults(run=run_rollback)
+
+
+def run_create(args: argparse.Namespace) -> int:
+    weights = args.weights if args.weights in ("none", "coco") else Path(args.weights)
+    with Index(args.index) as index:
+        handle = create_model(
+            index, keypoints=args.keypoints, backbone=args.backbone, weights=weights,
+            name=args.name, purpose=args.purpose, min_size=args.input_size,
+        )
+    config = handle.config
+    print(f"created model {handle.name!r}: {config.architecture} on {config.backbone}, "
+          f"input {config.min_size}-{config.max_size} px, {len(config.categories)} categories",
+          file=sys.stderr)
+    emit_json({"model": handle.name, "version": handle.active_version,
+               "architecture": config.architecture, "backbone": config.backbone,
+               "min_size": config.min_size, "max_size": config.max_size,
+               "categories": config.categories, "keypoint_names": config.keypoint_names})
+    return EXIT_OK
+
+
+def run_versions(args: argparse.Namespace) -> int:
+    with Index(args.index) as index:
+        handle = active_model(index)
+        versions = handle.versions()
+    print(f"model {handle.name!r} ({handle.config.architecture} on {handle.config.backbone})")
+    print(f"{'':2}{'version':>7}  {'parent':>6}  {'created':<23}  note")
+    for v in versions:
+        parent = "-" if v.parent is None else str(v.parent)
+        mark = "*" if v.active else ""
+        print(f"{mark:2}{v.number:>7}  {parent:>6}  {v.created_at:<23}  {v.note}")
+    emit_json({"model": handle.name, "active_version": handle.active_version,
+               "versions": [{"number": v.number, "parent": v.parent, "note": v.note,
+                             "created_at": v.created_at, "active": v.active} for v in versions]})
+    return EXIT_OK
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    with Index(args.index) as index:
+        handle = active_model(index)
+        previous = handle.active_version
+        handle.rollback(args.version)
+    print(f"model {handle.name!r}: active version {previous} -> {args.version}", file=sys.stderr)
+    emit_json({"model": handle.name, "active_version": handle.active_version,
+               "previous_version": previous})
+    return EXIT_OK

@@ -1,0 +1,208 @@
+"""Models registered in an index: creation, versions, rollback, loading and refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from napari_learn_complete.errors import BadInputError, RefusedError
+from napari_learn_complete.index import Index
+from napari_learn_complete.model import (
+    ModelConfig,
+    active_model,
+    build_model,
+    create_model,
+    default_input_size,
+    load_weights,
+    registry,
+)
+
+
+def test_create_model_writes_config_and_version_one(sample_index):
+    handle = create_model(sample_index, keypoints=True)
+    config_file = sample_index.models_dir / "default" / "config.json"
+    assert json.loads(config_file.read_text())["architecture"] == "keypointrcnn"
+    assert handle.config == ModelConfig.load(config_file)
+    assert handle.config.categories == [c.name for c in sample_index.categories()]
+    assert handle.config.keypoint_names == ["apex", "left", "right"]
+    assert handle.supports("keypoints")
+    [version] = handle.versions()
+    assert (version.number, version.parent, version.active) == (1, None, True)
+    assert version.file == handle.folder / "versions" / "0001.pt"
+    assert "initial weights: none" in version.note
+    assert active_model(sample_index).name == "default"
+
+
+def test_keypoint_names_are_the_ordered_union_of_enabled_categories(empty_index):
+    empty_index.add_category("mouse", keypoints=["nose", "tail"])
+    empty_index.add_category("rat", keypoints=["nose", "ear", "tail"])
+    empty_index.add_category("fly", keypoints=["wing"])
+    empty_index.update_category("fly", keypoints_enabled=False)
+    handle = create_model(empty_index, keypoints=True)
+    assert handle.config.keypoint_names == ["nose", "tail", "ear"]
+
+
+def test_one_active_model_per_index(sample_index):
+    create_model(sample_index)
+    second = create_model(sample_index, name="second", purpose="identify")
+    assert active_model(sample_index).name == "second"
+    assert second.config.purpose == "identify"
+    assert [r["name"] for r in sample_index.query("SELECT name FROM models WHERE active = 1")] \
+        == ["second"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"keypoints": True}, RefusedError, "needs a category with keypoints enabled"),
+        ({"backbone": "vgg16"}, BadInputError, "unknown backbone 'vgg16'"),
+        ({"purpose": "count"}, BadInputError, "unknown purpose 'count'"),
+        ({"name": "a/b"}, BadInputError, "plain folder name"),
+        ({"weights": "nowhere.pt"}, BadInputError, "nowhere.pt: weight file not found"),
+    ],
+)
+def test_refused_create_leaves_the_index_as_it_was(empty_index, db_dump, kwargs, error, message):
+    empty_index.add_category("cell")
+    before = db_dump(empty_index)
+    with pytest.raises(error) as err:
+        create_model(empty_index, **kwargs)
+    assert message in str(err.value)
+    assert db_dump(empty_index) == before
+
+
+def test_duplicate_name_and_stray_folder_are_refused(sample_index, db_dump):
+    create_model(sample_index)
+    before = db_dump(sample_index)
+    with pytest.raises(RefusedError, match="already has a model named 'default'"):
+        create_model(sample_index)
+    (sample_index.models_dir / "stray").mkdir()
+    with pytest.raises(RefusedError, match="not a model of the index"):
+        create_model(sample_index, name="stray")
+    assert db_dump(sample_index) == before
+
+
+def test_failed_database_write_removes_the_new_folder(sample_index, db_dump, monkeypatch):
+    before = db_dump(sample_index)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(registry, "_relative", fail)
+    with pytest.raises(OSError, match="disk full"):
+        create_model(sample_index)
+    assert db_dump(sample_index) == before
+    assert not (sample_index.models_dir / "default").exists()
+
+
+def test_no_model_is_refused(empty_index):
+    with pytest.raises(RefusedError, match="has no model yet"):
+        active_model(empty_index)
+
+
+def _index_with_images(tmp_path, sizes) -> Index:
+    index = Index.create(tmp_path / "sized")
+    paths = []
+    for i, (width, height) in enumerate(sizes):
+        path = tmp_path / f"{i}.png"
+        Image.new("L", (width, height)).save(path)
+        paths.append(path)
+    index.add_images(paths)
+    return index
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        ([], (320, 320)),
+        ([(160, 96), (120, 120), (100, 150)], (320, 480)),  # small images: at least 320
+        ([(480, 360)] * 3, (352, 480)),  # 360 rounds to 352; aspect 4:3
+        ([(1000, 700), (1000, 700), (64, 64)], (640, 928)),  # capped at 640
+        ([(4000, 500)], (512, 1024)),  # a panorama: at most twice min_size
+    ],
+)
+def test_default_input_size_follows_the_images(tmp_path, sizes, expected):
+    index = _index_with_images(tmp_path, sizes)
+    assert default_input_size(index) == expected
+    assert default_input_size(index, 800)[0] == 800
+
+
+def test_create_uses_the_input_size_rule(tmp_path):
+    index = _index_with_images(tmp_path, [(480, 360)] * 3)
+    index.add_category("cell")
+    handle = create_model(index)
+    assert (handle.config.min_size, handle.config.max_size) == (352, 480)
+    assert create_model(index, name="big", min_size=640).config.min_size == 640
+
+
+def test_commit_versions_and_rollback(sample_index, db_dump):
+    torch.manual_seed(0)
+    handle = create_model(sample_index)
+    model = handle.load()
+    assert not model.training
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias.add_(1.0)
+    config = handle.config
+    config.training.epochs = 3
+    assert handle.commit_version(model, config, note="learn 1") == 2
+    assert [(v.number, v.parent, v.active) for v in handle.versions()] == [
+        (1, None, False), (2, 1, True)]
+    reopened = active_model(sample_index)
+    assert reopened.active_version == 2 and reopened.config.training.epochs == 3
+    loaded = reopened.load()
+    assert torch.equal(loaded.roi_heads.box_predictor.cls_score.bias,
+                       model.roi_heads.box_predictor.cls_score.bias)
+
+    reopened.rollback(1)
+    assert active_model(sample_index).active_version == 1
+    assert active_model(sample_index).config.training.epochs == 20  # version 1's configuration
+    before = db_dump(sample_index)
+    with pytest.raises(BadInputError, match=r"has no version 7 \(versions: 1, 2\)"):
+        reopened.rollback(7)
+    assert db_dump(sample_index) == before
+
+
+def test_failed_commit_keeps_the_active_version(sample_index, db_dump, monkeypatch):
+    handle = create_model(sample_index)
+    model = handle.load()
+    before = db_dump(sample_index)
+
+    def fail(self, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ModelConfig, "save", fail)  # fails inside the transaction
+    with pytest.raises(OSError, match="disk full"):
+        handle.commit_version(model, handle.config, note="doomed")
+    assert db_dump(sample_index) == before  # no row, no orphan weight file
+    assert handle.active_version == 1 and active_model(sample_index).active_version == 1
+
+
+def test_load_extends_heads_for_new_categories(sample_index):
+    torch.manual_seed(0)
+    handle = create_model(sample_index)
+    old = handle.load().roi_heads.box_predictor.cls_score.weight
+    sample_index.add_category("star")
+    model = handle.load()
+    assert handle.config.categories == ["disc", "square", "triangle", "star"]
+    weight = model.roi_heads.box_predictor.cls_score.weight
+    assert weight.shape[0] == 5 and torch.equal(weight[:4], old)
+    assert handle.commit_version(model, handle.config) == 2
+    _, config_dict, _ = load_weights(handle.versions()[-1].file)
+    assert config_dict["categories"][-1] == "star"
+
+
+def test_create_from_a_weight_file_of_another_index(sample_index, empty_index):
+    torch.manual_seed(0)
+    source = create_model(sample_index)
+    file = source.versions()[0].file
+    empty_index.add_category("triangle")
+    empty_index.add_category("disc")
+    handle = create_model(empty_index, weights=file)
+    old = source.load().roi_heads.box_predictor.cls_score.weight
+    new = handle.load().roi_heads.box_predictor.cls_score.weight
+    assert torch.equal(new[1], old[3]) and torch.equal(new[2], old[1])  # matched by name
+    assert "initial weights: " + str(file) in handle.versions()[0].note
+    assert set(build_model(handle.config, file).state_dict()) == set(
+        build_model(source.config).state_dict())
