@@ -1,0 +1,373 @@
+"""Model panel: create the index's active model, see its weight versions and the record of every
+Learn and training run, roll back, and start a full training run.
+
+The panel works on the first index open in the viewer (or the one given to :meth:`set_index`) and
+re-reads the registry when the index reports a change to its models, from whatever thread wrote it
+(a Learn started from a menu adds a version while the panel is open).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+import napari
+
+from .._napari.layers import index_layers
+from ..engine.progress import Progress
+from ..engine.train import TrainResult, train
+from ..errors import LearnCompleteError, RefusedError
+from ..index import Change, Index
+from ..model.config import BACKBONES
+from ..model.registry import ModelHandle, active_model, create_model, default_input_size
+from .workers import Worker, describe, run_in_worker
+
+ARCHITECTURES = (("Boxes (Faster R-CNN)", False), ("Boxes + keypoints (Keypoint R-CNN)", True))
+WEIGHTS = (("None (random)", "none"), ("COCO (torchvision)", "coco"), ("File…", "file"))
+VERSION_COLUMNS = ("Version", "Parent", "Note", "Created", "Active")
+RUN_COLUMNS = ("Run", "Operation", "Kind", "Scope", "Settings", "Losses", "Metrics", "Version",
+               "Status", "Started", "Seconds")
+
+
+class ModelPanel(QWidget):
+    """Dock widget over the active model of the open index."""
+
+    models_changed = Signal()  # emitted from any thread; refreshes on the main thread
+    trained = Signal(object)   # TrainResult of a finished full training run
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.index: Index | None = None
+        self.handle: ModelHandle | None = None
+        self.worker: Worker | None = None
+        self._unsubscribe = None
+
+        self.index_label = QLabel()
+        self.index_label.setWordWrap(True)
+
+        # -- new model
+        self.architecture = QComboBox()
+        for label, keypoints in ARCHITECTURES:
+            self.architecture.addItem(label, keypoints)
+        self.backbone = QComboBox()
+        self.backbone.addItems(BACKBONES)
+        self.weights = QComboBox()
+        for label, value in WEIGHTS:
+            self.weights.addItem(label, value)
+        self.weights_file = QLineEdit()
+        self.weights_file.setPlaceholderText("weights file (.pt)")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+        weights_row = QHBoxLayout()
+        weights_row.addWidget(self.weights)
+        weights_row.addWidget(self.weights_file)
+        weights_row.addWidget(browse)
+        self.input_size = QSpinBox(minimum=64, maximum=4096, singleStep=32)
+        self.input_size.setSuffix(" px")
+        self.input_size.setToolTip("Shorter image side the model sees (from the index's images)")
+        self.categories_label = QLabel()
+        self.categories_label.setWordWrap(True)
+        self.keypoints_label = QLabel()
+        self.keypoints_label.setWordWrap(True)
+        self.create_button = QPushButton("Create model")
+        new_box = QGroupBox("New model")
+        new_form = QFormLayout(new_box)
+        new_form.addRow("Architecture", self.architecture)
+        new_form.addRow("Backbone", self.backbone)
+        new_form.addRow("Initial weights", weights_row)
+        new_form.addRow("Input size", self.input_size)
+        new_form.addRow("Categories", self.categories_label)
+        new_form.addRow("Keypoints", self.keypoints_label)
+        new_form.addRow(self.create_button)
+
+        # -- active model, versions, runs
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.versions = _table(VERSION_COLUMNS)
+        self.rollback_button = QPushButton("Roll back to selected version")
+        self.runs = _table(RUN_COLUMNS)
+        self.train_button = QPushButton("Full training run")
+        self.train_button.setToolTip("Train on every labelled image with the model's own "
+                                     "training settings; writes a new version")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress_label = QLabel()
+        active_box = QGroupBox("Active model")
+        active_layout = QVBoxLayout(active_box)
+        active_layout.addWidget(self.model_label)
+        active_layout.addWidget(QLabel("Weight versions"))
+        active_layout.addWidget(self.versions)
+        active_layout.addWidget(self.rollback_button)
+        active_layout.addWidget(QLabel("Learn and training runs"))
+        active_layout.addWidget(self.runs)
+        train_row = QHBoxLayout()
+        train_row.addWidget(self.train_button)
+        train_row.addWidget(self.cancel_button)
+        active_layout.addLayout(train_row)
+        active_layout.addWidget(self.progress)
+        active_layout.addWidget(self.progress_label)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.index_label)
+        layout.addWidget(new_box)
+        layout.addWidget(active_box)
+
+        self.weights.currentIndexChanged.connect(self._weights_changed)
+        browse.clicked.connect(self._browse)
+        self.create_button.clicked.connect(self.create)
+        self.rollback_button.clicked.connect(self.rollback)
+        self.versions.itemSelectionChanged.connect(self._update_enabled)
+        self.train_button.clicked.connect(self.start_training)
+        self.cancel_button.clicked.connect(self.cancel_training)
+        self.models_changed.connect(self.refresh, Qt.ConnectionType.QueuedConnection)
+        self.viewer.layers.events.inserted.connect(self._layers_changed)
+        self.viewer.layers.events.removed.connect(self._layers_changed)
+        self._weights_changed()
+        self._follow_open_index()
+
+    # ------------------------------------------------------------------------------ public
+    def set_index(self, index: Index | None) -> None:
+        """Work on ``index`` (None: no index) and listen to its model changes."""
+        if index is self.index:
+            return
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.index = index
+        if index is not None:
+            self._unsubscribe = index.subscribe(self._index_changed)
+            self.input_size.setValue(default_input_size(index)[0])
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the index's categories, active model, versions and runs."""
+        index = self.index
+        self.index_label.setText(
+            f"Index: {index.path}" if index else "No index open: open an index folder first."
+        )
+        self.handle = None
+        if index is not None:
+            categories = index.categories()
+            self.categories_label.setText(", ".join(c.name for c in categories) or "none yet")
+            names = list(dict.fromkeys(k for c in categories for k in c.keypoint_names))
+            self.keypoints_label.setText(", ".join(names) or "none")
+            try:
+                self.handle = active_model(index)
+            except RefusedError as exc:
+                self.model_label.setText(str(exc))
+        if self.handle is not None:
+            config = self.handle.config
+            self.model_label.setText(
+                f"{self.handle.name}: {config.architecture}, {config.backbone}, "
+                f"{config.min_size} px, purpose {config.purpose}; version "
+                f"{self.handle.active_version}; categories: {', '.join(config.categories)}"
+                + (f"; keypoints: {', '.join(config.keypoint_names)}"
+                   if config.keypoint_names else "")
+            )
+        elif index is None:
+            self.model_label.setText("")
+        self._fill_versions()
+        self._fill_runs()
+        self._update_enabled()
+
+    def create(self) -> ModelHandle | None:
+        """Create the active model from the form; errors are shown, not raised."""
+        if self.index is None:
+            return None
+        weights: str | Path = self.weights.currentData()
+        if weights == "file":
+            weights = Path(self.weights_file.text())
+        size = self.input_size.value()
+        try:
+            self.handle = create_model(
+                self.index,
+                keypoints=self.architecture.currentData(),
+                backbone=self.backbone.currentText(),
+                weights=weights,
+                # the untouched default lets the registry also fit max_size to the images' aspect
+                min_size=None if size == default_input_size(self.index)[0] else size,
+            )
+        except LearnCompleteError as exc:
+            show_error(f"Create model: {exc}")
+            return None
+        show_info(f"Created model {self.handle.name!r} for {self.index.path.name}")
+        self.refresh()
+        return self.handle
+
+    def rollback(self) -> None:
+        """Make the selected weight version the active one."""
+        rows = self.versions.selectionModel().selectedRows()
+        if self.handle is None or not rows:
+            return
+        number = int(self.versions.item(rows[0].row(), 0).text())
+        try:
+            self.handle.rollback(number)
+        except LearnCompleteError as exc:
+            show_error(f"Roll back: {exc}")
+            return
+        show_info(f"Model {self.handle.name!r} rolled back to version {number}")
+        self.refresh()
+
+    def start_training(self) -> Worker | None:
+        """Start a full training run in a thread worker (progress here and in the activity dock)."""
+        if self.index is None or self.worker is not None:
+            return None
+        self.progress.setRange(0, 0)
+        self.progress_label.setText("Full training: starting")
+        self.worker = run_in_worker(
+            self.viewer,
+            partial(train, self.index),
+            title="Full training",
+            on_done=self._trained,
+            on_error=self._training_failed,
+            on_progress=self._progressed,
+        )
+        self.worker.finished.connect(self._training_ended)
+        self._update_enabled()
+        return self.worker
+
+    def cancel_training(self) -> None:
+        if self.worker is not None:
+            self.progress_label.setText("Full training: cancelling…")
+            self.worker.quit()
+
+    def closeEvent(self, event: Any) -> None:
+        self.set_index(None)
+        self.viewer.layers.events.inserted.disconnect(self._layers_changed)
+        self.viewer.layers.events.removed.disconnect(self._layers_changed)
+        super().closeEvent(event)
+
+    # ----------------------------------------------------------------------------- private
+    def _layers_changed(self, _event: Any = None) -> None:
+        # an index registers its layers after napari inserts them: look once that is done
+        QTimer.singleShot(0, self._follow_open_index)
+
+    def _follow_open_index(self) -> None:
+        opened = [layers.index for layers in index_layers(self.viewer)]
+        if self.index is None or all(i.path != self.index.path for i in opened):
+            self.set_index(opened[0] if opened else None)
+
+    def _index_changed(self, change: Change) -> None:
+        if change.table == "models":  # any thread: hop to the main thread through the signal
+            self.models_changed.emit()
+
+    def _fill_versions(self) -> None:
+        versions = self.handle.versions() if self.handle is not None else []
+        self.versions.setRowCount(len(versions))
+        for row, v in enumerate(versions):
+            values = (v.number, "" if v.parent is None else v.parent, v.note, v.created_at,
+                      "yes" if v.active else "")
+            for column, value in enumerate(values):
+                self.versions.setItem(row, column, QTableWidgetItem(str(value)))
+
+    def _fill_runs(self) -> None:
+        rows = [] if self.index is None else self.index.query(
+            "SELECT id, operation, kind, scope, settings, losses, metrics, version, status, "
+            "started_at, seconds FROM runs WHERE operation IN ('learn', 'train') ORDER BY id DESC"
+        )
+        self.runs.setRowCount(len(rows))
+        for row, record in enumerate(rows):
+            for column, value in enumerate(record):
+                text = _cell(RUN_COLUMNS[column], value)
+                item = QTableWidgetItem(text)
+                item.setToolTip("" if value is None else str(value))
+                self.runs.setItem(row, column, item)
+
+    def _update_enabled(self) -> None:
+        idle = self.worker is None
+        has_index, has_model = self.index is not None, self.handle is not None
+        self.create_button.setEnabled(idle and has_index)
+        self.rollback_button.setEnabled(
+            idle and has_model and bool(self.versions.selectionModel().selectedRows())
+        )
+        self.train_button.setEnabled(idle and has_model)
+        self.cancel_button.setEnabled(not idle)
+
+    def _weights_changed(self) -> None:
+        is_file = self.weights.currentData() == "file"
+        self.weights_file.setVisible(is_file)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Initial weights", "", "Weights (*.pt *.pth)")
+        if path:
+            self.weights_file.setText(path)
+            self.weights.setCurrentIndex(self.weights.findData("file"))
+
+    def _progressed(self, event: Progress) -> None:
+        if event.total:
+            self.progress.setRange(0, event.total)
+            self.progress.setValue(event.done)
+        self.progress_label.setText(f"Full training: {describe(event)}")
+
+    def _trained(self, result: TrainResult) -> None:
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
+        message = (f"Full training finished in {result.seconds:.0f} s on {result.images} images: "
+                   f"version {result.version}" + (f"; {metrics}" if metrics else ""))
+        self.progress_label.setText(message)
+        show_info(message)
+        self.trained.emit(result)
+
+    def _training_failed(self, exc: Exception) -> None:
+        self.progress_label.setText(f"Full training failed: {exc}")
+        show_error(f"Full training: {exc}")
+
+    def _training_ended(self) -> None:
+        self.worker = None
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        if self.progress_label.text().endswith("cancelling…"):
+            self.progress_label.setText("Full training cancelled: the model is as it was")
+        self.refresh()
+
+
+def _table(columns: tuple[str, ...]) -> QTableWidget:
+    table = QTableWidget(0, len(columns))
+    table.setHorizontalHeaderLabels(columns)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setStretchLastSection(True)
+    return table
+
+
+def _cell(column: str, value: Any) -> str:
+    """A compact cell: the JSON columns summarised (first→last loss, metrics to 3 digits)."""
+    if value is None:
+        return ""
+    if column == "Losses":
+        losses = json.loads(value)
+        return f"{losses[0]:.3f} → {losses[-1]:.3f} ({len(losses)})" if losses else ""
+    if column == "Metrics":
+        return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in json.loads(value).items())
+    if column in ("Scope", "Settings"):
+        data = json.loads(value)
+        return ", ".join(f"{k}={v}" for k, v in data.items()) if isinstance(data, dict) else value
+    if column == "Seconds":
+        return f"{value:.1f}"
+    return str(value)
