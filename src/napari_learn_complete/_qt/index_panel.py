@@ -242,6 +242,7 @@ class IndexPanel(QWidget):
         if pending & {"images", "categories"}:
             self._reload_images()
         elif "observations" in pending:
+            self._reload_attributes()
             self._update_counts()
 
     # --------------------------------------------------------------- categories
@@ -257,15 +258,20 @@ class IndexPanel(QWidget):
                 self._cards[cat.name] = card
                 self.cards.addWidget(card)
         self._refill(self.category_filter, "All categories", [(n, n) for n in names])
-        values = index.attribute_values() if index else {}
-        self._refill(self.attribute_filter, "Any attribute", [
-            (f"{key} = {value}", (key, value)) for key, vals in values.items() for value in vals
-        ])
+        self._reload_attributes()
         self._update_counts()
         self._mark_active()
 
+    def _reload_attributes(self) -> None:
+        values = self.index.attribute_values() if self.index else {}
+        if self._refill(self.attribute_filter, "Any attribute", [
+            (f"{key} = {value}", (key, value)) for key, vals in values.items() for value in vals
+        ]):
+            self._reload_images()
+
     @staticmethod
-    def _refill(combo: QComboBox, everything: str, items: list[tuple[str, Any]]) -> None:
+    def _refill(combo: QComboBox, everything: str, items: list[tuple[str, Any]]) -> bool:
+        """Replace the choices, keeping the current one; True when it had to fall back."""
         current = combo.currentData()
         combo.blockSignals(True)
         combo.clear()
@@ -275,6 +281,7 @@ class IndexPanel(QWidget):
         found = combo.findData(current) if current is not None else -1
         combo.setCurrentIndex(max(found, 0))
         combo.blockSignals(False)
+        return current is not None and found < 0
 
     def _mark_active(self, *_: object) -> None:
         active = self.layers.active_category if self.layers else None
