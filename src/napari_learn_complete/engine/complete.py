@@ -46,7 +46,6 @@ KINDS = ("roi", "keypoints")
 DUPLICATE_IOU = 0.5  # a detection overlapping an existing annotation this much is the same object
 PROPOSALS_FORMAT = "napari-learn-complete.proposals"
 PROPOSALS_FORMAT_VERSION = 1
-_NOW = "strftime('%Y-%m-%dT%H:%M:%f', 'now')"
 
 
 @dataclass
@@ -150,11 +149,9 @@ def _start_run(index: Index, operation: str, kind: str, scope: dict, settings: d
 
 
 def _finish_run(index: Index, run_id: int, status: str, seconds: float, metrics: dict) -> None:
-    """Record the outcome; ``finished_at`` lets :func:`undo` see later edits."""
     with index.transaction() as conn:
         conn.execute(
-            f"UPDATE runs SET status = ?, seconds = ?, metrics = json_set(?, '$.finished_at', "
-            f"{_NOW}) WHERE id = ?",
+            "UPDATE runs SET status = ?, seconds = ?, metrics = ? WHERE id = ?",
             (status, seconds, json.dumps(metrics), run_id),
         )
 
@@ -170,34 +167,44 @@ class _Writer:
         self.kind = kind
         self.model_version = model_version
         self.remove_existing = remove_existing
-        self._touched: set[int] = set()
+        self._before: dict[int, dict | None] = {}
 
     def write(self, image: ImageRecord, detections: Sequence[Detection]) -> tuple[list[int], int]:
         """Apply the rules to one image inside the caller's transaction.
 
         Returns the ids of the observations written and how many annotations were removed.
         """
-        self._touched = set()
+        self._before = {}
         existing = self.index.observations(images=[image.id], category=self.category.id)
         removed = 0
         if self.remove_existing:
             removed = self._remove(existing)
             existing = self.index.observations(images=[image.id], category=self.category.id)
         writer = self._boxes if self.kind == "roi" else self._keypoints
-        return writer(image, detections, existing), removed
+        ids = writer(image, detections, existing)
+        self._flush()
+        return ids, removed
 
-    def _record(self, obs_id: int, action: str) -> None:
-        """One ``run_changes`` row per observation and run, holding the state before the run."""
-        if obs_id in self._touched:
-            return
-        self._touched.add(obs_id)
-        before = None if action == "created" else json.dumps(_snapshot(self.index, obs_id))
+    def _record(self, obs_id: int, created: bool = False) -> None:
+        """Remember an observation's state before its first change by this run."""
+        if obs_id not in self._before:
+            self._before[obs_id] = None if created else _snapshot(self.index, obs_id)
+
+    def _flush(self) -> None:
+        """One ``run_changes`` row per observation changed on the image, holding its state
+        before and after (an id freed by a deletion and reused by a new observation is one row:
+        undo puts the old one back)."""
         with self.index.transaction() as conn:  # joins the caller's transaction
-            conn.execute(
-                "INSERT INTO run_changes(run_id, observation_id, action, before) "
-                "VALUES (?, ?, ?, ?)",
-                (self.run_id, obs_id, action, before),
-            )
+            for obs_id, before in self._before.items():
+                after = _snapshot(self.index, obs_id)
+                action = "created" if before is None else "deleted" if after is None \
+                    else "updated"
+                conn.execute(
+                    "INSERT INTO run_changes(run_id, observation_id, action, before) "
+                    "VALUES (?, ?, ?, ?)",
+                    (self.run_id, obs_id, action,
+                     json.dumps({"before": before, "after": after})),
+                )
 
     def _remove(self, existing: Sequence[Observation]) -> int:
         """Clear this kind on the image; an observation left with nothing is deleted."""
@@ -211,7 +218,7 @@ class _Writer:
                 change = {"keypoints": None}
             else:
                 continue
-            self._record(obs.id, "updated" if keep else "deleted")
+            self._record(obs.id)
             if keep:
                 self.index.update_observation(obs.id, source=obs.source, **change)
             else:
@@ -232,7 +239,7 @@ class _Writer:
                 continue  # already annotated: do not stack a duplicate
             obs = self.index.add_observation(image, self.category.id, box=det.box,
                                              **self._model_fields(det))
-            self._record(obs.id, "created")
+            self._record(obs.id, created=True)
             ids.append(obs.id)
         return ids
 
@@ -247,7 +254,7 @@ class _Writer:
                 free.remove(match)
                 if match.has_keypoints:
                     continue  # this object already has keypoints: not overwritten
-                self._record(match.id, "updated")
+                self._record(match.id)
                 self.index.update_observation(match.id, keypoints=det.keypoints,
                                               **self._model_fields(det))
                 ids.append(match.id)
@@ -255,20 +262,22 @@ class _Writer:
                 obs = self.index.add_observation(image, self.category.id,
                                                  keypoints=det.keypoints,
                                                  **self._model_fields(det))
-                self._record(obs.id, "created")
+                self._record(obs.id, created=True)
                 ids.append(obs.id)
         return ids
 
 
-def _snapshot(index: Index, obs_id: int) -> dict[str, Any]:
-    """The stored row of an observation and its attribute rows (with their rowids): enough to
-    put it back byte for byte."""
-    row = index.query("SELECT * FROM observations WHERE id = ?", (obs_id,))[0]
+def _snapshot(index: Index, obs_id: int) -> dict[str, Any] | None:
+    """The stored row of an observation and its attribute rows (with their rowids), as JSON
+    gives it back: enough to compare it and to put it back byte for byte. None when absent."""
+    rows = index.query("SELECT * FROM observations WHERE id = ?", (obs_id,))
+    if not rows:
+        return None
     attributes = index.query(
         "SELECT rowid, key, value FROM attributes WHERE observation_id = ? ORDER BY rowid",
         (obs_id,),
     )
-    return {"row": dict(row), "attributes": [list(a) for a in attributes]}
+    return {"row": dict(rows[0]), "attributes": [list(a) for a in attributes]}
 
 
 def _iou(box: Box, boxes: Sequence[Box]) -> torch.Tensor:
@@ -500,47 +509,45 @@ def undo(index: Index, run_id: int) -> int:
     work first. The run stays in the history with status "undone". Returns how many observations
     were restored or removed.
     """
-    runs = index.query("SELECT operation, status, metrics FROM runs WHERE id = ?", (run_id,))
+    runs = index.query("SELECT operation, status FROM runs WHERE id = ?", (run_id,))
     if not runs:
         raise BadInputError(f"no run {run_id} in the index")
-    run = runs[0]
-    if run["operation"] not in ("complete", "accept"):
+    operation, status = runs[0]
+    if operation not in ("complete", "accept"):
         raise RefusedError(
-            f"run {run_id} is a {run['operation']} run; only Complete and accept runs can be "
-            "undone (roll back the model version instead)"
+            f"run {run_id} is a {operation} run; only Complete and accept runs can be undone "
+            "(roll back the model version instead)"
         )
-    if run["status"] in ("undone", "running"):
-        raise RefusedError(f"run {run_id} is {run['status']}: nothing to undo")
-    finished = json.loads(run["metrics"]).get("finished_at", "")
+    if status in ("undone", "running"):
+        raise RefusedError(f"run {run_id} is {status}: nothing to undo")
     changes = index.query(
-        "SELECT observation_id, action, before FROM run_changes WHERE run_id = ? ORDER BY rowid",
+        "SELECT observation_id, before FROM run_changes WHERE run_id = ? ORDER BY rowid DESC",
         (run_id,),
     )
-    current = {r[0]: r[1] for r in index.query(
-        "SELECT id, updated_at FROM observations WHERE id IN "
-        "(SELECT observation_id FROM run_changes WHERE run_id = ?)", (run_id,))}
-    for change in changes:
-        obs_id = change["observation_id"]
-        if (obs_id in current) if change["action"] == "deleted" else (
-                obs_id not in current or current[obs_id] > finished):
-            raise RefusedError(
-                f"cannot undo run {run_id}: observation {obs_id} was changed after the run "
-                "(undo later runs or edits first)"
-            )
     columns = {r[1] for r in index.query("PRAGMA table_info(observations)")}
     events: dict[str, list[int]] = {"deleted": [], "updated": [], "added": []}
-    with index.transaction() as conn:
-        for change in reversed(changes):
-            obs_id, action = change["observation_id"], change["action"]
+    with index.transaction() as conn:  # a refusal half-way rolls everything back
+        for obs_id, record in changes:
+            states = json.loads(record)
+            if _as_json(_snapshot(index, obs_id)) != states["after"]:
+                raise RefusedError(
+                    f"cannot undo run {run_id}: observation {obs_id} was changed after the run "
+                    "(undo later runs or edits first)"
+                )
             conn.execute("DELETE FROM observations WHERE id = ?", (obs_id,))
-            if action != "created":
-                _restore(conn, json.loads(change["before"]), columns)
-            events[{"created": "deleted", "updated": "updated", "deleted": "added"}[action]] \
-                .append(obs_id)
+            if states["before"] is not None:
+                _restore(conn, states["before"], columns)
+            action = "deleted" if states["before"] is None else \
+                "added" if states["after"] is None else "updated"
+            events[action].append(obs_id)
         conn.execute("UPDATE runs SET status = 'undone' WHERE id = ?", (run_id,))
         for action, ids in events.items():
             index._changed("observations", action, ids)  # the store's own change events
     return len(changes)
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
 
 
 def _restore(conn, snapshot: dict[str, Any], columns: set[str]) -> None:

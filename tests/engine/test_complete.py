@@ -1,0 +1,359 @@
+"""Complete from images: the write rules, the captured target, refusals, cancel and undo.
+
+Most tests inject a :class:`ScriptedDetector` so each rule is checked against known detections;
+the last ones run a real (untrained) model from the registry end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+import pytest
+import torch
+
+from napari_learn_complete.engine.complete import (
+    CompleteSettings,
+    complete,
+    undo,
+)
+from napari_learn_complete.engine.predict import Detection, Predictor, ScriptedDetector
+from napari_learn_complete.errors import BadInputError, Cancelled, RefusedError
+from napari_learn_complete.index import Index
+from napari_learn_complete.index.store import DB_NAME
+from napari_learn_complete.model import create_model
+
+KPS = ((60.0, 40.0, 2), (50.0, 66.0, 2), (80.0, 66.0, 2))  # apex, left, right on sample_000
+
+
+def det(category: str, box, score: float, keypoints=None) -> Detection:
+    return Detection(category, tuple(float(v) for v in box), score, keypoints)
+
+
+def without_runs(dump: dict) -> dict:
+    """The annotation state: everything but the run history."""
+    return {k: v for k, v in dump.items() if k not in ("runs", "run_changes")}
+
+
+def run_row(index: Index, run_id: int) -> sqlite3.Row:
+    return index.query("SELECT * FROM runs WHERE id = ?", (run_id,))[0]
+
+
+def test_defaults_keep_the_best_detection_of_the_target_category(sample_index):
+    assert CompleteSettings() == CompleteSettings(0.0, 1, False)
+    detector = ScriptedDetector(sample_index, {"sample_006.png": [
+        det("disc", (10, 10, 30, 30), 0.5), det("disc", (50, 50, 80, 80), 0.9),
+        det("square", (5, 60, 40, 95), 0.99), det("disc", (90, 10, 100, 20), 0.01),
+    ]})
+    result = complete(sample_index, ["sample_006.png"], "disc", predictor=detector)
+    [obs] = sample_index.observations(images=[sample_index.image("sample_006.png").id])
+    assert (result.images, result.written, result.removed) == (1, 1, 0)
+    assert result.observation_ids == [obs.id]
+    assert obs.box == (50.0, 50.0, 80.0, 80.0)
+    assert sample_index.category(obs.category_id).name == "disc"
+    assert (obs.source, obs.score, obs.model_version, obs.run_id) == (
+        "model", 0.9, "scripted:v1", result.run_id)
+    assert obs.keypoints is None
+    run = run_row(sample_index, result.run_id)
+    assert (run["operation"], run["kind"], run["status"]) == ("complete", "roi", "done")
+    assert json.loads(run["settings"])["max_detections"] == 1
+
+
+@pytest.mark.parametrize(("min_score", "max_detections", "expected"), [
+    (0.0, 2, [0.9, 0.5]),
+    (0.4, 5, [0.9, 0.5]),
+    (0.0, 5, [0.9, 0.5, 0.01]),
+    (0.95, 5, []),
+])
+def test_min_score_and_max_detections(sample_index, min_score, max_detections, expected):
+    detector = ScriptedDetector(sample_index, {"sample_006.png": [
+        det("disc", (10, 10, 30, 30), 0.5), det("disc", (50, 50, 80, 80), 0.9),
+        det("disc", (90, 10, 100, 20), 0.01),
+    ]})
+    settings = CompleteSettings(min_score=min_score, max_detections=max_detections)
+    complete(sample_index, ["sample_006.png"], "disc", settings=settings, predictor=detector)
+    scores = [o.score for o in sample_index.observations(images=[7])]
+    assert sorted(scores, reverse=True) == expected
+
+
+def test_remove_existing_off_adds_but_does_not_stack_duplicates(sample_index):
+    before = sample_index.observations(images=[3])  # a human disc at (102, 4, 122, 24)
+    detector = ScriptedDetector(sample_index, {"sample_002.png": [
+        det("disc", (103, 5, 122, 25), 0.9),  # the same disc: IoU ~0.86
+        det("disc", (20, 60, 50, 90), 0.8),   # a new one
+    ]})
+    result = complete(sample_index, ["sample_002.png"], "disc",
+                      settings=CompleteSettings(max_detections=5), predictor=detector)
+    after = sample_index.observations(images=[3])
+    assert after[0] == before[0]  # the human box is untouched
+    assert [o.box for o in after[1:]] == [(20.0, 60.0, 50.0, 90.0)]
+    assert (result.written, result.removed) == (1, 0)
+
+
+def test_remove_existing_on_roi_clears_boxes_of_the_category_only(sample_index):
+    # sample_000: a human triangle with box and keypoints; add a box-only triangle and a disc.
+    extra = sample_index.add_observation("sample_000.png", "triangle", box=(100, 100, 120, 120))
+    disc = sample_index.add_observation("sample_000.png", "disc", box=(10, 100, 30, 120))
+    detector = ScriptedDetector(sample_index, {"sample_000.png": [
+        det("triangle", (50, 38, 81, 69), 0.7)]})
+    result = complete(sample_index, ["sample_000.png"], "triangle",
+                      settings=CompleteSettings(remove_existing=True), predictor=detector)
+    by_id = {o.id: o for o in sample_index.observations(images=[1])}
+    assert extra.id not in by_id  # box-only: deleted
+    assert by_id[1].box is None and by_id[1].has_keypoints  # keypoints kept, box cleared
+    assert by_id[1].source == "human"
+    assert by_id[disc.id] == disc  # another category: untouched
+    [new] = [by_id[i] for i in result.observation_ids]
+    assert new.box == (50.0, 38.0, 81.0, 69.0) and new.keypoints is None
+    assert (result.written, result.removed) == (1, 2)
+
+
+def test_remove_existing_on_keypoints_clears_keypoints_never_boxes(sample_index):
+    human = sample_index.observation(1)  # triangle with box (49, 37, 81, 69) and keypoints
+    loose = sample_index.add_observation("sample_000.png", "triangle", keypoints=KPS)
+    detector = ScriptedDetector(sample_index, {"sample_000.png": [
+        det("triangle", (45, 30, 85, 70), 0.6, KPS)]})
+    result = complete(sample_index, ["sample_000.png"], "triangle", kind="keypoints",
+                      settings=CompleteSettings(remove_existing=True), predictor=detector)
+    after = {o.id: o for o in sample_index.observations(images=[1])}
+    assert loose.id not in after  # keypoints-only: deleted with its keypoints
+    assert after[1].box == human.box  # the box is never changed...
+    assert after[1].keypoints == KPS  # ...the new keypoints attach to it
+    assert (after[1].source, after[1].score, after[1].run_id) == ("model", 0.6, result.run_id)
+    assert (result.written, result.removed, result.observation_ids) == (1, 2, [1])
+
+
+def test_roi_completion_never_fills_or_changes_keypoints(sample_index):
+    human = sample_index.observation(1)
+    detector = ScriptedDetector(sample_index, {"sample_000.png": [
+        det("triangle", (90, 90, 130, 130), 0.8, KPS)]})  # a keypoint model's detection
+    result = complete(sample_index, ["sample_000.png"], "triangle", predictor=detector)
+    assert sample_index.observation(1) == human
+    [new] = sample_index.observations(ids=result.observation_ids)
+    assert new.keypoints is None and new.box == (90.0, 90.0, 130.0, 130.0)
+
+
+def test_keypoint_completion_never_changes_boxes(sample_index):
+    boxed = sample_index.add_observation("sample_007.png", "triangle", box=(10, 10, 50, 50))
+    detector = ScriptedDetector(sample_index, {
+        "sample_007.png": [
+            det("triangle", (12, 8, 52, 48), 0.9, ((30.0, 10.0, 2), (12.0, 48.0, 2),
+                                                   (50.0, 48.0, 2))),
+            det("triangle", (70, 70, 100, 100), 0.8, ((85.0, 70.0, 2), (70.0, 99.0, 2),
+                                                      (99.0, 99.0, 2))),
+        ],
+        "sample_000.png": [det("triangle", (49, 37, 81, 69), 0.9, KPS)],
+    })
+    human = sample_index.observation(1)
+    result = complete(sample_index, ["sample_007.png", "sample_000.png"], "triangle",
+                      kind="keypoints", settings=CompleteSettings(max_detections=2),
+                      predictor=detector)
+    attached, created = sample_index.observations(images=[8])
+    assert attached.id == boxed.id and attached.box == boxed.box  # box as drawn
+    assert attached.keypoints == ((30.0, 10.0, 2), (12.0, 48.0, 2), (50.0, 48.0, 2))
+    assert created.box is None and created.keypoints[0] == (85.0, 70.0, 2)
+    assert sample_index.observation(1) == human  # had keypoints already: not overwritten
+    assert result.written == 2
+
+
+def test_keypoints_attach_to_the_nearest_box_when_none_overlaps(sample_index):
+    boxed = sample_index.add_observation("sample_007.png", "triangle", box=(10, 10, 30, 30))
+    kps = ((42.0, 20.0, 2), (32.0, 40.0, 2), (52.0, 40.0, 2))
+    detector = ScriptedDetector(sample_index, {"sample_007.png": [
+        det("triangle", (32, 20, 52, 40), 0.9, kps),  # no overlap; centres 24 px apart
+        det("triangle", (80, 80, 100, 100), 0.8, kps),  # far away: keypoints-only
+    ]})
+    complete(sample_index, ["sample_007.png"], "triangle", kind="keypoints", predictor=detector,
+             settings=CompleteSettings(max_detections=2))
+    obs, loose = sample_index.observations(images=[8])
+    assert obs.id == boxed.id and obs.keypoints == kps and obs.box == boxed.box
+    assert loose.box is None and loose.score == 0.8
+
+
+def test_the_category_is_captured_when_the_run_starts(sample_index):
+    """Renaming the category and making a new one with its old name mid-run (from another
+    thread, as the UI would) does not move where the results go."""
+    names = ["sample_006.png", "sample_007.png", "sample_008.png"]
+    detector = ScriptedDetector(sample_index, {n: [det("disc", (5, 5, 25, 25), 0.9)]
+                                               for n in names})
+    disc_id = sample_index.category("disc").id
+
+    def rename_elsewhere() -> None:
+        with sqlite3.connect(sample_index.path / DB_NAME) as conn:
+            conn.execute("UPDATE categories SET name = 'old disc' WHERE name = 'disc'")
+        Index(sample_index.path).add_category("disc")
+
+    def on_batch(ids: list[int]) -> None:
+        if len(sample_index.categories()) == 3:
+            thread = threading.Thread(target=rename_elsewhere)
+            thread.start()
+            thread.join()
+
+    result = complete(sample_index, names, "disc", predictor=detector, on_batch=on_batch,
+                      settings=CompleteSettings(batch_size=1))
+    written = sample_index.observations(ids=result.observation_ids)
+    assert len(written) == 3
+    assert {o.category_id for o in written} == {disc_id}
+    assert sample_index.observations(category="disc") == []  # the new category got nothing
+
+
+def test_video_in_the_selection_is_refused_before_anything_changes(
+        sample_index, db_dump, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0")
+    sample_index.add_video(clip, width=64, height=64)
+    detector = ScriptedDetector(sample_index, {"sample_006.png": [det("disc", (1, 1, 9, 9), 1)]})
+    before = db_dump(sample_index)
+    with pytest.raises(RefusedError, match=r"video item\(s\): clip\.mp4"):
+        complete(sample_index, ["sample_006.png", "clip.mp4"], "disc", predictor=detector)
+    assert db_dump(sample_index) == before
+    assert detector.calls == 0
+
+
+@pytest.mark.parametrize(("args", "kwargs", "error", "message"), [
+    ([], {}, RefusedError, "none were selected"),
+    (["sample_006.png"], {"kind": "keypoints"}, RefusedError,
+     "keypoints are not enabled for category 'disc'"),
+    (["sample_006.png"], {"kind": "boxes"}, BadInputError, "kind must be"),
+    (["sample_006.png"], {"settings": CompleteSettings(max_detections=0)}, BadInputError,
+     "max detections must be an integer >= 1"),
+    (["sample_006.png"], {"settings": CompleteSettings(min_score=2)}, BadInputError,
+     "min score must be between 0 and 1"),
+    (["nope.png"], {}, BadInputError, "no image 'nope.png'"),
+])
+def test_bad_requests_are_refused_and_change_nothing(
+        sample_index, db_dump, args, kwargs, error, message):
+    detector = ScriptedDetector(sample_index, {}, kinds=("roi",))
+    before = db_dump(sample_index)
+    with pytest.raises(error, match=message):
+        complete(sample_index, args, "disc", predictor=detector, **kwargs)
+    assert db_dump(sample_index) == before
+
+
+def test_a_model_without_the_kind_or_no_model_is_refused(sample_index, db_dump):
+    before = db_dump(sample_index)
+    with pytest.raises(RefusedError, match="does not predict keypoints"):
+        complete(sample_index, ["sample_000.png"], "triangle", kind="keypoints",
+                 predictor=ScriptedDetector(sample_index, {}, kinds=("roi",)))
+    with pytest.raises(RefusedError, match="no model yet"):
+        complete(sample_index, ["sample_000.png"], "triangle")
+    assert db_dump(sample_index) == before
+
+
+def _two_per_image(index: Index, names: list[str]) -> ScriptedDetector:
+    return ScriptedDetector(index, {n: [det("square", (2, 2, 20, 20), 0.9),
+                                        det("square", (40, 40, 60, 60), 0.8)] for n in names})
+
+
+def test_cancel_keeps_committed_batches_and_no_half_image(sample_index):
+    names = [f"sample_{i:03d}.png" for i in range(6, 12)]
+    detector = _two_per_image(sample_index, names)
+    batches: list[list[int]] = []
+    with pytest.raises(Cancelled, match="after 4 of 6 images") as caught:
+        complete(sample_index, names, "square", predictor=detector, on_batch=batches.append,
+                 settings=CompleteSettings(max_detections=2, batch_size=2),
+                 cancel=lambda: len(batches) == 2)
+    run_id = int(str(caught.value).split("(run ")[1].split(":")[0])
+    assert run_row(sample_index, run_id)["status"] == "cancelled"
+    per_image = [len(sample_index.observations(images=[sample_index.image(n).id],
+                                               category="square")) for n in names]
+    assert per_image == [2, 2, 2, 2, 0, 0]
+    assert [len(b) for b in batches] == [4, 4]
+
+
+def test_a_failure_mid_batch_rolls_back_that_batch_only(sample_index):
+    names = [f"sample_{i:03d}.png" for i in range(6, 10)]
+    scripted = {n: [det("square", (2, 2, 20, 20), 0.9)] for n in names}
+    scripted["sample_009.png"] = [det("square", (2, 2, 900, 20), 0.9)]  # outside the image
+    detector = ScriptedDetector(sample_index, scripted)
+    with pytest.raises(BadInputError, match=r"sample_009.png: box .* lies outside the image"):
+        complete(sample_index, names, "square", predictor=detector,
+                 settings=CompleteSettings(batch_size=2))
+    written = [len(sample_index.observations(images=[sample_index.image(n).id]))
+               for n in names]
+    assert written == [1, 1, 0, 0]  # sample_008 shared the failing batch: not written either
+    [run] = sample_index.query("SELECT status FROM runs")
+    assert run["status"] == "failed"
+
+
+def test_progress_and_on_batch_report_every_batch(sample_index):
+    names = [f"sample_{i:03d}.png" for i in range(6, 11)]
+    events, batches = [], []
+    result = complete(sample_index, names, "square", predictor=_two_per_image(sample_index, names),
+                      settings=CompleteSettings(batch_size=2), progress=events.append,
+                      on_batch=batches.append)
+    assert [(e.stage, e.done, e.total) for e in events] == [("complete", i, 3) for i in (1, 2, 3)]
+    assert [i for b in batches for i in b] == result.observation_ids
+    assert result.images == 5
+
+
+def test_undo_restores_the_exact_previous_state(sample_index, db_dump):
+    sample_index.update_observation(1, attributes={"checked": "yes"})
+    sample_index.add_observation("sample_000.png", "triangle", box=(100, 100, 120, 120),
+                                 attributes={"note": "mine"})
+    before = db_dump(sample_index)
+    detector = ScriptedDetector(sample_index, {
+        "sample_000.png": [det("triangle", (48, 36, 80, 70), 0.9, KPS)],
+        "sample_006.png": [det("triangle", (5, 5, 40, 40), 0.9, KPS)],
+    })
+    for kind in ("roi", "keypoints"):
+        result = complete(sample_index, ["sample_000.png", "sample_006.png"], "triangle",
+                          kind=kind, settings=CompleteSettings(remove_existing=True),
+                          predictor=detector)
+        assert db_dump(sample_index) != before
+        changed = []
+        sample_index.subscribe(changed.append)
+        assert undo(sample_index, result.run_id) > 0
+        assert without_runs(db_dump(sample_index)) == without_runs(before)
+        assert changed and all(c.table == "observations" for c in changed)
+        assert run_row(sample_index, result.run_id)["status"] == "undone"
+        with pytest.raises(RefusedError, match="is undone"):
+            undo(sample_index, result.run_id)
+
+
+def test_undo_is_refused_after_a_later_edit(sample_index, db_dump):
+    detector = ScriptedDetector(sample_index, {"sample_006.png": [det("disc", (5, 5, 40, 40), 1)]})
+    result = complete(sample_index, ["sample_006.png"], "disc", predictor=detector)
+    sample_index.update_observation(result.observation_ids[0], box=(6, 6, 40, 40))
+    before = db_dump(sample_index)
+    with pytest.raises(RefusedError, match=f"observation {result.observation_ids[0]} was changed"):
+        undo(sample_index, result.run_id)
+    with pytest.raises(BadInputError, match="no run 99"):
+        undo(sample_index, 99)
+    assert db_dump(sample_index) == before
+
+
+# ---------------------------------------------------------------- with a real model
+def test_end_to_end_with_a_registry_model(sample_index):
+    torch.manual_seed(0)
+    handle = create_model(sample_index, min_size=64)
+    predictor = Predictor.from_index(sample_index)
+    result = complete(sample_index, ["sample_006.png", "sample_007.png"], "square",
+                      settings=CompleteSettings(max_detections=2), predictor=predictor)
+    written = sample_index.observations(ids=result.observation_ids)
+    assert 1 <= len(written) <= 4
+    for obs in written:
+        assert (obs.source, obs.model_version) == ("model", "default:v1")
+        assert obs.category_id == sample_index.category("square").id and obs.keypoints is None
+    assert run_row(sample_index, result.run_id)["model_id"] == handle.id
+
+
+def test_end_to_end_keypoints_in_category_order(sample_index):
+    torch.manual_seed(0)
+    create_model(sample_index, keypoints=True, min_size=64)
+    predictor = Predictor.from_index(sample_index)
+    heads = predictor.model.roi_heads
+    heads.detections_per_img = 4  # keeps the untrained keypoint head quick
+    with torch.no_grad():  # untrained, every class scores alike: make it see triangles
+        heads.box_predictor.cls_score.bias[predictor.config.categories.index("triangle") + 1] += 5
+    result = complete(sample_index, ["sample_007.png"], "triangle", kind="keypoints",
+                      predictor=predictor)
+    [obs] = sample_index.observations(ids=result.observation_ids)
+    assert obs.box is None and len(obs.keypoints) == 3 and obs.source == "model"
+
+
+def test_predictor_is_loaded_from_the_index_when_not_given(sample_index):
+    create_model(sample_index, min_size=64)
+    result = complete(sample_index, ["sample_006.png"], "square", device="cpu")
+    assert result.images == 1 and result.run_id is not None
