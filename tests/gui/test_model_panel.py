@@ -77,6 +77,7 @@ def test_versions_listed_and_rollback(panel: ModelPanel, sample_index: Index, qt
     assert _column(panel.versions, 4) == ["yes", ""]
 
 
+@pytest.mark.slow
 def test_full_training_runs_in_a_worker(panel: ModelPanel, sample_index: Index, qtbot) -> None:
     torch.manual_seed(0)
     handle = create_model(sample_index)

@@ -1,0 +1,242 @@
+"""Learn & Complete from napari's console or a script.
+
+Every function takes a *target*: a napari ``Viewer`` (the index open in it, or the one named by
+``index=``), an :class:`~napari_learn_complete.index.Index`, or the path of an index folder. They
+are thin wrappers over the engine, so the console, the widgets and the CLI do the same thing.
+
+This module imports neither Qt nor napari when it is imported: napari is imported only when a
+viewer is passed, so scripts on a headless machine use it too. The calls run in the calling thread;
+from napari's console they block the window until they return (use the menus for long runs).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, Union
+
+from .engine.complete import CompleteResult, CompleteSettings, Proposal
+from .engine.complete import accept as _accept
+from .engine.complete import complete as _complete
+from .engine.complete import propose as _propose
+from .engine.complete import undo as _undo
+from .engine.progress import CancelFn, ProgressFn
+from .engine.train import LearnSettings, TrainResult
+from .engine.train import learn as _learn
+from .engine.train import train as _train
+from .errors import BadInputError, RefusedError
+from .index import ImageRecord, Index
+
+if TYPE_CHECKING:
+    import napari
+
+    from ._napari.layers import IndexLayers
+
+Target = Union["napari.Viewer", Index, str, os.PathLike]
+Images = str | int | ImageRecord | Iterable[str | int | ImageRecord]
+_S = TypeVar("_S")
+
+__all__ = ["accept", "complete", "learn", "open_index", "propose", "train", "undo"]
+
+
+def open_index(target: Target, *, viewer: napari.Viewer | None = None,
+               index: str | None = None) -> Index:
+    """The index a target stands for; with ``viewer``, also show it there (image, boxes and
+    keypoints layers, kept in sync with the index) unless it is already open in that viewer."""
+    found = _index_of(target, index)
+    if viewer is not None and _layers_of(viewer, found) is None:
+        from ._napari.layers import open_index as open_in_viewer
+
+        open_in_viewer(viewer, found)
+    return found
+
+
+def learn(
+    target: Target,
+    images: Images | None = None,
+    category: str | None = None,
+    *,
+    kind: str = "roi",
+    settings: LearnSettings | None = None,
+    index: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    device: str | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Learn on the given images (names, shell patterns, ids or records) or on a whole category.
+
+    Keyword ``overrides`` change single settings of ``settings`` (default: the Learn dialog's),
+    e.g. ``learn(viewer, category="disc", epochs=3, mode="full")``.
+    """
+    idx = _index_of(target, index)
+    return _learn(
+        idx,
+        images=None if images is None else _images(idx, images),
+        category=category,
+        kind=kind,
+        settings=_settings(LearnSettings, settings, overrides),
+        progress=progress,
+        cancel=cancel,
+        device=device,
+    )
+
+
+def train(
+    target: Target,
+    *,
+    index: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    device: str | None = None,
+) -> TrainResult:
+    """A full training run of the active model on every labelled image, with its own settings."""
+    return _train(_index_of(target, index), progress=progress, cancel=cancel, device=device)
+
+
+def complete(
+    target: Target,
+    images: Images,
+    category: str,
+    *,
+    kind: str = "roi",
+    settings: CompleteSettings | None = None,
+    index: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    device: str | None = None,
+    **overrides: Any,
+) -> CompleteResult:
+    """Run the active model over ``images`` and save what it finds as ``category`` (boxes for
+    kind 'roi', keypoints for 'keypoints'); overrides as in :func:`learn`: ``min_score=0.5``."""
+    idx = _index_of(target, index)
+    return _complete(
+        idx,
+        _images(idx, images),
+        category,
+        kind=kind,
+        settings=_settings(CompleteSettings, settings, overrides),
+        progress=progress,
+        cancel=cancel,
+        device=device,
+    )
+
+
+def propose(
+    target: Target,
+    category: str,
+    *,
+    kind: str = "roi",
+    min_score: float = 0.0,
+    max_detections: int = 1,
+    index: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    device: str | None = None,
+) -> list[Proposal]:
+    """Complete from a category: detections of ``category`` on the images of other categories,
+    returned for review and not saved; keep the good ones with :func:`accept`."""
+    return _propose(
+        _index_of(target, index),
+        category,
+        kind=kind,
+        min_score=min_score,
+        max_detections=max_detections,
+        progress=progress,
+        cancel=cancel,
+        device=device,
+    )
+
+
+def accept(
+    target: Target,
+    proposals: Sequence[Proposal],
+    *,
+    min_score: float | None = None,
+    index: str | None = None,
+) -> CompleteResult:
+    """Save the given proposals (those scoring at least ``min_score`` when it is given)."""
+    return _accept(_index_of(target, index), proposals, min_score=min_score)
+
+
+def undo(target: Target, run_id: int | None = None, *, index: str | None = None) -> int:
+    """Put back what one Complete (or accept) run changed; by default the latest not yet undone.
+
+    Returns the number of observations removed or restored.
+    """
+    idx = _index_of(target, index)
+    if run_id is None:
+        rows = idx.query(
+            "SELECT id FROM runs WHERE operation IN ('complete', 'accept') "
+            "AND status NOT IN ('undone', 'running') ORDER BY id DESC LIMIT 1"
+        )
+        if not rows:
+            raise RefusedError(f"{idx.path.name}: no Complete run to undo")
+        run_id = int(rows[0]["id"])
+    return _undo(idx, run_id)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _index_of(target: Target, name: str | None) -> Index:
+    """The Index a target stands for (see the module docstring)."""
+    if isinstance(target, Index):
+        return target
+    if isinstance(target, (str, os.PathLike)):
+        return Index(target)
+    from napari.components import ViewerModel
+
+    if not isinstance(target, ViewerModel):
+        raise BadInputError(
+            f"expected a napari Viewer, an Index or an index path, not {type(target).__name__}"
+        )
+    from ._napari.layers import index_layers
+
+    opened = index_layers(target)
+    if not opened:
+        raise RefusedError("no index is open in this viewer; open one with open_index(path, "
+                           "viewer=viewer) or File > Open Folder")
+    if name is None:
+        return opened[0].index
+    for layers in opened:
+        if name in (layers.index.path.name, str(layers.index.path)) or (
+            Path(name).resolve() == layers.index.path
+        ):
+            return layers.index
+    names = ", ".join(repr(layers.index.path.name) for layers in opened)
+    raise BadInputError(f"no index named {name!r} is open in this viewer (open: {names})")
+
+
+def _layers_of(viewer: napari.Viewer, index: Index) -> IndexLayers | None:
+    from ._napari.layers import index_layers
+
+    return next((lay for lay in index_layers(viewer) if lay.index.path == index.path), None)
+
+
+def _images(index: Index, images: Images) -> list[ImageRecord]:
+    """Image records from names or shell patterns (each must match), ids or records."""
+    items = [images] if isinstance(images, (str, int, ImageRecord)) else list(images)
+    found: dict[int, ImageRecord] = {}
+    for item in items:
+        if isinstance(item, ImageRecord):
+            found[item.id] = item
+        elif isinstance(item, str):
+            found.update((r.id, r) for r in index.match_images([item]))
+        else:
+            record = index.image(int(item))
+            found[record.id] = record
+    if not found:
+        raise BadInputError("no images given")
+    return [found[i] for i in sorted(found)]
+
+
+def _settings(cls: Callable[[], _S], settings: _S | None, overrides: dict[str, Any]) -> _S:
+    """``settings`` (or the defaults) with single fields replaced; unknown names are an error."""
+    base = settings if settings is not None else cls()
+    names = {f.name for f in fields(base)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise BadInputError(f"unknown setting(s) {unknown}; {type(base).__name__} has "
+                            f"{sorted(names)}")
+    return replace(base, **overrides)
