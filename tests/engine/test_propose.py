@@ -1,0 +1,198 @@
+"""Complete from a category: proposals are never saved before accept; accept writes exactly the
+accepted ones, only for the target category; proposals files; the CLI contract."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from napari_learn_complete.cli import main
+from napari_learn_complete.engine.complete import (
+    accept,
+    load_proposals,
+    propose,
+    save_proposals,
+    undo,
+)
+from napari_learn_complete.engine.predict import Detection, ScriptedDetector
+from napari_learn_complete.errors import BadInputError, RefusedError
+from napari_learn_complete.index import Index
+from napari_learn_complete.model import create_model
+
+KPS = ((20.0, 10.0, 2), (10.0, 30.0, 2), (30.0, 30.0, 2))
+
+
+def scripted(index: Index) -> ScriptedDetector:
+    """Discs on two images that have none (one also has a square), and on one that has one."""
+    return ScriptedDetector(index, {
+        "sample_001.png": [Detection("disc", (0.0, 0.0, 10.0, 10.0), 0.99)],  # has a disc
+        "sample_005.png": [Detection("disc", (5.0, 5.0, 30.0, 30.0), 0.7),
+                           Detection("square", (49.0, 41.0, 92.0, 84.0), 0.9)],
+        "sample_006.png": [Detection("disc", (10.0, 10.0, 40.0, 40.0), 0.4, KPS),
+                           Detection("disc", (60.0, 60.0, 90.0, 90.0), 0.3)],
+    })
+
+
+def test_propose_saves_nothing_and_covers_images_without_the_category(sample_index, db_dump):
+    before = db_dump(sample_index)
+    events = []
+    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index),
+                        progress=events.append)
+    assert db_dump(sample_index) == before
+    assert [(p.id, p.image_name, p.score) for p in proposals] == [
+        (1, "sample_005.png", 0.7), (2, "sample_006.png", 0.4), (3, "sample_006.png", 0.3)]
+    assert {p.category for p in proposals} == {"disc"} and proposals[0].kind == "roi"
+    assert proposals[1].keypoints is None  # ROI proposals carry boxes only
+    assert events[-1].stage == "propose" and events[-1].done == events[-1].total
+
+
+def test_propose_leaves_out_video_and_refuses_an_unlabelled_category(
+        sample_index, db_dump, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0")
+    sample_index.add_video(clip, width=32, height=32)
+    detector = scripted(sample_index)
+    assert {p.image_name for p in propose(sample_index, "disc", predictor=detector)} == {
+        "sample_005.png", "sample_006.png"}
+    sample_index.add_category("star")
+    before = db_dump(sample_index)
+    with pytest.raises(RefusedError, match="category 'star' has no observations yet"):
+        propose(sample_index, "star", predictor=detector)
+    assert db_dump(sample_index) == before
+
+
+def test_accept_writes_only_the_target_category(sample_index, db_dump):
+    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index))
+    others = [o for o in sample_index.observations() if o.category_id != 1]
+    result = accept(sample_index, [proposals[0], proposals[2]])
+    written = sample_index.observations(ids=result.observation_ids)
+    assert [(o.box, o.score, o.source, o.model_version) for o in written] == [
+        ((5.0, 5.0, 30.0, 30.0), 0.7, "model", "scripted:v1"),
+        ((60.0, 60.0, 90.0, 90.0), 0.3, "model", "scripted:v1")]
+    assert {o.category_id for o in written} == {sample_index.category("disc").id}
+    assert [o for o in sample_index.observations() if o.category_id != 1] == others
+    run = sample_index.query("SELECT operation, status FROM runs WHERE id = ?", (result.run_id,))
+    assert tuple(run[0]) == ("accept", "done")
+
+
+def test_accept_all_above_a_score_in_one_call_and_twice_is_not_stacked(sample_index, db_dump):
+    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index))
+    result = accept(sample_index, proposals, min_score=0.35)
+    assert [o.score for o in sample_index.observations(ids=result.observation_ids)] == [0.7, 0.4]
+    again = accept(sample_index, proposals, min_score=0.35)
+    assert again.written == 0  # the same boxes are there already
+    before = db_dump(sample_index)
+    with pytest.raises(RefusedError, match=r"with a score of at least 0\.95$"):
+        accept(sample_index, proposals, min_score=0.95)
+    assert db_dump(sample_index) == before
+
+
+def test_accept_is_undoable_and_all_or_nothing(sample_index, db_dump):
+    before = db_dump(sample_index)
+    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index))
+    result = accept(sample_index, proposals)
+    undo(sample_index, result.run_id)
+    after = db_dump(sample_index)
+    assert {k: v for k, v in after.items() if k not in ("runs", "run_changes")} == {
+        k: v for k, v in before.items() if k not in ("runs", "run_changes")}
+    bad = [proposals[0], replace(proposals[1], box=(0.0, 0.0, 9999.0, 5.0))]
+    with pytest.raises(BadInputError, match=r"sample_006\.png: box .* lies outside"):
+        accept(sample_index, bad)
+    assert db_dump(sample_index) == after
+
+
+def test_accept_keypoint_proposals_attaches_to_a_box_drawn_since(sample_index):
+    detector = ScriptedDetector(sample_index, {"sample_006.png": [
+        Detection("triangle", (8.0, 8.0, 32.0, 32.0), 0.8, KPS)]})
+    [proposal] = propose(sample_index, "triangle", kind="keypoints", predictor=detector)
+    assert proposal.keypoints == KPS and proposal.kind == "keypoints"
+    drawn = sample_index.add_observation("sample_006.png", "triangle", box=(9, 9, 31, 31))
+    result = accept(sample_index, [proposal])
+    obs = sample_index.observation(drawn.id)
+    assert result.observation_ids == [drawn.id]
+    assert obs.box == drawn.box and obs.keypoints == KPS
+
+
+def test_accept_refuses_inconsistent_proposals(sample_index, db_dump):
+    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index))
+    before = db_dump(sample_index)
+    with pytest.raises(BadInputError, match="proposal 1 is given twice"):
+        accept(sample_index, [proposals[0], proposals[0]])
+    renamed = replace(proposals[0], image_name="other.png")
+    with pytest.raises(BadInputError, match=r"image 6 is 'sample_005\.png' in this index"):
+        accept(sample_index, [renamed])
+    square = replace(proposals[1], category="square")
+    with pytest.raises(BadInputError, match="must share one category"):
+        accept(sample_index, [proposals[0], square])
+    assert db_dump(sample_index) == before
+
+
+def test_proposals_file_round_trip_and_refusals(sample_index, tmp_path):
+    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index))
+    path = tmp_path / "p.json"
+    save_proposals(path, proposals, index=sample_index, category="disc", kind="roi")
+    data = json.loads(path.read_text())
+    assert (data["category"], data["kind"], data["model_version"]) == ("disc", "roi",
+                                                                       "scripted:v1")
+    assert load_proposals(path, index=sample_index, category="disc") == proposals
+    with pytest.raises(BadInputError, match="are for category 'disc', not 'square'"):
+        load_proposals(path, index=sample_index, category="square")
+    other = Index.create(tmp_path / "other")
+    with pytest.raises(BadInputError, match="were made for the index"):
+        load_proposals(path, index=other)
+    path.write_text("{}")
+    with pytest.raises(BadInputError, match="not a proposals file"):
+        load_proposals(path)
+
+
+# ---------------------------------------------------------------- CLI
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_cli_complete_propose_accept_undo(sample_index, tmp_path, capsys, db_dump):
+    torch.manual_seed(0)
+    create_model(sample_index, min_size=64)
+    path = str(sample_index.path)
+    before = db_dump(sample_index)
+    assert main(["complete", path, "--images", "sample_00[67].png", "--category", "square",
+                 "--max-detections", "2"]) == 0
+    summary = _last_json(capsys)
+    assert summary["images"] == 2 and 1 <= summary["written"] <= 4 and summary["removed"] == 0
+    assert set(summary) == {"images", "written", "removed", "seconds", "run_id"}
+    assert main(["undo", path, str(summary["run_id"])]) == 0
+    assert _last_json(capsys)["restored"] == summary["written"]
+    after_undo = db_dump(sample_index)
+    assert {k: v for k, v in after_undo.items() if k not in ("runs", "run_changes")} == {
+        k: v for k, v in before.items() if k not in ("runs", "run_changes")}
+
+    out = tmp_path / "proposals.json"
+    assert main(["propose", path, "--category", "disc", "--out", str(out)]) == 0
+    count = _last_json(capsys)["proposals"]
+    assert count == len(load_proposals(out)) > 0
+    assert main(["accept", path, str(out), "--ids", "1"]) == 0
+    assert _last_json(capsys)["written"] == 1
+    assert main(["accept", path, str(out), "--ids", "999"]) == 2
+    assert "no proposal with id 999" in capsys.readouterr().err
+
+
+def test_cli_refusals_exit_2_and_change_nothing(sample_index, tmp_path, capsys, db_dump):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0")
+    sample_index.add_video(clip, width=32, height=32)
+    path = str(sample_index.path)
+    before = db_dump(sample_index)
+    assert main(["complete", path, "--images", "sample_000.png", "--category", "disc"]) == 2
+    assert "no model yet" in capsys.readouterr().err
+    create_model(sample_index, min_size=64)
+    before = db_dump(sample_index)
+    assert main(["complete", path, "--images", "sample_000.png", "clip.mp4",
+                 "--category", "disc"]) == 2
+    assert "video item(s): clip.mp4" in capsys.readouterr().err
+    assert main(["complete", path, "--images", "sample_000.png", "--category", "disc",
+                 "--kind", "keypoints"]) == 2
+    assert main(["undo", path, "7"]) == 2
+    assert db_dump(sample_index) == before
