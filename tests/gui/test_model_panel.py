@@ -95,3 +95,14 @@ def test_full_training_runs_in_a_worker(panel: ModelPanel, sample_index: Index, 
     assert _column(panel.runs, 1) == ["train"]
     assert "Full training finished" in panel.progress_label.text()
     assert panel.train_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_cancel_a_full_training_run(panel: ModelPanel, sample_index: Index, qtbot) -> None:
+    create_model(sample_index)
+    qtbot.waitUntil(panel.train_button.isEnabled)
+    qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=120_000)
+    assert panel.progress_label.text() == "Full training cancelled: the model is as it was"
+    assert active_model(sample_index).active_version == 1
+    assert _column(panel.versions, 0) == ["1"]
