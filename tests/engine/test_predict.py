@@ -1,0 +1,116 @@
+"""The inference wrapper: output mapping to index terms, and streaming one batch ahead."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_learn_complete.engine.predict import Predictor, stream_images
+from napari_learn_complete.errors import BadInputError, RefusedError
+from napari_learn_complete.model.config import ModelConfig
+
+
+class FixedOutput(nn.Module):
+    """Stands in for a torchvision detector: one fixed output per image."""
+
+    def __init__(self, output: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.output = output
+        self.seen: list[tuple[torch.dtype, tuple[int, ...]]] = []
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        self.seen += [(t.dtype, tuple(t.shape)) for t in images]
+        return [self.output for _ in images]
+
+
+def test_outputs_map_to_category_names_and_category_keypoint_order(sample_index):
+    config = ModelConfig(architecture="keypointrcnn", categories=["disc", "square", "triangle"],
+                         keypoint_names=["left", "tail", "right", "apex"])
+    keypoints = torch.tensor([[[float(10 * j), 5.0, 1.0] for j in range(4)]] * 3)
+    keypoints[2, 0, 0] = -7.0  # outside the image: clamped
+    model = FixedOutput({
+        "boxes": torch.tensor([[1.0, 2.0, 30.0, 40.0], [-5.0, 0.0, 500.0, 20.0],
+                               [0.0, 0.0, 5.0, 5.0]]),
+        "labels": torch.tensor([3, 2, 3]),
+        "scores": torch.tensor([0.9, 0.8, 0.1]),
+        "keypoints": keypoints,
+    })
+    predictor = Predictor(model, config, sample_index.categories(), device="cpu",
+                          model_version="m:v2")
+    image = np.zeros((50, 60), np.uint16)  # any dtype or channel count is converted
+    [found] = predictor.predict([image])
+    assert model.seen == [(torch.float32, (3, 50, 60))]
+    assert [(d.category, d.score) for d in found] == [("triangle", pytest.approx(0.9)),
+                                                      ("square", pytest.approx(0.8)),
+                                                      ("triangle", pytest.approx(0.1))]
+    # triangle keypoints are apex, left, right: model channels 3, 0, 2
+    assert found[0].keypoints == ((30.0, 5.0, 2), (0.0, 5.0, 2), (20.0, 5.0, 2))
+    assert found[2].keypoints[1] == (0.0, 5.0, 2)
+    assert found[1].keypoints is None  # squares have no keypoints
+    assert found[1].box == (0.0, 0.0, 60.0, 20.0)  # clamped to the image
+
+
+def test_check_refuses_what_the_model_cannot_do(sample_index):
+    boxes_only = Predictor(FixedOutput({}), ModelConfig(categories=["disc", "triangle"]),
+                           sample_index.categories(), device="cpu")
+    with pytest.raises(RefusedError, match="does not predict keypoints"):
+        boxes_only.check("keypoints", sample_index.category("triangle"))
+    with pytest.raises(RefusedError, match="not made for category 'square'"):
+        boxes_only.check("roi", sample_index.category("square"))
+    partial = Predictor(FixedOutput({}), ModelConfig(
+        architecture="keypointrcnn", categories=["triangle"], keypoint_names=["apex"]),
+        sample_index.categories(), device="cpu")
+    with pytest.raises(RefusedError, match="does not know keypoint"):
+        partial.check("keypoints", sample_index.category("triangle"))
+    boxes_only.check("roi", sample_index.category("disc"))
+
+
+def test_stream_yields_every_image_in_order_in_batches(sample_index):
+    images = sample_index.images()
+    batches = list(stream_images(sample_index, images, 5))
+    assert [len(records) for records, _ in batches] == [5, 5, 2]
+    assert [r.id for records, _ in batches for r in records] == [i.id for i in images]
+    records, arrays = batches[0]
+    assert arrays[0].dtype == np.uint8 and arrays[0].shape == (records[0].height,
+                                                               records[0].width, 3)
+
+
+class CountingIndex:
+    """Counts decoded images, to see how far the reader runs ahead of the consumer."""
+
+    def __init__(self, index) -> None:
+        self.index = index
+        self.reads = 0
+        self.lock = threading.Lock()
+
+    def read_image(self, record):
+        with self.lock:
+            self.reads += 1
+        return self.index.read_image(record)
+
+
+def test_stream_reads_at_most_two_batches_ahead_and_stops_when_closed(sample_index):
+    counting = CountingIndex(sample_index)
+    stream = stream_images(counting, sample_index.images(), 2)
+    next(stream)
+    time.sleep(0.5)  # let the reader run as far as it may
+    assert counting.reads <= 3 * 2  # the batch in hand, one queued, one being decoded
+    stream.close()
+    reads = counting.reads
+    time.sleep(0.2)
+    assert counting.reads == reads
+    assert not any(t.name == "napari-learn-complete-reader" for t in threading.enumerate())
+
+
+def test_stream_raises_a_read_error_in_the_consumer(sample_index):
+    images = sample_index.images()
+    sample_index.resolve(images[3]).unlink()
+    stream = stream_images(sample_index, images, 2)
+    next(stream)
+    with pytest.raises(BadInputError, match=r"sample_003\.png: image file not found"):
+        next(stream)
