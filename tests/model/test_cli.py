@@ -7,14 +7,7 @@ import json
 import pytest
 
 from napari_learn_complete import cli
-from napari_learn_complete.cli import commands, model_cmds
 from napari_learn_complete.model import active_model
-
-
-@pytest.fixture(autouse=True)
-def _with_model_commands(monkeypatch):
-    if model_cmds not in commands.MODULES:  # until cli/commands.py lists it
-        monkeypatch.setattr(commands, "MODULES", [*commands.MODULES, model_cmds])
 
 
 def _last_json(out: str) -> dict:
