@@ -56,6 +56,7 @@ def test_create_refusal_is_shown_and_changes_nothing(panel: ModelPanel, sample_i
                                                      qtbot, db_dump, tmp_path) -> None:
     before = db_dump(sample_index)
     panel.weights.setCurrentIndex(panel.weights.findData("file"))
+    assert panel.create() is None  # no file chosen yet
     panel.weights_file.setText(str(tmp_path / "missing.pt"))
     assert panel.create() is None
     assert db_dump(sample_index) == before

@@ -11,6 +11,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QPixmap
 
 from napari_learn_complete._qt.review import (
+    PROPOSAL_KEYPOINTS_LAYER,
     PROPOSALS_LAYER,
     THUMB_PX,
     ProposalTableModel,
@@ -186,3 +187,16 @@ def test_space_toggles_the_selected_rows(review: ReviewWidget, qtbot) -> None:
     assert [p.score for p in review.accepted()] == [0.7, 0.6]
     qtbot.keyClick(review.table, Qt.Key.Key_Space)
     assert [p.score for p in review.accepted()] == [0.9, 0.7, 0.95, 0.6]
+
+
+def test_keypoint_proposals_are_drawn_as_points(make_napari_viewer, sample_index: Index) -> None:
+    image = sample_index.images()[6]
+    proposal = Proposal(id=1, image_id=image.id, image_name=image.name, category="triangle",
+                        box=(10.0, 10.0, 50.0, 40.0), score=0.8, kind="keypoints",
+                        keypoints=((30.0, 10.0, 2), (10.0, 40.0, 2), (50.0, 40.0, 0)))
+    widget = ReviewWidget(make_napari_viewer(), sample_index, [proposal], "triangle")
+    widget.table.selectRow(0)
+    points = widget.viewer.layers[PROPOSAL_KEYPOINTS_LAYER].data
+    assert sorted(map(tuple, points[:, 1:])) == [(10.0, 30.0), (40.0, 10.0)]  # (y, x), v > 0
+    widget.cancel()
+    assert PROPOSAL_KEYPOINTS_LAYER not in widget.viewer.layers

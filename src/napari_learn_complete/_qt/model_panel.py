@@ -200,7 +200,10 @@ class ModelPanel(QWidget):
             return None
         weights: str | Path = self.weights.currentData()
         if weights == "file":
-            weights = Path(self.weights_file.text())
+            if not self.weights_file.text().strip():
+                show_error("Create model: choose the initial weights file first")
+                return None
+            weights = Path(self.weights_file.text().strip())
         size = self.input_size.value()
         try:
             self.handle = create_model(
