@@ -4,6 +4,7 @@ The core (``index``, ``model``, ``engine``) imports neither Qt nor napari and is
 used by the widgets, the CLI, the napari console and scripts alike.
 """
 
+from .api import accept, complete, learn, open_index, propose, train, undo
 from .errors import (
     BadInputError,
     BadWeightsError,
@@ -27,4 +28,11 @@ __all__ = [
     "LearnCompleteError",
     "Observation",
     "RefusedError",
+    "accept",
+    "complete",
+    "learn",
+    "open_index",
+    "propose",
+    "train",
+    "undo",
 ]

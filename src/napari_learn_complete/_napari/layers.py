@@ -264,6 +264,9 @@ class IndexLayers:
         viewer.layers.events.removed.connect(self._on_layer_removed)
         self._unsubscribe = index.subscribe(self._on_index_change)
         _OPEN.append(self)
+        from .menus import register_menus  # napari-private app-model, isolated there
+
+        register_menus(viewer)
         if self._images:  # napari opens stacks in the middle; a labeller starts at the first
             self.show_image(self._images[0].id)
 
