@@ -30,5 +30,5 @@ class BadWeightsError(BadInputError):
     """A weight file is not a model of ours, or does not match the model configuration."""
 
 
-class Cancelled(LearnCompleteError):  # noqa: N818 - reads as "raise Cancelled"
+class Cancelled(LearnCompleteError):
     """Raised inside long work when the ``cancel`` callback returned True."""

@@ -1,7 +1,8 @@
 """Progress and cancellation as plain callbacks, so long work never depends on Qt.
 
-Long operations (Learn, train, Complete, propose) take ``progress(Progress)`` and ``cancel() -> bool``;
-the napari side runs them in a thread worker and forwards progress to its own widgets.
+Long operations (Learn, train, Complete, propose) take ``progress(Progress)`` and
+``cancel() -> bool``; the napari side runs them in a thread worker and forwards progress to its own
+widgets.
 """
 
 from __future__ import annotations
