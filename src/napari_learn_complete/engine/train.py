@@ -332,6 +332,7 @@ def _fit(
                     nn.utils.clip_grad_norm_(params, GRAD_CLIP)
                     scaler.step(optimizer)
                     scaler.update()
+                    lr = optimizer.param_groups[0]["lr"]  # the rate this step used
                     scheduler.step()
                     done += 1
                     epoch_losses.append(loss.item())
@@ -340,7 +341,7 @@ def _fit(
                         stage, done, total, message=f"epoch {epoch}/{training.epochs}",
                         epoch=epoch, epochs=training.epochs, loss=epoch_losses[-1],
                         eta_s=elapsed / done * (total - done),
-                        lr=optimizer.param_groups[0]["lr"],
+                        lr=lr,
                     ))
                 losses.append(sum(epoch_losses) / max(1, len(epoch_losses)))
                 if training.patience and test_loader is not None:

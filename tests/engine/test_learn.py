@@ -1,0 +1,237 @@
+"""Learn and the full training run: one trainer, the Learn overrides, refusals, records, cancel."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from napari_learn_complete.engine.progress import Progress
+from napari_learn_complete.engine.train import LearnSettings, learn, make_scheduler, train
+from napari_learn_complete.errors import Cancelled, RefusedError
+from napari_learn_complete.model import active_model, backbone_parameters, create_model
+from napari_learn_complete.model.build import load_weights
+from napari_learn_complete.model.config import Augment, TrainingSettings
+
+SCOPE = ["sample_000.png", "sample_001.png", "sample_003.png", "sample_005.png"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Several torch threads on a busy 2-core machine are ten times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(index, *, keypoints=False, purpose="locate", **training):
+    """A small, fast model (96 px) whose training settings are edited like a user would."""
+    handle = create_model(index, keypoints=keypoints, purpose=purpose, min_size=96)
+    settings = {"batch_size": 2, "warmup_iters": 1,
+                "augment": Augment(scale_jitter=(1.0, 1.0), color_jitter=0.0), **training}
+    config = replace(handle.config, training=replace(handle.config.training, **settings))
+    config.save(handle.folder / "config.json")
+    return active_model(index)
+
+
+def _weights(handle, number):
+    return load_weights(handle.version(number).file)[0]
+
+
+def _backbone_names(handle):
+    return [name for name, _ in backbone_parameters(handle.load())]
+
+
+def _run(index, run_id):
+    [row] = index.query("SELECT * FROM runs WHERE id = ?", (run_id,))
+    return row
+
+
+def test_heads_only_keeps_backbone_bit_identical_and_full_changes_it(sample_index):
+    handle = _model(sample_index)
+    names = _backbone_names(handle)
+    heads = learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=1))
+    full = learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=1, mode="full"))
+    assert (heads.version, full.version) == (2, 3)
+    v1, v2, v3 = (_weights(handle, n) for n in (1, 2, 3))
+    assert all(torch.equal(v1[name], v2[name]) for name in names)
+    assert not all(torch.equal(v2[name], v3[name]) for name in names)
+    # Heads did train, and BatchNorm statistics of the frozen backbone stayed as they were.
+    assert not torch.equal(v1["roi_heads.box_predictor.cls_score.weight"],
+                           v2["roi_heads.box_predictor.cls_score.weight"])
+    stats = [k for k in v1 if k.startswith("backbone.") and k.endswith("running_mean")]
+    assert stats and all(torch.equal(v1[k], v2[k]) for k in stats)
+
+
+def test_learn_uses_cosine_decay_and_patience_zero_whatever_the_model_says(sample_index):
+    _model(sample_index, lr_decay="step", patience=7, learning_rate=0.01)
+    events: list[Progress] = []
+    result = learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=3),
+                   progress=events.append)
+    lrs = [e.lr for e in events]
+    total, warmup = len(lrs), 1  # 3 epochs x 2 steps; warm-up capped at a fifth of the run
+    assert total == 6 and [e.done for e in events] == list(range(1, 7))
+    assert lrs[0] < 0.01 * 0.01  # warming up
+    expected = [0.01 * 0.5 * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
+                for t in range(warmup, total)]
+    assert lrs[warmup:] == pytest.approx(expected)  # a step decay would stay at 0.01 here
+    settings = json.loads(_run(sample_index, result.run_id)["settings"])
+    assert settings["training"]["lr_decay"] == "cosine"
+    assert settings["training"]["patience"] == 0
+    assert [(e.epoch, e.epochs) for e in events][::2] == [(1, 3), (2, 3), (3, 3)]
+    assert events[-1].eta_s == 0 and all(e.loss is not None and e.stage == "learn"
+                                         for e in events)
+
+
+def test_scheduler_kinds():
+    param = torch.nn.Parameter(torch.zeros(1))
+
+    def lrs(decay, total=12, per_epoch=2):
+        config = TrainingSettings(lr_decay=decay, warmup_iters=0)
+        optimizer = torch.optim.SGD([param], lr=1.0)
+        scheduler = make_scheduler(optimizer, config, total, per_epoch)
+        out = []
+        for _ in range(total):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    assert lrs("constant") == [1.0] * 12
+    assert lrs("step") == pytest.approx([1.0] * 6 + [0.1] * 6)  # x0.1 every 3 epochs
+    cosine = lrs("cosine")
+    assert cosine[0] == 1.0 and all(a > b for a, b in itertools.pairwise(cosine))
+
+
+def test_learn_starts_from_the_current_version(sample_index):
+    handle = _model(sample_index)
+    names = _backbone_names(handle)
+    learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=1, mode="full"))  # v2
+    handle.rollback(1)
+    result = learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=1))  # heads only
+    handle = active_model(sample_index)
+    assert result.version == 3 and handle.active_version == 3
+    assert handle.version(3).parent == 1
+    v1, v2, v3 = (_weights(handle, n) for n in (1, 2, 3))
+    # The frozen backbone of v3 is v1's, so training started from v1's tensors, not v2's.
+    assert all(torch.equal(v1[name], v3[name]) for name in names)
+    assert not all(torch.equal(v2[name], v3[name]) for name in names)
+
+
+def test_run_record_and_result(sample_index):
+    _model(sample_index)
+    result = learn(sample_index, category="square",
+                   settings=LearnSettings(epochs=2, test_percent=50, mix_in=1, seed=3))
+    row = _run(sample_index, result.run_id)
+    assert (row["operation"], row["kind"], row["status"], row["version"]) == \
+        ("learn", "roi", "done", result.version)
+    scope = json.loads(row["scope"])
+    assert scope["category"] == "square"
+    assert [i["name"] for i in scope["images"]] == ["sample_001.png", "sample_005.png"]
+    assert len(scope["test"]) == 1 and len(scope["mix_in"]) == 1
+    assert scope["mix_in"][0]["name"] not in {"sample_001.png", "sample_005.png"}
+    assert result.images == 2  # one scope image for training plus one mixed in
+    assert json.loads(row["losses"]) == result.losses and len(result.losses) == 2
+    assert json.loads(row["metrics"]) == result.metrics
+    assert set(result.metrics) >= {"box_AP", "box_AP50", "box_AP75"}
+    assert row["seconds"] == pytest.approx(result.seconds)
+    settings = json.loads(row["settings"])
+    assert (settings["epochs"], settings["mode"], settings["test_percent"], settings["mix_in"]) \
+        == (2, "heads", 50, 1)
+
+
+def test_keypoint_learn_trains_keypoints_and_roi_learn_leaves_them(sample_index):
+    handle = _model(sample_index, keypoints=True)
+    roi = learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=1))
+    kps = learn(sample_index, category="triangle", kind="keypoints",
+                settings=LearnSettings(epochs=1))
+    v1, v2, v3 = (_weights(handle, n) for n in (1, roi.version, kps.version))
+    key = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
+    assert torch.equal(v1[key], v2[key]) and not torch.equal(v2[key], v3[key])
+    assert _run(sample_index, kps.run_id)["kind"] == "keypoints"
+
+
+@pytest.mark.parametrize(
+    ("setup", "call", "message"),
+    [
+        ({"purpose": "identify"}, {"images": SCOPE},
+         "Learn is not supported for identify models"),
+        ({}, {"images": ["sample_010.png"]}, "have no boxes"),  # unlabelled images
+        ({}, {"images": ["sample_001.png"], "kind": "keypoints"}, "does not predict keypoints"),
+        ({"keypoints": True}, {"images": ["sample_001.png"], "kind": "keypoints"},
+         "have no keypoints"),
+        ({"keypoints": True}, {"category": "disc", "kind": "keypoints"},
+         "keypoints are not enabled for category 'disc'"),
+        (None, {"images": SCOPE}, "has no model yet"),
+    ],
+)
+def test_refusals_change_nothing(sample_index, db_dump, setup, call, message):
+    if setup is not None:
+        _model(sample_index, **setup)
+    before = db_dump(sample_index)
+    with pytest.raises(RefusedError, match=message):
+        learn(sample_index, **call)
+    assert db_dump(sample_index) == before
+
+
+def test_empty_scope_refused_and_nothing_changed(sample_index, db_dump):
+    _model(sample_index)
+    sample_index.add_category("empty")
+    before = db_dump(sample_index)
+    with pytest.raises(RefusedError, match="category 'empty' has no observations"):
+        learn(sample_index, category="empty")
+    with pytest.raises(RefusedError, match="no images were selected"):
+        learn(sample_index, images=[])
+    assert db_dump(sample_index) == before
+
+
+def test_cancel_keeps_the_previous_version(sample_index):
+    handle = _model(sample_index)
+    files = sorted(p.name for p in (handle.folder / "versions").iterdir())
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 1  # let one step run, then stop
+
+    with pytest.raises(Cancelled):
+        learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=2), cancel=cancel)
+    handle = active_model(sample_index)
+    assert handle.active_version == 1 and [v.number for v in handle.versions()] == [1]
+    assert sorted(p.name for p in (handle.folder / "versions").iterdir()) == files
+    [row] = sample_index.query("SELECT status, version FROM runs")
+    assert (row["status"], row["version"]) == ("cancelled", None)
+
+
+def test_full_training_uses_the_model_settings_on_every_labelled_image(sample_index):
+    _model(sample_index, lr_decay="constant", epochs=2, patience=1, test_percent=34.0,
+           learning_rate=0.005)
+    events: list[Progress] = []
+    result = train(sample_index, progress=events.append)
+    row = _run(sample_index, result.run_id)
+    scope = json.loads(row["scope"])
+    assert [i["name"] for i in scope["images"]] == [f"sample_{i:03d}.png" for i in range(6)]
+    assert len(scope["test"]) == 2 and result.images == 4  # 34% of 6 held out
+    assert {e.stage for e in events} == {"train"}
+    assert [e.lr for e in events][1:] == pytest.approx([0.005] * (len(events) - 1))  # constant
+    assert row["operation"] == "train" and row["status"] == "done"
+    assert "box_AP" in result.metrics
+    assert active_model(sample_index).version(result.version).parent == 1
+
+
+def test_train_refuses_identify_and_an_unlabelled_index(sample_index, empty_index, db_dump):
+    _model(sample_index, purpose="identify")
+    before = db_dump(sample_index)
+    with pytest.raises(RefusedError, match="not supported for identify models"):
+        train(sample_index)
+    assert db_dump(sample_index) == before
+    empty_index.add_category("thing")
+    create_model(empty_index, min_size=96)
+    with pytest.raises(RefusedError, match="no labelled images"):
+        train(empty_index)
+
