@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..engine.progress import Progress
 from ..engine.train import MODES, LearnSettings, TrainResult, learn, train
+from ..errors import LearnCompleteError
 from ..index import Index
-from . import EXIT_OK, emit_json
+from . import EXIT_FAILURE, EXIT_OK, emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,19 +65,33 @@ def _summary(result: TrainResult) -> dict:
             "metrics": result.metrics, "images": result.images}
 
 
+def _finish(args: argparse.Namespace, work: Callable[[Index], TrainResult]) -> int:
+    """Run ``work``; refusals go up to the CLI (exit 2), a failure of training itself (diverged,
+    out of memory, a broken image) is reported here with exit 1."""
+    with Index(args.index) as index:
+        try:
+            result = work(index)
+        except LearnCompleteError:
+            raise
+        except Exception as exc:
+            print(f"napari-learn-complete {args.command} failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+    emit_json(_summary(result))
+    return EXIT_OK
+
+
 def run_learn(args: argparse.Namespace) -> int:
     settings = LearnSettings(epochs=args.epochs, mode=args.mode, test_percent=args.test_percent,
                              mix_in=args.mix_in, seed=args.seed)
-    with Index(args.index) as index:
+
+    def work(index: Index) -> TrainResult:
         images = index.match_images(args.images) if args.images else None
-        result = learn(index, images=images, category=args.category, kind=args.kind,
-                       settings=settings, progress=_progress, device=args.device)
-    emit_json(_summary(result))
-    return EXIT_OK
+        return learn(index, images=images, category=args.category, kind=args.kind,
+                     settings=settings, progress=_progress, device=args.device)
+
+    return _finish(args, work)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    with Index(args.index) as index:
-        result = train(index, progress=_progress, device=args.device)
-    emit_json(_summary(result))
-    return EXIT_OK
+    return _finish(args, lambda index: train(index, progress=_progress, device=args.device))

@@ -1,0 +1,83 @@
+"""``napari-learn-complete learn`` / ``train``: exit codes, progress on stderr, JSON summary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from napari_learn_complete.cli import main
+from napari_learn_complete.model import active_model, create_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_model(sample_index):
+    handle = create_model(sample_index, min_size=96)
+    config = replace(handle.config, training=replace(handle.config.training, batch_size=2,
+                                                     epochs=1, test_percent=0.0))
+    config.save(handle.folder / "config.json")
+    return sample_index
+
+
+def test_learn_prints_progress_and_a_json_summary_last(small_model, capsys):
+    index = small_model
+    code = main(["learn", str(index.path), "--images", "sample_00[0-3].png", "--epochs", "1",
+                 "--test-percent", "25", "--mode", "full"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["version"] == 2 == active_model(index).active_version
+    assert summary["images"] == 3 and len(summary["losses"]) == 1
+    assert set(summary) >= {"seconds", "metrics", "run_id"} and "box_AP50" in summary["metrics"]
+    assert "learn: step 1/2" in err and "loss" in err
+
+
+def test_train_command(small_model, capsys):
+    assert main(["train", str(small_model.path)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["version"] == 2
+    assert "train: step" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--category", "disc", "--kind", "keypoints"], "keypoints"),
+        (["--images", "nothing_*.png"], "no image in the index matches 'nothing_*.png'"),
+        (["--images", "sample_011.png"], "have no boxes"),
+        (["--images", "sample_000.png", "--test-percent", "100"], "test percent"),
+    ],
+)
+def test_refused_exits_2_with_the_reason(small_model, capsys, db_dump, args, message):
+    before = db_dump(small_model)
+    assert main(["learn", str(small_model.path), *args]) == 2
+    out, err = capsys.readouterr()
+    assert message in err and out == ""
+    assert db_dump(small_model) == before
+
+
+def test_failure_exits_1(small_model, capsys, monkeypatch):
+    from napari_learn_complete.engine import train as train_module
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("the training loss became nan")
+
+    monkeypatch.setattr(train_module, "_fit", broken)
+    assert main(["learn", str(small_model.path), "--images", "sample_000.png"]) == 1
+    assert "the training loss became nan" in capsys.readouterr().err
+
+
+def test_images_and_category_are_exclusive(small_model):
+    with pytest.raises(SystemExit) as exc:
+        main(["learn", str(small_model.path), "--images", "a.png", "--category", "disc"])
+    assert exc.value.code == 2
