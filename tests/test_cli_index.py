@@ -8,24 +8,10 @@ import pytest
 
 from napari_learn_complete.cli import main
 from napari_learn_complete.index import Index
-from napari_learn_complete.sample import GROUND_TRUTH_FILE
 
 
 def _last_json(capsys) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
-def test_demo_builds_the_sample_index_and_prints_it(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    facts = json.loads(out.strip().splitlines()[-1])
-    assert "triangle" in out and facts["images"] == 24
-    assert set(facts["categories"]) == {"disc", "square", "triangle"}
-    assert facts["categories"]["triangle"]["keypoint_names"] == ["apex", "left", "right"]
-    assert facts["observations"] == sum(c["boxes"] for c in facts["categories"].values()) > 0
-    assert (tmp_path / "demo" / GROUND_TRUTH_FILE).is_file()
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2  # never overwrites an index
-    assert "already exists" in capsys.readouterr().err
 
 
 def test_create_import_info_export(sample_index, tmp_path, capsys):

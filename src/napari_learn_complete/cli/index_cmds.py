@@ -1,4 +1,4 @@
-"""``demo``, ``create``, ``import-coco``, ``export-coco``, ``info``: make and inspect indexes."""
+"""``create``, ``import-coco``, ``export-coco``, ``info``: make and inspect indexes."""
 
 from __future__ import annotations
 
@@ -15,12 +15,6 @@ from . import EXIT_OK, emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser(
-        "demo", help="build the synthetic sample index and show what it holds")
-    demo.add_argument("--out", type=Path, default=None,
-                      help="folder for the sample index (default: a new temporary folder)")
-    demo.set_defaults(run=run_demo)
-
     create = subparsers.add_parser("create", help="create an empty index folder")
     create.add_argument("index", type=Path, help="index folder to create")
     create.set_defaults(run=run_create)
@@ -46,11 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(run=run_info)
 
 
-def build_demo_index(out: Path | None = None) -> Index:
-    """The sample index of the demo, in ``out`` or a new temporary folder."""
+def build_demo_index(out: Path | None = None, **sample: int) -> Index:
+    """The sample index of the demo, in ``out`` or a new temporary folder (``sample``: the
+    arguments of :func:`make_sample_index`)."""
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="napari-learn-complete-demo-")) / "index"
-    return make_sample_index(out)
+    return make_sample_index(out, **sample)
 
 
 def summary(index: Index) -> dict[str, Any]:
@@ -74,14 +69,6 @@ def print_summary(facts: dict[str, Any]) -> None:
     for name, c in facts["categories"].items():
         print(f"  {name:<20} {c['images']:>7} {c['boxes']:>7} {c['keypoints']:>9}")
     emit_json(facts)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    with build_demo_index(args.out) as index:
-        print("built the sample index (ground truth of every image in ground_truth.json)",
-              file=sys.stderr)
-        print_summary(summary(index))
-    return EXIT_OK
 
 
 def run_create(args: argparse.Namespace) -> int:
