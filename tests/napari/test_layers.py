@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from napari.utils._proxies import PublicOnlyProxy
 from napari.utils._test_utils import read_only_mouse_event
 from napari.utils.interactions import (
     mouse_move_callbacks,
@@ -13,7 +14,7 @@ from napari.utils.interactions import (
     mouse_release_callbacks,
 )
 
-from napari_learn_complete._napari import IndexLayers, index_layers
+from napari_learn_complete._napari import IndexLayers, index_layers, open_index
 from napari_learn_complete.index import Change, Index
 
 
@@ -244,3 +245,16 @@ def test_closing_the_viewer_stops_sync(make_napari_viewer, sample_index: Index) 
     assert index_layers(viewer) == []
     sample_index.add_observation(1, "disc", box=(0, 0, 5, 5))  # no layer to update: no error
     assert len(synced.boxes_layer.data) == len(sample_index.observations(kind="roi")) - 1
+
+
+def test_a_proxy_of_the_viewer_finds_and_opens_the_same_indexes(
+    make_napari_viewer, sample_index: Index
+) -> None:
+    """Plugin widgets get a PublicOnlyProxy of the viewer; it must mean the viewer itself."""
+    viewer = make_napari_viewer()
+    proxy = PublicOnlyProxy(viewer)
+    first = open_index(viewer, sample_index)
+    assert index_layers(proxy) == [first]
+    second = open_index(proxy, Index(sample_index.path))
+    assert second.viewer is viewer
+    assert index_layers(viewer) == index_layers(proxy) == [first, second]

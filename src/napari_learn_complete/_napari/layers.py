@@ -220,8 +220,15 @@ def _binder(viewer_ref: weakref.ref):
     return on_inserted
 
 
+def real_viewer(viewer: Any) -> Any:
+    """The viewer behind napari's ``PublicOnlyProxy``: the Plugins menu hands a widget a proxy,
+    which is never ``is`` the viewer an index was opened in. Unwrapped where viewers enter."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 def open_index(viewer: Any, path_or_index: str | Path | Index) -> IndexLayers:
     """Add an index's image, boxes and keypoints layers to ``viewer`` and start live sync."""
+    viewer = real_viewer(viewer)
     index = path_or_index if isinstance(path_or_index, Index) else Index(path_or_index)
     image, boxes, keypoints = (viewer.add_layer(Layer.create(*t)) for t in layer_data(index))
     return IndexLayers(viewer, index, image, boxes, keypoints)
@@ -229,6 +236,7 @@ def open_index(viewer: Any, path_or_index: str | Path | Index) -> IndexLayers:
 
 def index_layers(viewer: Any) -> list[IndexLayers]:
     """The indexes open in ``viewer``, in the order they were opened."""
+    viewer = real_viewer(viewer)
     return [il for il in _OPEN if il.viewer is viewer]
 
 
@@ -245,7 +253,7 @@ class IndexLayers:
         self, viewer: Any, index: Index, image_layer: Image, boxes_layer: Shapes,
         keypoints_layer: Points,
     ) -> None:
-        self.viewer = viewer
+        self.viewer = viewer = real_viewer(viewer)
         self.index = index
         self.image_layer = image_layer
         self.boxes_layer = boxes_layer

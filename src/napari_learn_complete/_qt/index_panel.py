@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 )
 from superqt.utils import ensure_main_thread
 
-from .._napari.layers import IndexLayers, index_layers, layers_for, open_index
+from .._napari.layers import IndexLayers, index_layers, layers_for, open_index, real_viewer
 from ..actions import Availability, category_action_availability, image_action_availability
 from ..engine.progress import Progress
 from ..errors import LearnCompleteError
@@ -98,8 +98,8 @@ class IndexPanel(QWidget):
         super().__init__()
         from .._napari.menus import register_menus
 
-        register_menus(napari_viewer)
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)
+        register_menus(self.viewer)
         self.layers: IndexLayers | None = None
         self.workers: list[Worker] = []
         self.last_complete: tuple[Index, int] | None = None  # (index, run id) for Undo
@@ -110,9 +110,9 @@ class IndexPanel(QWidget):
         self._refresh_timer = QTimer(self, singleShot=True, interval=_REFRESH_MS)
         self._refresh_timer.timeout.connect(self._apply_changes)
         self._build()
-        napari_viewer.layers.events.inserted.connect(self._follow_viewer)
-        napari_viewer.layers.events.removed.connect(self._follow_viewer)
-        napari_viewer.layers.selection.events.active.connect(self._follow_viewer)
+        self.viewer.layers.events.inserted.connect(self._follow_viewer)
+        self.viewer.layers.events.removed.connect(self._follow_viewer)
+        self.viewer.layers.selection.events.active.connect(self._follow_viewer)
         self.destroyed.connect(self._disconnect_index)
         self._follow_viewer()
 

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 
 import napari
 
-from .._napari.layers import index_layers
+from .._napari.layers import index_layers, real_viewer
 from ..engine.progress import Progress
 from ..engine.train import TrainResult, train
 from ..errors import LearnCompleteError, RefusedError
@@ -59,7 +59,7 @@ class ModelPanel(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)
         self.index: Index | None = None
         self.handle: ModelHandle | None = None
         self.worker: Worker | None = None

@@ -40,7 +40,13 @@ from qtpy.QtWidgets import (
 
 import napari
 
-from .._napari.layers import HALF_PIXEL, box_vertices, index_layers, open_index
+from .._napari.layers import (
+    HALF_PIXEL,
+    box_vertices,
+    index_layers,
+    open_index,
+    real_viewer,
+)
 from ..engine.complete import CompleteResult, Proposal, accept
 from ..errors import LearnCompleteError
 from ..index import Index
@@ -202,7 +208,7 @@ class ReviewWidget(QWidget):
         category: str | None = None,
     ) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)
         self.index: Index | None = None
         self.category: str | None = None
         self._by_image: dict[int, list[int]] = {}
