@@ -235,3 +235,54 @@ def test_train_refuses_identify_and_an_unlabelled_index(sample_index, empty_inde
     with pytest.raises(RefusedError, match="no labelled images"):
         train(empty_index)
 
+
+
+def _easy_index(folder):
+    """18 images of one red disc on grey noise: learnable from random weights in a few epochs."""
+    import numpy as np
+    from PIL import Image
+
+    from napari_learn_complete.index import Index
+
+    index = Index.create(folder)
+    rng = np.random.default_rng(0)
+    paths, boxes = [], []
+    yy, xx = np.mgrid[:64, :64]
+    for i in range(18):
+        pixels = rng.normal(60, 10, (64, 64, 3))
+        r = int(rng.integers(10, 16))
+        cx, cy = (int(v) for v in rng.integers(r + 1, 64 - r - 1, 2))
+        pixels[(xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r] = (230, 60, 50)
+        path = folder / f"img{i:02d}.png"
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path)
+        paths.append(path)
+        boxes.append((cx - r, cy - r, cx + r, cy + r))
+    index.add_images(paths)
+    index.add_category("disc")
+    index.add_observations([{"image": f"img{i:02d}.png", "category": "disc", "box": box}
+                            for i, box in enumerate(boxes)])
+    return index
+
+
+@pytest.mark.slow
+def test_short_learn_improves_held_out_ap(tmp_path):
+    from napari_learn_complete.engine.data import DetectionDataset, make_loader
+    from napari_learn_complete.engine.metrics import coco_metrics, predict
+
+    index = _easy_index(tmp_path / "easy")
+    torch.manual_seed(0)
+    _model(index, batch_size=4, warmup_iters=2)
+    held_out = index.images()[12:]
+
+    def held_out_ap50():
+        handle = active_model(index)
+        loader = make_loader(DetectionDataset(index, held_out, handle.config), batch_size=6,
+                             shuffle=False)
+        targets, predictions = predict(handle.load(), loader, torch.device("cpu"))
+        return coco_metrics(targets, predictions, 1)["box_AP50"]
+
+    before = held_out_ap50()
+    learn(index, images=[i.name for i in index.images()[:12]],
+          settings=LearnSettings(epochs=40, mode="full"))
+    after = held_out_ap50()
+    assert after > before + 0.3, (before, after)
