@@ -148,3 +148,19 @@ def test_category_menu_needs_an_observation(opened) -> None:
         "Complete": (False, "Category 'empty' has no observations yet"),
     }
     assert all(enabled for enabled, _ in _state(opened.panel.category_menu("disc")).values())
+
+
+def test_image_names_get_the_room_and_numbers_fit(opened, qtbot) -> None:
+    panel = opened.panel
+    opened.viewer.window._qt_window.resize(1400, 900)
+    opened.viewer.show()
+    qtbot.waitExposed(panel.table)
+    table = panel.table
+    metrics = table.fontMetrics()
+    longest = max(metrics.horizontalAdvance(table.item(r, 0).text())
+                  for r in range(table.rowCount()))
+    assert table.columnWidth(0) >= longest + 8  # whole names, not "sample_000...."
+    header = table.horizontalHeader()
+    for column in (1, 2):  # as wide as their header or values need, not stretched
+        fitted = max(header.sectionSizeHint(column), table.sizeHintForColumn(column))
+        assert table.columnWidth(column) == fitted

@@ -200,3 +200,25 @@ def test_keypoint_proposals_are_drawn_as_points(make_napari_viewer, sample_index
     assert sorted(map(tuple, points[:, 1:])) == [(10.0, 30.0), (40.0, 10.0)]  # (y, x), v > 0
     widget.cancel()
     assert PROPOSAL_KEYPOINTS_LAYER not in widget.viewer.layers
+
+
+def test_review_opens_tabbed_with_the_index_panel_and_sized_columns(opened, qtbot) -> None:
+    viewer, panel = opened.viewer, opened.panel
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.show()
+    qtbot.waitExposed(panel.table)
+    review = show_review(viewer, opened.index, "square", _proposals(opened.index))
+    qtbot.waitExposed(review.table)
+    tabbed = viewer.window._qt_window.tabifiedDockWidgets(panel.parent())
+    assert review.parent() in tabbed  # not stacked under the panel, squeezing its table
+    # the review's tab is the one shown (Qt moves the other tab's dock out of sight)
+    assert panel.visibleRegion().isEmpty() and not review.visibleRegion().isEmpty()
+    assert review.parent().height() > 0.8 * viewer.window._qt_window.height()  # all the height
+
+    table, header = review.table, review.table.horizontalHeader()
+    metrics = table.fontMetrics()
+    longest = max(metrics.horizontalAdvance(p.image_name) for p in review.model.proposals)
+    assert table.columnWidth(ProposalTableModel.IMAGE) >= longest + 8
+    for column in (ProposalTableModel.ACCEPT, ProposalTableModel.SCORE):
+        fitted = max(header.sectionSizeHint(column), table.sizeHintForColumn(column))
+        assert table.columnWidth(column) == fitted

@@ -225,7 +225,13 @@ class ReviewWidget(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.verticalHeader().setDefaultSectionSize(THUMB_PX + 4)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()  # the image name gets the room left
+        for column, mode in ((ProposalTableModel.ACCEPT, QHeaderView.ResizeMode.ResizeToContents),
+                             (ProposalTableModel.PREVIEW, QHeaderView.ResizeMode.Fixed),
+                             (ProposalTableModel.IMAGE, QHeaderView.ResizeMode.Stretch),
+                             (ProposalTableModel.SCORE, QHeaderView.ResizeMode.ResizeToContents)):
+            header.setSectionResizeMode(column, mode)
+        header.setResizeContentsPrecision(50)  # checkboxes and scores are all alike: sample few
         self.table.setColumnWidth(ProposalTableModel.PREVIEW, THUMB_PX + 8)
 
         self.summary = QLabel()
@@ -457,14 +463,22 @@ def show_review(
     viewer: napari.Viewer, index: Index, category: str, proposals: Sequence[Proposal]
 ) -> ReviewWidget:
     """Open (or reuse) the viewer's review dock with these proposals; used after a category
-    Complete, so the user sees the review instead of results being saved."""
-    for widget in viewer.window.dock_widgets.values():
-        if isinstance(widget, ReviewWidget):
-            widget.set_proposals(index, category, proposals)
-            dock = widget.parent()
-            dock.show()
-            dock.raise_()
-            return widget
-    widget = ReviewWidget(viewer, index, proposals, category)
-    viewer.window.add_dock_widget(widget, name="Review proposals", area="right")
+    Complete, so the user sees the review instead of results being saved. A new review dock is
+    tabbed with the Index panel: stacked under it, it would squeeze the image table."""
+    window = real_viewer(viewer).window
+    docked = window.dock_widgets.values()
+    widget = next((w for w in docked if isinstance(w, ReviewWidget)), None)
+    if widget is not None:
+        widget.set_proposals(index, category, proposals)
+    else:
+        from .index_panel import IndexPanel
+
+        panel = next((w for w in docked if isinstance(w, IndexPanel)), None)
+        widget = ReviewWidget(viewer, index, proposals, category)
+        dock = window.add_dock_widget(widget, name="Review proposals", area="right")
+        if panel is not None:  # napari's own tabify joins whichever dock came last
+            window._qt_window.tabifyDockWidget(panel.parent(), dock)
+    dock = widget.parent()
+    dock.show()
+    dock.raise_()
     return widget
