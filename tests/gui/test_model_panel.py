@@ -3,6 +3,8 @@ and runs, roll back, and run a short full training in a worker while the UI keep
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from qtpy.QtCore import Qt
@@ -59,7 +61,12 @@ def test_create_refusal_is_shown_and_changes_nothing(panel: ModelPanel, sample_i
     assert panel.create() is None  # no file chosen yet
     panel.weights_file.setText(str(tmp_path / "missing.pt"))
     assert panel.create() is None
+    panel.weights.setCurrentIndex(panel.weights.findData("none"))
+    for name in ("", "../elsewhere"):
+        panel.model_name.setText(name)
+        assert panel.create() is None
     assert db_dump(sample_index) == before
+    assert not (sample_index.path.parent / "elsewhere").exists()
     assert "no model yet" in panel.model_label.text()
 
 
@@ -107,3 +114,74 @@ def test_cancel_a_full_training_run(panel: ModelPanel, sample_index: Index, qtbo
     assert panel.progress_label.text() == "Full training cancelled: the model is as it was"
     assert active_model(sample_index).active_version == 1
     assert _column(panel.versions, 0) == ["1"]
+
+
+def test_create_a_second_model_under_a_free_name(panel: ModelPanel, sample_index: Index,
+                                                 qtbot, db_dump) -> None:
+    assert panel.model_name.text() == "default"  # the index has no model yet
+    qtbot.mouseClick(panel.create_button, Qt.MouseButton.LeftButton)
+    assert active_model(sample_index).name == "default"
+    assert panel.model_name.text() == "boxes-2"
+    panel.architecture.setCurrentIndex(1)  # boxes + keypoints
+    assert panel.model_name.text() == "keypoints-2"
+    qtbot.mouseClick(panel.create_button, Qt.MouseButton.LeftButton)
+    handle = active_model(sample_index)
+    assert (handle.name, handle.config.architecture) == ("keypoints-2", "keypointrcnn")
+    assert panel.model_label.text().startswith("keypoints-2: keypointrcnn")
+    assert _column(panel.versions, 0) == ["1"]
+    assert panel.model_name.text() == "keypoints-3"
+    before = db_dump(sample_index)
+    panel.model_name.setText("default")  # taken: refused, the active model stays
+    assert panel.create() is None
+    assert db_dump(sample_index) == before
+
+
+def _record_run(index: Index, model_id: int, **values) -> None:
+    """A finished run as the engine records it (see engine/train.py)."""
+    with index.transaction() as conn:
+        conn.execute(
+            "INSERT INTO runs(model_id, operation, kind, scope, settings, losses, metrics, "
+            "version, status, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'done', ?)",
+            (model_id, values["operation"], values["kind"], json.dumps(values["scope"]),
+             json.dumps(values["settings"]), json.dumps(values["losses"]),
+             json.dumps(values["metrics"]), values["version"], values["seconds"]),
+        )
+
+
+def test_runs_table_is_compact_with_the_full_record_below(panel: ModelPanel,
+                                                          sample_index: Index) -> None:
+    images = [{"id": r.id, "name": r.name} for r in sample_index.images()]
+    earlier = create_model(sample_index, name="earlier")
+    _record_run(sample_index, earlier.id, operation="train", kind=None, version=2, seconds=1.0,
+                scope={"category": None, "images": images, "test": [], "mix_in": []},
+                settings={"mode": "full", "training": {"epochs": 5, "test_percent": 10}},
+                losses=[1.0], metrics={"box_AP": 0.25})
+    handle = create_model(sample_index, keypoints=True)  # the active model from now on
+    _record_run(sample_index, handle.id, operation="learn", kind="roi", version=2, seconds=3.0,
+                scope={"category": None, "images": images[:6], "test": [], "mix_in": []},
+                settings={"epochs": 2, "mode": "heads", "test_percent": 0, "mix_in": 0,
+                          "training": {"lr": 0.01}},
+                losses=[2.0, 1.5], metrics={})
+    _record_run(sample_index, handle.id, operation="learn", kind="keypoints", version=3,
+                seconds=12.34,
+                scope={"category": "triangle", "images": images[:4], "test": images[3:4],
+                       "mix_in": images[4:6]},
+                settings={"epochs": 2, "mode": "full", "test_percent": 25, "mix_in": 2,
+                          "training": {"lr": 0.005}},
+                losses=[0.9, 0.5], metrics={"box_AP": 0.3, "keypoint_AP": 0.42})
+    panel.refresh()
+    rows = [[panel.runs.item(r, c).text() for c in range(panel.runs.columnCount())]
+            for r in range(panel.runs.rowCount())]
+    assert rows == [  # the active model's runs only, newest first
+        ["3", "learn", "keypoints", "category triangle, 4 images, 25% held out, +2 mixed in",
+         "2 × full", "0.5000", "keypoint_AP 0.420", "12.3", "done"],
+        ["2", "learn", "roi", "6 images", "2 × heads", "1.5000", "", "3.0", "done"],
+    ]
+    assert panel.run_details.toPlainText() == "Select a run to see its full record."
+    panel.runs.selectRow(0)
+    details = panel.run_details.toPlainText()
+    assert f"Held out: {images[3]['name']}" in details
+    assert f"Mixed in: {images[4]['name']}, {images[5]['name']}" in details
+    assert "Training: lr=0.005" in details and "Losses: 0.9000, 0.5000" in details
+    assert "keypoint_AP 0.420" in details
+    assert panel.runs.item(0, 0).toolTip() == details

@@ -1,5 +1,6 @@
-"""Model panel: create the index's active model, see its weight versions and the record of every
-Learn and training run, roll back, and start a full training run.
+"""Model panel: create a model (it becomes the index's active one), see the active model's weight
+versions and a compact table of its Learn and training runs with the full record of the selected
+one, roll back, and start a full training run.
 
 The panel works on the first index open in the viewer (or the one given to :meth:`set_index`) and
 re-reads the registry when the index reports a change to its models, from whatever thread wrote it
@@ -8,7 +9,9 @@ re-reads the registry when the index reports a change to its models, from whatev
 
 from __future__ import annotations
 
+import itertools
 import json
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,10 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -47,8 +52,9 @@ from .workers import Worker, describe, run_in_worker
 ARCHITECTURES = (("Boxes (Faster R-CNN)", False), ("Boxes + keypoints (Keypoint R-CNN)", True))
 WEIGHTS = (("None (random)", "none"), ("COCO (torchvision)", "coco"), ("File…", "file"))
 VERSION_COLUMNS = ("Version", "Parent", "Note", "Created", "Active")
-RUN_COLUMNS = ("Run", "Operation", "Kind", "Scope", "Settings", "Losses", "Metrics", "Version",
-               "Status", "Started", "Seconds")
+RUN_COLUMNS = ("Version", "Operation", "Kind", "Scope", "Epochs / mode", "Final loss", "Metric",
+               "Seconds", "Status")
+NO_RUN_SELECTED = "Select a run to see its full record."
 
 
 class ModelPanel(QWidget):
@@ -92,9 +98,14 @@ class ModelPanel(QWidget):
         self.categories_label.setWordWrap(True)
         self.keypoints_label = QLabel()
         self.keypoints_label.setWordWrap(True)
+        self.model_name = QLineEdit()
+        self.model_name.setToolTip("A name not used yet in this index; the new model becomes "
+                                   "the active one")
+        self._suggested_name = ""
         self.create_button = QPushButton("Create model")
         new_box = QGroupBox("New model")
         new_form = QFormLayout(new_box)
+        new_form.addRow("Name", self.model_name)
         new_form.addRow("Architecture", self.architecture)
         new_form.addRow("Backbone", self.backbone)
         new_form.addRow("Initial weights", weights_row)
@@ -106,9 +117,13 @@ class ModelPanel(QWidget):
         # -- active model, versions, runs
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
-        self.versions = _table(VERSION_COLUMNS)
+        self.versions = _table(VERSION_COLUMNS, stretch="Note")
         self.rollback_button = QPushButton("Roll back to selected version")
-        self.runs = _table(RUN_COLUMNS)
+        self.runs = _table(RUN_COLUMNS, stretch="Scope")
+        self.run_details = QPlainTextEdit(NO_RUN_SELECTED)
+        self.run_details.setReadOnly(True)
+        self.run_details.setMaximumHeight(130)
+        self._run_records: list[str] = []  # full record of each row of the runs table
         self.train_button = QPushButton("Full training run")
         self.train_button.setToolTip("Train on every labelled image with the model's own "
                                      "training settings; writes a new version")
@@ -124,6 +139,7 @@ class ModelPanel(QWidget):
         active_layout.addWidget(self.rollback_button)
         active_layout.addWidget(QLabel("Learn and training runs"))
         active_layout.addWidget(self.runs)
+        active_layout.addWidget(self.run_details)
         train_row = QHBoxLayout()
         train_row.addWidget(self.train_button)
         train_row.addWidget(self.cancel_button)
@@ -137,6 +153,8 @@ class ModelPanel(QWidget):
         layout.addWidget(active_box)
 
         self.weights.currentIndexChanged.connect(self._weights_changed)
+        self.architecture.currentIndexChanged.connect(self._suggest_name)
+        self.runs.itemSelectionChanged.connect(self._show_run)
         browse.clicked.connect(self._browse)
         self.create_button.clicked.connect(self.create)
         self.rollback_button.clicked.connect(self.rollback)
@@ -175,6 +193,7 @@ class ModelPanel(QWidget):
             self.categories_label.setText(", ".join(c.name for c in categories) or "none yet")
             names = list(dict.fromkeys(k for c in categories for k in c.keypoint_names))
             self.keypoints_label.setText(", ".join(names) or "none")
+            self._suggest_name()
             try:
                 self.handle = active_model(index)
             except RefusedError as exc:
@@ -195,8 +214,13 @@ class ModelPanel(QWidget):
         self._update_enabled()
 
     def create(self) -> ModelHandle | None:
-        """Create the active model from the form; errors are shown, not raised."""
+        """Create a model from the form and make it the active one; errors are shown, not
+        raised."""
         if self.index is None:
+            return None
+        name = self.model_name.text().strip()
+        if not name:
+            show_error("Create model: give the model a name")
             return None
         weights: str | Path = self.weights.currentData()
         if weights == "file":
@@ -211,6 +235,7 @@ class ModelPanel(QWidget):
                 keypoints=self.architecture.currentData(),
                 backbone=self.backbone.currentText(),
                 weights=weights,
+                name=name,
                 # the untouched default lets the registry also fit max_size to the images' aspect
                 min_size=None if size == default_input_size(self.index)[0] else size,
             )
@@ -218,6 +243,7 @@ class ModelPanel(QWidget):
             show_error(f"Create model: {exc}")
             return None
         show_info(f"Created model {self.handle.name!r} for {self.index.path.name}")
+        self.model_name.clear()  # the name is taken now: offer the next free one
         self.refresh()
         return self.handle
 
@@ -288,17 +314,33 @@ class ModelPanel(QWidget):
                 self.versions.setItem(row, column, QTableWidgetItem(str(value)))
 
     def _fill_runs(self) -> None:
-        rows = [] if self.index is None else self.index.query(
+        rows = [] if self.handle is None else self.index.query(
             "SELECT id, operation, kind, scope, settings, losses, metrics, version, status, "
-            "started_at, seconds FROM runs WHERE operation IN ('learn', 'train') ORDER BY id DESC"
+            "started_at, seconds FROM runs WHERE model_id = ? AND operation IN ('learn', 'train') "
+            "ORDER BY id DESC", (self.handle.id,)
         )
-        self.runs.setRowCount(len(rows))
-        for row, record in enumerate(rows):
-            for column, value in enumerate(record):
-                text = _cell(RUN_COLUMNS[column], value)
+        records = [RunRecord.from_row(row) for row in rows]
+        self._run_records = [record.details() for record in records]
+        self.runs.setRowCount(len(records))
+        for row, record in enumerate(records):
+            for column, text in enumerate(record.cells()):
                 item = QTableWidgetItem(text)
-                item.setToolTip("" if value is None else str(value))
+                item.setToolTip(self._run_records[row])
                 self.runs.setItem(row, column, item)
+        self._show_run()
+
+    def _show_run(self) -> None:
+        rows = self.runs.selectionModel().selectedRows()
+        self.run_details.setPlainText(
+            self._run_records[rows[0].row()] if rows else NO_RUN_SELECTED
+        )
+
+    def _suggest_name(self) -> None:
+        """Offer a free name, unless the user typed one of their own."""
+        if self.index is None or self.model_name.text() not in ("", self._suggested_name):
+            return
+        self._suggested_name = free_model_name(self.index, self.architecture.currentData())
+        self.model_name.setText(self._suggested_name)
 
     def _update_enabled(self) -> None:
         idle = self.worker is None
@@ -347,30 +389,116 @@ class ModelPanel(QWidget):
         self.refresh()
 
 
-def _table(columns: tuple[str, ...]) -> QTableWidget:
+def _table(columns: tuple[str, ...], stretch: str) -> QTableWidget:
+    """A read-only table whose ``stretch`` column takes the room the others do not need."""
     table = QTableWidget(0, len(columns))
     table.setHorizontalHeaderLabels(columns)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     table.verticalHeader().setVisible(False)
-    table.horizontalHeader().setStretchLastSection(True)
+    header = table.horizontalHeader()
+    for column, title in enumerate(columns):
+        header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch if title == stretch
+                                    else QHeaderView.ResizeMode.ResizeToContents)
     return table
 
 
-def _cell(column: str, value: Any) -> str:
-    """A compact cell: the JSON columns summarised (first→last loss, metrics to 3 digits)."""
-    if value is None:
-        return ""
-    if column == "Losses":
-        losses = json.loads(value)
-        return f"{losses[0]:.3f} → {losses[-1]:.3f} ({len(losses)})" if losses else ""
-    if column == "Metrics":
-        return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in json.loads(value).items())
-    if column in ("Scope", "Settings"):
-        data = json.loads(value)
-        return ", ".join(f"{k}={v}" for k, v in data.items()) if isinstance(data, dict) else value
-    if column == "Seconds":
-        return f"{value:.1f}"
-    return str(value)
+def free_model_name(index: Index, keypoints: bool) -> str:
+    """"default" for an index's first model, then "boxes-2", "keypoints-3"... (the first number
+    that neither a model nor a leftover folder of the index uses)."""
+    taken = {row["name"] for row in index.query("SELECT name FROM models")}
+
+    def free(name: str) -> bool:
+        return name not in taken and not (index.models_dir / name).exists()
+
+    if free("default"):
+        return "default"
+    base = "keypoints" if keypoints else "boxes"
+    return next(f"{base}-{n}" for n in itertools.count(2) if free(f"{base}-{n}"))
+
+
+@dataclass
+class RunRecord:
+    """One row of the index's ``runs`` table, its JSON columns decoded."""
+
+    id: int
+    operation: str
+    kind: str | None
+    scope: dict
+    settings: dict
+    losses: list[float]
+    metrics: dict[str, Any]
+    version: int | None
+    status: str
+    started_at: str
+    seconds: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> RunRecord:
+        values = dict(row)
+        for key in ("scope", "settings", "losses", "metrics"):
+            values[key] = json.loads(values[key])
+        return cls(**values)
+
+    @property
+    def training(self) -> dict[str, Any]:
+        return self.settings.get("training", {})
+
+    def scope_summary(self) -> str:
+        """E.g. "category triangle, 8 images, 25% held out, +2 mixed in"."""
+        scope = self.scope
+        parts = [f"category {scope['category']}"] if scope.get("category") else []
+        parts.append(f"{len(scope.get('images', []))} images")
+        if scope.get("test"):
+            percent = self.settings.get("test_percent", self.training.get("test_percent"))
+            parts.append(f"{percent:g}% held out" if percent else
+                         f"{len(scope['test'])} held out")
+        if scope.get("mix_in"):
+            parts.append(f"+{len(scope['mix_in'])} mixed in")
+        return ", ".join(parts)
+
+    def main_metric(self) -> str:
+        """The held-out figure that matters for the kind: keypoint AP or box AP."""
+        key = "keypoint_AP" if self.kind == "keypoints" and "keypoint_AP" in self.metrics \
+            else "box_AP"
+        value = self.metrics.get(key)
+        return f"{key} {value:.3f}" if isinstance(value, float) else ""
+
+    def cells(self) -> tuple[str, ...]:
+        """The values of :data:`RUN_COLUMNS`."""
+        epochs = self.settings.get("epochs", self.training.get("epochs"))
+        return (
+            "" if self.version is None else str(self.version),
+            self.operation,
+            self.kind or "",
+            self.scope_summary(),
+            " × ".join(str(v) for v in (epochs, self.settings.get("mode")) if v is not None),
+            f"{self.losses[-1]:.4f}" if self.losses else "",
+            self.main_metric(),
+            "" if self.seconds is None else f"{self.seconds:.1f}",
+            self.status,
+        )
+
+    def details(self) -> str:
+        """The full record, for the detail box and the row tooltips."""
+
+        def names(key: str) -> str:
+            return ", ".join(image["name"] for image in self.scope.get(key, [])) or "none"
+
+        settings = {k: v for k, v in self.settings.items() if k != "training"}
+        return "\n".join([
+            f"Run {self.id}: {self.operation} ({self.kind or 'all'}), {self.status}, started "
+            f"{self.started_at}" + ("" if self.seconds is None else f", {self.seconds:.1f} s")
+            + ("" if self.version is None else f", wrote version {self.version}"),
+            f"Scope: {self.scope_summary()}",
+            f"Images: {names('images')}",
+            f"Held out: {names('test')}",
+            f"Mixed in: {names('mix_in')}",
+            "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
+            "Training: " + ", ".join(f"{k}={v}" for k, v in self.training.items()),
+            "Losses: " + (", ".join(f"{v:.4f}" for v in self.losses) or "none"),
+            "Metrics: " + (", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in self.metrics.items()) or "none"),
+        ])
