@@ -5,11 +5,11 @@ Run from the repository root (a virtual X server is enough; nothing needs a GPU 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots.py
 
 It builds the sample index in a temporary folder, opens it in a napari viewer, creates a small
-keypoint model and trains it briefly (so the model panel has versions and run records), then
-drives the Index panel, the dialogs and the review table as a user would and saves one PNG per
-view into docs/images/. The review table is filled by a scripted detector that "finds" the
-sample's ground truth with realistic scores (plus a few false alarms), because a model trained
-for seconds would propose little worth showing.
+keypoint model and trains it briefly (so the model panel has versions and run records), opens the
+panels from the Plugins menu, then drives the Index panel, the dialogs and the review table as a
+user would and saves one PNG per view into docs/images/. The review table is filled by a
+scripted detector that "finds" the sample's ground truth with realistic scores (plus a few false
+alarms), because a model trained for seconds would propose little worth showing.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import napari
 from napari_learn_complete._napari.layers import IndexLayers, open_index
 from napari_learn_complete._qt import dialogs
 from napari_learn_complete._qt.index_panel import IndexPanel
-from napari_learn_complete._qt.model_panel import ModelPanel
 from napari_learn_complete._qt.review import ReviewWidget, show_review
 from napari_learn_complete.engine.complete import propose
 from napari_learn_complete.engine.predict import Detection, ScriptedDetector
@@ -42,6 +41,7 @@ from napari_learn_complete.model.registry import create_model
 from napari_learn_complete.sample import GROUND_TRUTH_FILE, make_sample_index
 
 OUT = Path(__file__).resolve().parent / "images"
+PLUGIN = "napari-learn-complete"
 WINDOW = (1600, 1000)
 MAX_BYTES = 300_000
 
@@ -210,18 +210,15 @@ def shot_review(viewer: napari.Viewer, index: Index) -> None:
 
 
 def shot_model_panel(viewer: napari.Viewer) -> None:
-    """(6) The model panel with the active model, its versions and the Learn records."""
-    panel = ModelPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="Model panel")
+    """(6) The model panel with the active model, its versions, the Learn records and the full
+    record of the latest one."""
+    _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "Model panel")
     settle()
-    panel.versions.resizeColumnsToContents()  # widened as a reader would; the long run
-    panel.runs.resizeColumnsToContents()      # cells capped (their tooltip has the full record)
-    for column in range(panel.runs.columnCount()):
-        panel.runs.setColumnWidth(column, min(panel.runs.columnWidth(column), 190))
     panel.versions.selectRow(1)
+    panel.runs.selectRow(0)
     dock = panel.parent()
     dock.setFloating(True)
-    dock.resize(1200, 760)
+    dock.resize(1200, 900)
     settle(0.6)
     save(dock.grab(), "model-panel.png")
 
@@ -234,10 +231,7 @@ def main() -> int:
         viewer.window._qt_window.resize(*WINDOW)  # no public setter for the window's size
         viewer.window._qt_window.move(0, 0)
         layers = open_index(viewer, index)
-        # Docked with the viewer itself, as the GUI tests do: the Plugins menu hands a widget a
-        # proxy of the viewer, under which the panels do not find the open index (reported).
-        panel = IndexPanel(viewer)
-        viewer.window.add_dock_widget(panel, name="Index panel")
+        _, panel = viewer.window.add_plugin_dock_widget(PLUGIN, "Index panel")
         shot_window(viewer, layers, panel)
         shot_image_menu(panel)
         shot_dialogs(panel)

@@ -397,6 +397,9 @@ def _table(columns: tuple[str, ...], stretch: str) -> QTableWidget:
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     table.verticalHeader().setVisible(False)
+    # at least three rows in sight, however tall the rest of the panel is
+    table.setMinimumHeight(table.horizontalHeader().sizeHint().height()
+                           + 3 * table.verticalHeader().defaultSectionSize() + 4)
     header = table.horizontalHeader()
     for column, title in enumerate(columns):
         header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch if title == stretch
