@@ -17,7 +17,9 @@ from napari_learn_complete.model import (
     create_model,
     default_input_size,
     load_weights,
+    models,
     registry,
+    set_active_model,
 )
 
 
@@ -206,3 +208,31 @@ def test_create_from_a_weight_file_of_another_index(sample_index, empty_index):
     assert "initial weights: " + str(file) in handle.versions()[0].note
     assert set(build_model(handle.config, file).state_dict()) == set(
         build_model(source.config).state_dict())
+
+
+def test_switching_the_active_model(sample_index, db_dump):
+    first = create_model(sample_index, name="boxes")
+    second = create_model(sample_index, keypoints=True, name="keypoints")
+    assert active_model(sample_index).name == "keypoints" == second.name
+    assert [h.name for h in models(sample_index)] == ["boxes", "keypoints"]
+    seen = []
+    sample_index.subscribe(seen.append)
+    assert set_active_model(sample_index, "boxes").name == first.name
+    assert active_model(sample_index).name == "boxes" and not active_model(sample_index).supports(
+        "keypoints")
+    assert [c.table for c in seen] == ["models"]  # the model panel refreshes on it
+    before = db_dump(sample_index)
+    with pytest.raises(BadInputError, match="no model named 'nope' \\(models: boxes, keypoints\\)"):
+        set_active_model(sample_index, "nope")
+    assert db_dump(sample_index) == before
+
+
+def test_cli_activate(sample_index, capsys):
+    from napari_learn_complete import cli
+
+    create_model(sample_index, name="a")
+    create_model(sample_index, name="b")
+    assert cli.main(["model", "activate", str(sample_index.path), "a"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == "a"
+    assert active_model(sample_index).name == "a"
+    assert cli.main(["model", "activate", str(sample_index.path), "zzz"]) == 2

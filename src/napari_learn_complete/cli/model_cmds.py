@@ -1,4 +1,4 @@
-"""``model create | versions | rollback``: the index's detection model and its weight versions."""
+"""``model create | versions | rollback | activate``: the index's models and weight versions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..index import Index
-from ..model import active_model, create_model
+from ..model import active_model, create_model, set_active_model
 from ..model.config import BACKBONES, PURPOSES
 from . import EXIT_OK, emit_json
 
@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollback.add_argument("index", type=Path, help="index folder")
     rollback.add_argument("version", type=int, help="version number (see `model versions`)")
     rollback.set_defaults(run=run_rollback)
+
+    activate = sub.add_parser("activate", help="make another model of the index the active one")
+    activate.add_argument("index", type=Path, help="index folder")
+    activate.add_argument("name", help="model name (see `model create --name`)")
+    activate.set_defaults(run=run_activate)
 
 
 def run_create(args: argparse.Namespace) -> int:
@@ -84,4 +89,13 @@ def run_rollback(args: argparse.Namespace) -> int:
     print(f"model {handle.name!r}: active version {previous} -> {args.version}", file=sys.stderr)
     emit_json({"model": handle.name, "active_version": handle.active_version,
                "previous_version": previous})
+    return EXIT_OK
+
+
+def run_activate(args: argparse.Namespace) -> int:
+    with Index(args.index) as index:
+        handle = set_active_model(index, args.name)
+    print(f"model {handle.name!r} is now active (version {handle.active_version})",
+          file=sys.stderr)
+    emit_json({"model": handle.name, "active_version": handle.active_version})
     return EXIT_OK

@@ -542,7 +542,7 @@ def undo(index: Index, run_id: int) -> int:
             events[action].append(obs_id)
         conn.execute("UPDATE runs SET status = 'undone' WHERE id = ?", (run_id,))
         for action, ids in events.items():
-            index._changed("observations", action, ids)  # the store's own change events
+            index.record_change("observations", action, ids)  # the store's own change events
     return len(changes)
 
 

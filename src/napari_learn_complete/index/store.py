@@ -240,7 +240,9 @@ class Index:
         for change in pending:
             self._emit(change)
 
-    def _changed(self, table: str, action: str, ids: Iterable[int]) -> None:
+    def record_change(self, table: str, action: str, ids: Iterable[int]) -> None:
+        """Announce a change made with raw SQL inside :meth:`transaction` (the model registry,
+        Complete's undo): listeners hear it after the commit, like the store's own writes."""
         ids = tuple(int(i) for i in ids)
         if ids:
             self._local.pending.append(Change(table, action, ids))
@@ -334,7 +336,7 @@ class Index:
                         (name, self._relative(path), width, height, channels),
                     )
                     ids.append(cur.lastrowid)
-                self._changed("images", "added", ids)
+                self.record_change("images", "added", ids)
         except BaseException:
             for target in copied:
                 target.unlink(missing_ok=True)
@@ -359,7 +361,7 @@ class Index:
                 ).lastrowid
                 for i, n in enumerate(names)
             ]
-            self._changed("images", "added", ids)
+            self.record_change("images", "added", ids)
         return [self.image(i) for i in ids]
 
     def add_video(
@@ -378,7 +380,7 @@ class Index:
                 "INSERT INTO images(name, path, width, height, media) VALUES (?, ?, ?, ?, 'video')",
                 (name, self._relative(path), width, height),
             ).lastrowid
-            self._changed("images", "added", [new_id])
+            self.record_change("images", "added", [new_id])
         return self.image(new_id)
 
     def _check_new_names(self, names: Sequence[str]) -> None:
@@ -491,7 +493,7 @@ class Index:
                 (name, colour, int(roi_enabled), int(bool(names)), json.dumps(names),
                  json.dumps([list(e) for e in skeleton])),
             ).lastrowid
-            self._changed("categories", "added", [new_id])
+            self.record_change("categories", "added", [new_id])
         return self.category(new_id)
 
     def update_category(
@@ -517,7 +519,7 @@ class Index:
                     cat.id,
                 ),
             )
-            self._changed("categories", "updated", [cat.id])
+            self.record_change("categories", "updated", [cat.id])
         return self.category(cat.id)
 
     def category(self, key: int | str | Category) -> Category:
@@ -597,7 +599,7 @@ class Index:
                         (new_id, str(key), str(value)),
                     )
                 ids.append(new_id)
-            self._changed("observations", "added", ids)
+            self.record_change("observations", "added", ids)
         return self.observations(ids=ids)
 
     def update_observation(
@@ -646,7 +648,7 @@ class Index:
                     "VALUES (?, ?, ?)",
                     (obs.id, str(key), str(value)),
                 )
-            self._changed("observations", "updated", [obs.id])
+            self.record_change("observations", "updated", [obs.id])
         return self.observation(obs.id)
 
     def delete_observations(self, ids: Iterable[int]) -> int:
@@ -661,7 +663,7 @@ class Index:
                         "RETURNING id", chunk,
                     )
                 ]
-            self._changed("observations", "deleted", deleted)
+            self.record_change("observations", "deleted", deleted)
         return len(deleted)
 
     def observation(self, obs_id: int) -> Observation:

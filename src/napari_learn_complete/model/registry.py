@@ -121,7 +121,7 @@ class ModelHandle:
                     "UPDATE models SET active_version = ? WHERE id = ?", (number, self.id)
                 )
                 config.save(self.folder / CONFIG_FILE)
-                self.index._changed("models", "updated", [self.id])
+                self.index.record_change("models", "updated", [self.id])
         except BaseException:
             file.unlink(missing_ok=True)
             raise
@@ -136,8 +136,26 @@ class ModelHandle:
         with self.index.transaction() as conn:
             conn.execute("UPDATE models SET active_version = ? WHERE id = ?", (number, self.id))
             config.save(self.folder / CONFIG_FILE)
-            self.index._changed("models", "updated", [self.id])
+            self.index.record_change("models", "updated", [self.id])
         self.config, self.active_version = config, number
+
+
+def models(index: Index) -> list[ModelHandle]:
+    """Every model of the index, oldest first."""
+    return [ModelHandle(index, row) for row in index.query("SELECT * FROM models ORDER BY id")]
+
+
+def set_active_model(index: Index, name: str) -> ModelHandle:
+    """Make another model of the index the active one (Learn and Complete use the active one)."""
+    rows = index.query("SELECT id FROM models WHERE name = ?", (name,))
+    if not rows:
+        known = ", ".join(h.name for h in models(index)) or "none"
+        raise BadInputError(f"{index.path}: no model named {name!r} (models: {known})")
+    with index.transaction() as conn:
+        conn.execute("UPDATE models SET active = 0 WHERE active = 1")
+        conn.execute("UPDATE models SET active = 1 WHERE id = ?", (rows[0]["id"],))
+        index.record_change("models", "updated", [rows[0]["id"]])
+    return active_model(index)
 
 
 def active_model(index: Index) -> ModelHandle:
@@ -225,7 +243,7 @@ def create_model(
                 "VALUES (?, 1, ?, NULL, ?)",
                 (model_id, _relative(index, file), f"initial weights: {source}"),
             )
-            index._changed("models", "added", [model_id])
+            index.record_change("models", "added", [model_id])
     except BaseException:
         _remove_tree(folder)
         raise
