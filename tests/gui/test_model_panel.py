@@ -4,6 +4,7 @@ and runs, roll back, and run a short full training in a worker while the UI keep
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import torch
@@ -12,7 +13,12 @@ from qtpy.QtCore import Qt
 from napari_learn_complete._napari.layers import open_index
 from napari_learn_complete._qt.model_panel import ModelPanel
 from napari_learn_complete.index import Index
-from napari_learn_complete.model.registry import CONFIG_FILE, active_model, create_model
+from napari_learn_complete.model.registry import (
+    CONFIG_FILE,
+    active_model,
+    create_model,
+    set_active_model,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -109,8 +115,10 @@ def test_cancel_a_full_training_run(panel: ModelPanel, sample_index: Index, qtbo
     create_model(sample_index)
     qtbot.waitUntil(panel.train_button.isEnabled)
     qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    assert not panel.model_select.isEnabled()  # the run keeps to the model it started with
     qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.worker is None, timeout=120_000)
+    assert panel.model_select.isEnabled()
     assert panel.progress_label.text() == "Full training cancelled: the model is as it was"
     assert active_model(sample_index).active_version == 1
     assert _column(panel.versions, 0) == ["1"]
@@ -185,3 +193,48 @@ def test_runs_table_is_compact_with_the_full_record_below(panel: ModelPanel,
     assert "Training: lr=0.005" in details and "Losses: 0.9000, 0.5000" in details
     assert "keypoint_AP 0.420" in details
     assert panel.runs.item(0, 0).toolTip() == details
+
+
+def _items(combo) -> list[str]:
+    return [combo.itemText(i) for i in range(combo.count())]
+
+
+def test_switch_back_to_an_earlier_model(panel: ModelPanel, sample_index: Index, qtbot) -> None:
+    first = create_model(sample_index)
+    first.commit_version(first.load(), first.config, note="learned")
+    _record_run(sample_index, first.id, operation="train", kind=None, version=2, seconds=1.0,
+                scope={"category": None, "images": [], "test": [], "mix_in": []},
+                settings={"mode": "full"}, losses=[1.0], metrics={})
+    panel.refresh()
+    panel.architecture.setCurrentIndex(1)  # boxes + keypoints
+    qtbot.mouseClick(panel.create_button, Qt.MouseButton.LeftButton)
+    assert _items(panel.model_select) == ["default", "keypoints-2"]
+    assert panel.model_select.currentText() == "keypoints-2"
+    assert _column(panel.versions, 0) == ["1"] and panel.runs.rowCount() == 0
+    panel.model_select.setCurrentIndex(0)  # as a choice in the drop-down does
+    handle = active_model(sample_index)
+    assert (handle.name, handle.active_version) == ("default", 2)
+    assert _column(panel.versions, 2)[1] == "learned"
+    assert _column(panel.versions, 0) == ["1", "2"] and _column(panel.versions, 4) == ["", "yes"]
+    assert _column(panel.runs, 1) == ["train"]
+    assert panel.model_label.text().startswith("default: fasterrcnn")
+    assert panel.model_select.currentText() == "default"
+
+
+def test_model_selector_follows_the_index(panel: ModelPanel, sample_index: Index, qtbot,
+                                          db_dump) -> None:
+    assert panel.model_select.count() == 0 and not panel.model_select.isEnabled()
+    create_model(sample_index)
+    worker = threading.Thread(target=create_model, args=(sample_index,),
+                              kwargs={"name": "other"})
+    worker.start()  # a model created off the main thread, as a CLI or worker would
+    worker.join()
+    qtbot.waitUntil(lambda: _items(panel.model_select) == ["default", "other"])
+    assert panel.model_select.currentText() == "other" and panel.model_select.isEnabled()
+    set_active_model(sample_index, "default")  # through the API: the combo box follows
+    qtbot.waitUntil(lambda: panel.model_select.currentText() == "default")
+    assert panel.model_label.text().startswith("default:")
+    before = db_dump(sample_index)
+    assert panel.choose_model("missing") is None  # refused and shown; nothing changes
+    assert db_dump(sample_index) == before
+    assert panel.model_select.currentText() == "default"

@@ -1,6 +1,6 @@
-"""Model panel: create a model (it becomes the index's active one), see the active model's weight
-versions and a compact table of its Learn and training runs with the full record of the selected
-one, roll back, and start a full training run.
+"""Model panel: create a model (it becomes the index's active one), switch back to another model
+of the index, see the active model's weight versions and a compact table of its Learn and
+training runs with the full record of the selected one, roll back, and start a full training run.
 
 The panel works on the first index open in the viewer (or the one given to :meth:`set_index`) and
 re-reads the registry when the index reports a change to its models, from whatever thread wrote it
@@ -46,7 +46,14 @@ from ..engine.train import TrainResult, train
 from ..errors import LearnCompleteError, RefusedError
 from ..index import Change, Index
 from ..model.config import BACKBONES
-from ..model.registry import ModelHandle, active_model, create_model, default_input_size
+from ..model.registry import (
+    ModelHandle,
+    active_model,
+    create_model,
+    default_input_size,
+    models,
+    set_active_model,
+)
 from .workers import Worker, describe, run_in_worker
 
 ARCHITECTURES = (("Boxes (Faster R-CNN)", False), ("Boxes + keypoints (Keypoint R-CNN)", True))
@@ -115,6 +122,9 @@ class ModelPanel(QWidget):
         new_form.addRow(self.create_button)
 
         # -- active model, versions, runs
+        self.model_select = QComboBox()
+        self.model_select.setToolTip("The index's models; Learn, Complete and full training use "
+                                     "the one chosen here")
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
         self.versions = _table(VERSION_COLUMNS, stretch="Note")
@@ -133,6 +143,7 @@ class ModelPanel(QWidget):
         self.progress_label = QLabel()
         active_box = QGroupBox("Active model")
         active_layout = QVBoxLayout(active_box)
+        active_layout.addWidget(self.model_select)
         active_layout.addWidget(self.model_label)
         active_layout.addWidget(QLabel("Weight versions"))
         active_layout.addWidget(self.versions)
@@ -155,6 +166,7 @@ class ModelPanel(QWidget):
         self.weights.currentIndexChanged.connect(self._weights_changed)
         self.architecture.currentIndexChanged.connect(self._suggest_name)
         self.runs.itemSelectionChanged.connect(self._show_run)
+        self.model_select.currentIndexChanged.connect(self._model_chosen)
         browse.clicked.connect(self._browse)
         self.create_button.clicked.connect(self.create)
         self.rollback_button.clicked.connect(self.rollback)
@@ -209,6 +221,7 @@ class ModelPanel(QWidget):
             )
         elif index is None:
             self.model_label.setText("")
+        self._fill_models()
         self._fill_versions()
         self._fill_runs()
         self._update_enabled()
@@ -244,6 +257,20 @@ class ModelPanel(QWidget):
             return None
         show_info(f"Created model {self.handle.name!r} for {self.index.path.name}")
         self.model_name.clear()  # the name is taken now: offer the next free one
+        self.refresh()
+        return self.handle
+
+    def choose_model(self, name: str) -> ModelHandle | None:
+        """Make the index's model ``name`` the active one; errors are shown, not raised."""
+        if self.index is None:
+            return None
+        try:
+            self.handle = set_active_model(self.index, name)
+        except LearnCompleteError as exc:
+            show_error(f"Active model: {exc}")
+            self.refresh()  # the combo box goes back to the model that stays active
+            return None
+        show_info(f"Model {name!r} is now the active model of {self.index.path.name}")
         self.refresh()
         return self.handle
 
@@ -304,6 +331,22 @@ class ModelPanel(QWidget):
         if change.table == "models":  # any thread: hop to the main thread through the signal
             self.models_changed.emit()
 
+    def _fill_models(self) -> None:
+        """List the index's models with the active one selected, without choosing anything."""
+        self.model_select.blockSignals(True)
+        self.model_select.clear()
+        if self.index is not None:
+            self.model_select.addItems([handle.name for handle in models(self.index)])
+        self.model_select.setCurrentIndex(
+            -1 if self.handle is None else self.model_select.findText(self.handle.name)
+        )
+        self.model_select.blockSignals(False)
+
+    def _model_chosen(self, row: int) -> None:
+        name = self.model_select.itemText(row)
+        if row >= 0 and (self.handle is None or name != self.handle.name):
+            self.choose_model(name)
+
     def _fill_versions(self) -> None:
         versions = self.handle.versions() if self.handle is not None else []
         self.versions.setRowCount(len(versions))
@@ -346,6 +389,8 @@ class ModelPanel(QWidget):
         idle = self.worker is None
         has_index, has_model = self.index is not None, self.handle is not None
         self.create_button.setEnabled(idle and has_index)
+        # a full training run keeps to the model it started with
+        self.model_select.setEnabled(idle and has_model)
         self.rollback_button.setEnabled(
             idle and has_model and bool(self.versions.selectionModel().selectedRows())
         )
