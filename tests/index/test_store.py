@@ -370,7 +370,7 @@ def test_a_broken_listener_neither_fails_the_write_nor_silences_others(boxes_ind
 def test_two_threads_write_at_once(boxes_index):
     errors = []
     heard = []
-    boxes_index.subscribe(lambda change: heard.append(threading.get_ident()))
+    boxes_index.subscribe(lambda change: heard.append(threading.current_thread().name))
 
     def write(image: str) -> None:
         try:
