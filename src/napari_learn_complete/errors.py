@@ -6,6 +6,10 @@ the widgets can show its message as it is; the message names the problem and the
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 
 class LearnCompleteError(Exception):
     """Base of all errors the user can act on; the message is meant to be shown verbatim."""
@@ -32,3 +36,14 @@ class BadWeightsError(BadInputError):
 
 class Cancelled(LearnCompleteError):
     """Raised inside long work when the ``cancel`` callback returned True."""
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file the user pointed at; a missing or broken file is a :class:`BadInputError`
+    naming the path and ``what`` it should have been ("COCO file", "proposals file", ...)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BadInputError(f"{path}: {what} not found") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path}: not a readable JSON {what} ({exc})") from exc

@@ -236,7 +236,7 @@ def test_not_an_image_and_not_json_are_refused(sample_index, coco_dir, db_dump):
     with pytest.raises(BadInputError, match=r"image 1 \(a.png\): .*not an image file"):
         import_coco(sample_index, coco_dir / "coco.json", coco_dir)
     (coco_dir / "coco.json").write_text("{not json")
-    with pytest.raises(BadInputError, match="not a readable JSON file"):
+    with pytest.raises(BadInputError, match="not a readable JSON COCO file"):
         import_coco(sample_index, coco_dir / "coco.json", coco_dir)
     with pytest.raises(BadInputError, match="COCO file not found"):
         import_coco(sample_index, coco_dir / "none.json", coco_dir)

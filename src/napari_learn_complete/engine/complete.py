@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torchvision.ops import box_iou
 
-from ..errors import BadInputError, Cancelled, RefusedError
+from ..errors import BadInputError, Cancelled, RefusedError, read_json
 from ..index import Category, ImageRecord, Index, Observation
 from ..index.store import Box, Keypoint
 from .predict import Detection, Detector, Predictor, stream_images
@@ -591,12 +591,7 @@ def load_proposals(
 ) -> list[Proposal]:
     """Read a proposals file; refuse one made for another index or category than given."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BadInputError(f"{path}: proposals file not found") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{path}: not a readable JSON proposals file ({exc})") from exc
+    data = read_json(path, "proposals file")
     if not isinstance(data, dict) or data.get("format") != PROPOSALS_FORMAT:
         raise BadInputError(f"{path}: not a proposals file of napari-learn-complete")
     if data.get("format_version", 0) > PROPOSALS_FORMAT_VERSION:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import BadInputError
+from ..errors import BadInputError, read_json
 from . import media
 from .store import Category, ImageRecord, Index, Observation, check_observation
 
@@ -94,12 +94,7 @@ def _image_name(checker: _Checker, file_name: str, where: str) -> str:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise BadInputError(f"{path}: COCO file not found") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{path}: not a readable JSON file ({exc})") from exc
+    data = read_json(path, "COCO file")
     if not isinstance(data, dict):
         raise BadInputError(f"{path}: a COCO file is a JSON object with images, annotations "
                             "and categories")

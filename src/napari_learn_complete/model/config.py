@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInputError, RefusedError
+from ..errors import BadInputError, RefusedError, read_json
 from ..index import Category
 
 PURPOSES = ("locate", "classify", "identify")
@@ -213,12 +213,7 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ModelConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise BadInputError(f"{path}: model configuration not found") from exc
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadInputError(f"{path}: not a readable JSON model configuration ({exc})") from exc
+        data = read_json(path, "model configuration")
         try:
             return cls.from_dict(data)
         except BadInputError as exc:
