@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="folder for the sample index (default: a new temporary folder)")
     demo.add_argument("--images", type=int, default=36, help="images in the sample index")
     demo.add_argument("--labelled", type=int, default=12, help="of which labelled by hand")
-    demo.add_argument("--epochs", type=int, default=12, help="Learn epochs")
+    demo.add_argument("--epochs", type=int, default=40,
+                      help="Learn epochs (from random weights the sample needs ~120 steps)")
     demo.add_argument("--min-score", type=float, default=0.5, help="Complete's min score")
     demo.set_defaults(run=run_demo)
 
