@@ -20,15 +20,6 @@ from napari_learn_complete.model.config import Augment, TrainingSettings
 SCOPE = ["sample_000.png", "sample_001.png", "sample_003.png", "sample_005.png"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Several torch threads on a busy 2-core machine are ten times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(index, *, keypoints=False, purpose="locate", **training):
     """A small, fast model (96 px) whose training settings are edited like a user would."""
     handle = create_model(index, keypoints=keypoints, purpose=purpose, min_size=96)

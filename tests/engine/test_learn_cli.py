@@ -6,18 +6,9 @@ import json
 from dataclasses import replace
 
 import pytest
-import torch
 
 from napari_learn_complete.cli import main
 from napari_learn_complete.model import active_model, create_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

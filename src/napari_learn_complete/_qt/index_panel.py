@@ -386,12 +386,10 @@ class IndexPanel(QWidget):
         for kind, title in KIND_TITLES.items():
             sub = menu.addMenu(title)
             sub.setToolTipsVisible(True)
-            found = self.image_availability(kind)
-            for name, slot in (("Learn", self.learn_images), ("Complete", self.complete_images)):
-                action = sub.addAction(name)
-                action.setEnabled(found.enabled)
-                action.setToolTip(found.reason or f"{name} ({title}) on the selected images")
-                action.triggered.connect(partial(slot, kind))
+            _add_actions(sub, self.image_availability(kind),
+                         {"Learn": partial(self.learn_images, kind),
+                          "Complete": partial(self.complete_images, kind)},
+                         f"({title}) on the selected images")
         return menu
 
     def category_menu(self, name: str) -> QMenu:
@@ -402,11 +400,9 @@ class IndexPanel(QWidget):
             category_action_availability(self.layers.index, name)
             if self.layers else Availability(False, "Open an index first")
         )
-        for text, slot in (("Learn", self.learn_category), ("Complete", self.complete_category)):
-            action = menu.addAction(text)
-            action.setEnabled(found.enabled)
-            action.setToolTip(found.reason or f"{text} for category {name!r}")
-            action.triggered.connect(partial(slot, name))
+        _add_actions(menu, found, {"Learn": partial(self.learn_category, name),
+                                   "Complete": partial(self.complete_category, name)},
+                     f"for category {name!r}")
         return menu
 
     # -------------------------------------------------------------------- work
@@ -606,3 +602,15 @@ def complete_selected_keypoints(viewer: napari.Viewer) -> None:
 def undo_last_complete(viewer: napari.Viewer) -> None:
     """Command palette: remove what the last Complete started from the Index panel wrote."""
     index_panel(viewer).undo_last_complete()
+
+
+def _add_actions(
+    menu: QMenu, found: Availability, slots: dict[str, Callable[[], None]], what: str
+) -> None:
+    """Add Learn/Complete entries, enabled per the specification's rule, with the reason (or
+    what the entry does) as tooltip."""
+    for text, slot in slots.items():
+        action = menu.addAction(text)
+        action.setEnabled(found.enabled)
+        action.setToolTip(found.reason or f"{text} {what}")
+        action.triggered.connect(lambda _checked=False, slot=slot: slot())
