@@ -15,7 +15,9 @@ def test_demo_learns_completes_the_unlabelled_images_and_scores_them(tmp_path, c
     args = ["demo", "--out", str(out), "--images", "8", "--labelled", "4", "--epochs", "1",
             "--min-score", "0"]
     assert main(args) == 0
-    stdout = capsys.readouterr().out
+    captured = capsys.readouterr()
+    stdout = captured.out
+    assert "epoch 1/1 loss" in captured.err  # progress of each epoch while Learn runs
     facts = json.loads(stdout.strip().splitlines()[-1])
     assert "triangle" in stdout  # the table of what the sample holds
 

@@ -44,8 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _progress(event: Progress) -> None:
-    if event.stage in ("learn", "train") and event.done == event.total:
-        print(f"  epoch {event.epoch}/{event.epochs} loss {event.loss:.3f}", file=sys.stderr)
+    """One line per finished epoch (steps divide evenly into epochs)."""
+    if event.epochs and event.done % (event.total // event.epochs) == 0:
+        print(f"  epoch {event.epoch}/{event.epochs} loss {event.loss:.3f} "
+              f"(about {event.eta_s:.0f} s left)", file=sys.stderr)
 
 
 def completed_box_ap(index: Index, image_ids: list[int]) -> dict[str, float]:
