@@ -217,15 +217,11 @@ def _layers_of(viewer: napari.Viewer, index: Index) -> IndexLayers | None:
 def _images(index: Index, images: Images) -> list[ImageRecord]:
     """Image records from names or shell patterns (each must match), ids or records."""
     items = [images] if isinstance(images, (str, int, ImageRecord)) else list(images)
-    found: dict[int, ImageRecord] = {}
-    for item in items:
-        if isinstance(item, ImageRecord):
-            found[item.id] = item
-        elif isinstance(item, str):
-            found.update((r.id, r) for r in index.match_images([item]))
-        else:
-            record = index.image(int(item))
-            found[record.id] = record
+    patterns = [item for item in items if isinstance(item, str)]
+    found = {r.id: r for r in index.resolve_images(
+        int(item) if not isinstance(item, ImageRecord) else item
+        for item in items if not isinstance(item, str))}
+    found.update((r.id, r) for pattern in patterns for r in index.match_images([pattern]))
     if not found:
         raise BadInputError("no images given")
     return [found[i] for i in sorted(found)]

@@ -409,3 +409,11 @@ def test_referenced_files_may_move_with_the_index(boxes_index, tmp_path):
     boxes_index.close()
     again = Index(moved)
     assert np.array_equal(again.read_image("im1.png"), _rgb(seed=1))
+
+
+def test_resolve_images_takes_records_ids_and_names_once_in_order(boxes_index):
+    im0, im1 = boxes_index.images()
+    found = boxes_index.resolve_images(["im1.png", im0, im1.id, "im0.png"])
+    assert [r.id for r in found] == [im1.id, im0.id]
+    with pytest.raises(BadInputError, match=r"no image 'nope\.png'"):
+        boxes_index.resolve_images([im0, "nope.png"])

@@ -118,15 +118,6 @@ def _refuse_video(images: Iterable[ImageRecord]) -> None:
         )
 
 
-def _resolve_images(index: Index, images: Iterable[ImageRecord | int | str]) -> list[ImageRecord]:
-    """Image records in the order given, each once (ids are looked up now: captured)."""
-    found: dict[int, ImageRecord] = {}
-    for item in images:
-        record = index.image(item.id if isinstance(item, ImageRecord) else item)
-        found.setdefault(record.id, record)
-    return list(found.values())
-
-
 def _select(detections: Sequence[Detection], category: str, kind: str, min_score: float,
             max_detections: int) -> list[Detection]:
     """The target category's detections above ``min_score``, best first, at most ``max``."""
@@ -339,7 +330,7 @@ def complete(
     settings = settings or CompleteSettings()
     settings.validate()
     cat = index.category(category)
-    records = _resolve_images(index, images)
+    records = index.resolve_images(images)
     if not records:
         raise RefusedError("Complete needs at least one image; none were selected")
     _refuse_video(records)

@@ -46,11 +46,7 @@ def learn_scope(
         found = index.images(category=cat.id)
         where = f"category {cat.name!r} has no observations on images"
     else:
-        records = {}
-        for item in images:
-            record = item if isinstance(item, ImageRecord) else index.image(item)
-            records[record.id] = record
-        found = [records[i] for i in sorted(records)]
+        found = sorted(index.resolve_images(images), key=lambda image: image.id)
         where = "no images were selected"
     found = [image for image in found if not image.is_video]
     if not found:

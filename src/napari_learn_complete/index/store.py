@@ -442,6 +442,15 @@ class Index:
             rows = [r for r in rows if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
         return rows
 
+    def resolve_images(self, items: Iterable[ImageRecord | int | str]) -> list[ImageRecord]:
+        """Records, ids or names as the index holds them now, each once, in the order given
+        (an unknown image is a :class:`BadInputError`)."""
+        found: dict[int, ImageRecord] = {}
+        for item in items:
+            record = self.image(item.id if isinstance(item, ImageRecord) else item)
+            found.setdefault(record.id, record)
+        return list(found.values())
+
     def match_images(self, patterns: Iterable[str]) -> list[ImageRecord]:
         """Images whose names match the patterns; a pattern matching nothing is an error."""
         patterns = list(patterns)
