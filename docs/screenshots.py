@@ -34,7 +34,7 @@ from napari_learn_complete._qt import dialogs
 from napari_learn_complete._qt.index_panel import IndexPanel
 from napari_learn_complete._qt.review import ReviewWidget, show_review
 from napari_learn_complete.engine.complete import propose
-from napari_learn_complete.engine.predict import Detection, ScriptedDetector
+from napari_learn_complete.engine.detections import Detection, ScriptedDetector
 from napari_learn_complete.engine.train import LearnSettings, learn
 from napari_learn_complete.index import Index
 from napari_learn_complete.model.registry import create_model

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from napari_learn_complete import api
-from napari_learn_complete.engine.predict import Detection, Predictor, ScriptedDetector
+from napari_learn_complete.engine.detections import Detection, ScriptedDetector
+from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.errors import BadInputError, Cancelled, RefusedError
 from napari_learn_complete.index import Index
 from napari_learn_complete.model.registry import active_model, create_model

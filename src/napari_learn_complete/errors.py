@@ -34,6 +34,12 @@ class BadWeightsError(BadInputError):
     """A weight file is not a model of ours, or does not match the model configuration."""
 
 
+class EngineError(LearnCompleteError):
+    """The engine process failed outside the operation's own checks: it died (a crash, the
+    out-of-memory killer, a kill), or raised an error that is not one of ours (named in the
+    message). The index keeps every batch committed before."""
+
+
 class Cancelled(LearnCompleteError):
     """Raised inside long work when the ``cancel`` callback returned True."""
 

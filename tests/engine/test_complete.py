@@ -18,7 +18,8 @@ from napari_learn_complete.engine.complete import (
     complete,
     undo,
 )
-from napari_learn_complete.engine.predict import Detection, Predictor, ScriptedDetector
+from napari_learn_complete.engine.detections import Detection, ScriptedDetector
+from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.errors import BadInputError, Cancelled, RefusedError
 from napari_learn_complete.index import Index
 from napari_learn_complete.index.store import DB_NAME

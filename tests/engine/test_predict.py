@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from napari_learn_complete.engine.predict import Predictor, stream_images
+from napari_learn_complete.engine.detections import stream_images
+from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.errors import BadInputError, RefusedError
 from napari_learn_complete.model.config import ModelConfig
 

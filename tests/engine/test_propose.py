@@ -17,7 +17,7 @@ from napari_learn_complete.engine.complete import (
     save_proposals,
     undo,
 )
-from napari_learn_complete.engine.predict import Detection, ScriptedDetector
+from napari_learn_complete.engine.detections import Detection, ScriptedDetector
 from napari_learn_complete.errors import BadInputError, RefusedError
 from napari_learn_complete.index import Index
 from napari_learn_complete.model import create_model

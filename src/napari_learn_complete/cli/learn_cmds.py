@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..engine.progress import Progress
-from ..engine.train import MODES, LearnSettings, TrainResult, learn, train
+from ..engine.settings import MODES, LearnSettings
+from ..engine.train import TrainResult, learn, train
 from ..errors import LearnCompleteError
 from ..index import Index
 from . import EXIT_FAILURE, EXIT_OK, emit_json

@@ -29,71 +29,24 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-from torchvision.ops import box_iou
+import numpy as np
 
 from ..errors import BadInputError, Cancelled, RefusedError, read_json
 from ..index import Category, ImageRecord, Index, Observation
 from ..index.store import Box, Keypoint
-from .predict import Detection, Detector, Predictor, stream_images
+from .detections import Detection, Detector, stream_images
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
+from .results import CompleteResult, Proposal
+from .settings import CompleteSettings
 
 KINDS = ("roi", "keypoints")
 DUPLICATE_IOU = 0.5  # a detection overlapping an existing annotation this much is the same object
 PROPOSALS_FORMAT = "napari-learn-complete.proposals"
 PROPOSALS_FORMAT_VERSION = 1
-
-
-@dataclass
-class CompleteSettings:
-    """The Complete dialog's settings, with the specification's defaults."""
-
-    min_score: float = 0.0
-    max_detections: int = 1  # per image
-    remove_existing: bool = False
-    batch_size: int = 4  # images per device batch and per committed transaction
-
-    def validate(self) -> None:
-        if not 0 <= self.min_score <= 1:
-            raise BadInputError(f"min score must be between 0 and 1, not {self.min_score:g}")
-        for key in ("max_detections", "batch_size"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BadInputError(
-                    f"{key.replace('_', ' ')} must be an integer >= 1, not {value!r}"
-                )
-
-
-@dataclass
-class CompleteResult:
-    """What a Complete or accept run did; ``run_id`` is what :func:`undo` takes."""
-
-    run_id: int | None
-    images: int
-    written: int
-    removed: int
-    seconds: float
-    observation_ids: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """A detection of "Complete from a category", not saved until accepted. For kind keypoints,
-    ``box`` only serves to find the observation the keypoints belong to."""
-
-    id: int
-    image_id: int
-    image_name: str
-    category: str
-    box: Box | None
-    keypoints: tuple[Keypoint, ...] | None
-    score: float
-    kind: str = "roi"
-    model_version: str | None = None
 
 
 # ---------------------------------------------------------------------------- checks
@@ -127,24 +80,6 @@ def _select(detections: Sequence[Detection], category: str, kind: str, min_score
         and (kind == "roi" or d.keypoints is not None)
     ]
     return sorted(kept, key=lambda d: -d.score)[:max_detections]
-
-
-# ---------------------------------------------------------------------------- run records
-def _start_run(index: Index, operation: str, kind: str, scope: dict, settings: dict,
-               model_id: int | None) -> int:
-    with index.transaction() as conn:
-        return conn.execute(
-            "INSERT INTO runs(model_id, operation, kind, scope, settings) VALUES (?, ?, ?, ?, ?)",
-            (model_id, operation, kind, json.dumps(scope), json.dumps(settings)),
-        ).lastrowid
-
-
-def _finish_run(index: Index, run_id: int, status: str, seconds: float, metrics: dict) -> None:
-    with index.transaction() as conn:
-        conn.execute(
-            "UPDATE runs SET status = ?, seconds = ?, metrics = ? WHERE id = ?",
-            (status, seconds, json.dumps(metrics), run_id),
-        )
 
 
 class _Writer:
@@ -271,9 +206,15 @@ def _snapshot(index: Index, obs_id: int) -> dict[str, Any] | None:
     return {"row": dict(rows[0]), "attributes": [list(a) for a in attributes]}
 
 
-def _iou(box: Box, boxes: Sequence[Box]) -> torch.Tensor:
-    return box_iou(torch.tensor([box], dtype=torch.float64),
-                   torch.tensor(boxes, dtype=torch.float64))[0]
+def _iou(box: Box, boxes: Sequence[Box]) -> np.ndarray:
+    """IoU of ``box`` with each of ``boxes`` (numpy: this module is used in napari's process,
+    which must not load torch)."""
+    a, b = np.asarray(box, dtype=np.float64), np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    width = (np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0])).clip(min=0)
+    height = (np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1])).clip(min=0)
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _extent(keypoints: Sequence[Keypoint]) -> Box:
@@ -303,6 +244,13 @@ def _match(box: Box, candidates: Sequence[Observation]) -> Observation | None:
     return candidates[nearest] if distances[nearest] <= reach else None
 
 
+def _predictor(index: Index, device: str | None) -> Detector:
+    """The active model, loaded only when no predictor was injected: importing it loads torch."""
+    from .predict import Predictor
+
+    return Predictor.from_index(index, device)
+
+
 # ---------------------------------------------------------------------------- Complete
 def complete(
     index: Index,
@@ -313,7 +261,7 @@ def complete(
     settings: CompleteSettings | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-    device: str | torch.device | None = None,
+    device: str | None = None,
     on_batch: Callable[[list[int]], None] | None = None,
     predictor: Detector | None = None,
 ) -> CompleteResult:
@@ -335,14 +283,14 @@ def complete(
         raise RefusedError("Complete needs at least one image; none were selected")
     _refuse_video(records)
     _check_category(cat, kind)
-    predictor = predictor or Predictor.from_index(index, device)
+    predictor = predictor or _predictor(index, device)
     predictor.check(kind, cat)
 
     start = time.perf_counter()
-    run_id = _start_run(
-        index, "complete", kind,
-        {"category": cat.name, "category_id": cat.id, "images": len(records)},
-        asdict(settings), predictor.model_id,
+    run_id = index.start_run(
+        "complete", model_id=predictor.model_id, kind=kind,
+        scope={"category": cat.name, "category_id": cat.id, "images": len(records)},
+        settings=asdict(settings),
     )
     writer = _Writer(index, run_id, cat, kind, predictor.model_version, settings.remove_existing)
     batches = math.ceil(len(records) / settings.batch_size)
@@ -377,8 +325,8 @@ def complete(
         ) from None
     finally:
         seconds = time.perf_counter() - start
-        _finish_run(index, run_id, status, seconds,
-                    {"images": done, "written": len(written), "removed": removed})
+        index.finish_run(run_id, status, seconds=seconds,
+                         metrics={"images": done, "written": len(written), "removed": removed})
     return CompleteResult(run_id, done, len(written), removed, seconds, written)
 
 
@@ -393,7 +341,7 @@ def propose(
     batch_size: int = 4,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-    device: str | torch.device | None = None,
+    device: str | None = None,
     predictor: Detector | None = None,
 ) -> list[Proposal]:
     """Detections of ``category`` on the images that have no observation of it yet (videos
@@ -407,7 +355,7 @@ def propose(
             f"category {cat.name!r} has no observations yet; label some and Learn first"
         )
     records = [image for image in index.images(exclude_category=cat.id) if not image.is_video]
-    predictor = predictor or Predictor.from_index(index, device)
+    predictor = predictor or _predictor(index, device)
     predictor.check(kind, cat)
     proposals: list[Proposal] = []
     batches = math.ceil(len(records) / batch_size)
@@ -477,18 +425,18 @@ def accept(
     start = time.perf_counter()
     written: list[int] = []
     with index.transaction():  # all or nothing, run record included
-        run_id = _start_run(
-            index, "accept", kind, {"category": cat.name, "category_id": cat.id,
-                                    "proposals": sorted(seen)},
-            {"min_score": min_score, "model_version": version}, None,
+        run_id = index.start_run(
+            "accept", model_id=None, kind=kind,
+            scope={"category": cat.name, "category_id": cat.id, "proposals": sorted(seen)},
+            settings={"min_score": min_score, "model_version": version},
         )
         writer = _Writer(index, run_id, cat, kind, version, remove_existing=False)
         for image, detections in per_image.values():
             ids, _ = writer.write(image, sorted(detections, key=lambda d: -d.score))
             written += ids
         seconds = time.perf_counter() - start
-        _finish_run(index, run_id, "done", seconds,
-                    {"images": len(per_image), "written": len(written), "removed": 0})
+        index.finish_run(run_id, "done", seconds=seconds,
+                         metrics={"images": len(per_image), "written": len(written), "removed": 0})
     return CompleteResult(run_id, len(per_image), len(written), 0, seconds, written)
 
 

@@ -16,7 +16,6 @@ active version in place and records its status.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
-from ..errors import BadInputError, Cancelled, RefusedError
+from ..errors import Cancelled, RefusedError
 from ..index import Category, ImageRecord, Index
 from ..model.build import freeze_backbone
 from ..model.config import TrainingSettings
@@ -34,46 +33,14 @@ from .data import DetectionDataset, make_loader
 from .device import autocast, choose_device
 from .metrics import coco_metrics, predict
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
+from .results import TrainResult
 from .scope import check_kind, labelled_images, learn_scope, mix_in, require_kind, split
+from .settings import LearnSettings
 
-MODES = ("heads", "full")
 GRAD_CLIP = 10.0  # max gradient norm: a few odd boxes must not throw the weights off
 WARMUP_START = 0.001  # the learning rate ramps up linearly from this share of its value
 MAX_WARMUP_SHARE = 0.2  # short runs spend at most this share of their steps warming up
 STEP_EPOCHS, STEP_GAMMA = 3, 0.1  # "step" decay: torchvision's detection tutorial recipe
-
-
-@dataclass
-class LearnSettings:
-    """The Learn dialog: epochs, "heads" (backbone frozen) or "full", the held-out share, plus
-    ``mix_in`` earlier labelled images from outside the scope (a guard against forgetting)."""
-
-    epochs: int = 10
-    mode: str = "heads"
-    test_percent: float = 0.0
-    mix_in: int = 0
-    seed: int = 0
-    num_workers: int = 0
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise BadInputError(f"training mode must be 'heads' or 'full', not {self.mode!r}")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise BadInputError(f"epochs must be a whole number of at least 1, not {self.epochs!r}")
-        if self.num_workers < 0:
-            raise BadInputError(f"num_workers must be zero or more, not {self.num_workers}")
-
-
-@dataclass
-class TrainResult:
-    """What a finished run produced; ``images`` counts the images trained on."""
-
-    run_id: int
-    version: int | None
-    seconds: float
-    losses: list[float]
-    metrics: dict[str, float]
-    images: int
 
 
 @dataclass
@@ -244,28 +211,6 @@ def _score(metrics: dict[str, float], kind: str | None) -> float:
     return metrics.get("box_AP", 0.0)
 
 
-def _record_start(index: Index, handle: ModelHandle, plan: _Plan) -> int:
-    with index.transaction() as conn:
-        return conn.execute(
-            "INSERT INTO runs(model_id, operation, kind, scope, settings, status) "
-            "VALUES (?, ?, ?, ?, ?, 'running')",
-            (handle.id, plan.operation, plan.kind or ",".join(handle.config.kinds),
-             json.dumps(plan.scope), json.dumps(plan.settings)),
-        ).lastrowid
-
-
-def _record_end(
-    index: Index, run_id: int, status: str, losses: list[float], metrics: dict[str, float],
-    version: int | None, seconds: float,
-) -> None:
-    with index.transaction() as conn:
-        conn.execute(
-            "UPDATE runs SET status = ?, losses = ?, metrics = ?, version = ?, seconds = ? "
-            "WHERE id = ?",
-            (status, json.dumps(losses), json.dumps(metrics), version, seconds, run_id),
-        )
-
-
 def _fit(
     index: Index,
     handle: ModelHandle,
@@ -301,7 +246,9 @@ def _fit(
     wanted = _loss_names(plan.kind)
     stage = plan.operation
 
-    run_id = _record_start(index, handle, plan)
+    run_id = index.start_run(plan.operation, model_id=handle.id,
+                             kind=plan.kind or ",".join(handle.config.kinds),
+                             scope=plan.scope, settings=plan.settings)
     started = time.monotonic()
     losses: list[float] = []
     metrics: dict[str, float] = {}
@@ -366,13 +313,15 @@ def _fit(
                 f"{len(plan.train_images)} image(s) from v{start_version}")
         version = handle.commit_version(model.cpu(), config, note=note, parent=start_version)
     except Cancelled:
-        _record_end(index, run_id, "cancelled", losses, metrics, None,
-                    time.monotonic() - started)
+        index.finish_run(run_id, "cancelled", seconds=time.monotonic() - started,
+                         metrics=metrics, losses=losses)
         raise
     except BaseException:
-        _record_end(index, run_id, "failed", losses, metrics, None, time.monotonic() - started)
+        index.finish_run(run_id, "failed", seconds=time.monotonic() - started,
+                         metrics=metrics, losses=losses)
         raise
     seconds = time.monotonic() - started
-    _record_end(index, run_id, "done", losses, metrics, version, seconds)
+    index.finish_run(run_id, "done", seconds=seconds, metrics=metrics, losses=losses,
+                     version=version)
     return TrainResult(run_id=run_id, version=version, seconds=seconds, losses=losses,
                        metrics=metrics, images=len(plan.train_images))

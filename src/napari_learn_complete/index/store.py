@@ -275,6 +275,50 @@ class Index:
         """Read-only SQL for modules of this package (model registry, engine)."""
         return self._conn().execute(sql, params).fetchall()
 
+    def announce(self, change: Change) -> None:
+        """Tell this instance's listeners about a change another process committed (the engine
+        process streams its changes back), as if it had been written here."""
+        self._emit(change)
+
+    # --------------------------------------------------------------------- runs
+    def start_run(self, operation: str, *, model_id: int | None, kind: str | None,
+                  scope: dict[str, Any], settings: dict[str, Any]) -> int:
+        """Record a Learn / train / Complete / accept run as 'running'; returns its id. Listeners
+        hear ``Change('runs', 'added')``: a supervisor learns which runs a job started."""
+        with self.transaction() as conn:
+            run_id = conn.execute(
+                "INSERT INTO runs(model_id, operation, kind, scope, settings, status) "
+                "VALUES (?, ?, ?, ?, ?, 'running')",
+                (model_id, operation, kind, json.dumps(scope), json.dumps(settings)),
+            ).lastrowid
+            self.record_change("runs", "added", [run_id])
+        return run_id
+
+    def finish_run(self, run_id: int, status: str, *, seconds: float,
+                   metrics: dict[str, Any] | None = None, losses: list[float] | None = None,
+                   version: int | None = None) -> None:
+        """Record how a run ended ('done', 'cancelled', 'failed') with what it measured."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE runs SET status = ?, seconds = ?, metrics = ?, "
+                "losses = COALESCE(?, losses), version = COALESCE(?, version) WHERE id = ?",
+                (status, seconds, json.dumps(metrics or {}),
+                 None if losses is None else json.dumps(losses), version, run_id),
+            )
+            self.record_change("runs", "updated", [run_id])
+
+    def end_interrupted_runs(self, run_ids: Iterable[int], status: str) -> list[int]:
+        """Mark the runs among ``run_ids`` still 'running' as ``status``: their process is gone
+        (killed, crashed, stopped on cancel), so nobody else will. Returns the ids marked; a
+        cancelled or failed Complete can then be undone."""
+        ids = [int(i) for i in run_ids]
+        with self.transaction() as conn:
+            marked = [i for i in ids if conn.execute(
+                "UPDATE runs SET status = ? WHERE id = ? AND status = 'running'", (status, i)
+            ).rowcount]
+            self.record_change("runs", "updated", marked)
+        return marked
+
     # ------------------------------------------------------------------ images
     def _relative(self, path: Path) -> str:
         path = path.resolve()

@@ -1,28 +1,18 @@
-"""Detection models: configuration, torchvision builders and weight versions (no Qt/napari)."""
+"""Detection models: configuration, torchvision builders and weight versions (no Qt/napari).
 
-from .build import (
-    apply_inference,
-    backbone_parameters,
-    build_model,
-    extend_classes,
-    freeze_backbone,
-    load_weights,
-    save_weights,
-)
-from .config import Augment, InferenceSettings, ModelConfig, TrainingSettings
-from .registry import (
-    ModelHandle,
-    ModelVersion,
-    active_model,
-    create_model,
-    default_input_size,
-    models,
-    set_active_model,
-)
+Names are imported on first use: the configuration and the registry need no torch, so napari's
+process reads them without loading the builders.
+"""
 
-__all__ = [
-    "Augment", "InferenceSettings", "ModelConfig", "ModelHandle", "ModelVersion",
-    "TrainingSettings", "active_model", "apply_inference", "backbone_parameters", "build_model",
-    "create_model", "default_input_size", "extend_classes", "freeze_backbone", "load_weights",
-    "models", "save_weights", "set_active_model",
-]
+from .._lazy import lazy_exports
+
+_HOMES = {
+    **dict.fromkeys(["apply_inference", "backbone_parameters", "build_model", "extend_classes",
+                     "freeze_backbone", "load_weights", "save_weights"], ".build"),
+    **dict.fromkeys(["Augment", "InferenceSettings", "ModelConfig", "TrainingSettings"],
+                    ".config"),
+    **dict.fromkeys(["ModelHandle", "ModelVersion", "active_model", "create_model",
+                     "default_input_size", "models", "set_active_model"], ".registry"),
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

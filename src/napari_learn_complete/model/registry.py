@@ -8,6 +8,9 @@ Layout::
 The database (tables ``models`` and ``model_versions``) says which versions exist and which is
 active; a weight file is always written completely before the row that points to it, so a crash
 leaves at worst an unreferenced file and the previous active version.
+
+Reading the registry (models, versions, the active model, rollback) needs no torch, so napari's
+process uses it; building, loading and saving weights import :mod:`.build` (torch) when called.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import sqlite3
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import BadInputError, RefusedError
 from ..index import Index
-from .build import build_model, load_weights, save_weights
 from .config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 CONFIG_FILE = "config.json"
 VERSIONS_DIR = "versions"
@@ -87,6 +91,8 @@ class ModelHandle:
     def load(self, device: str | torch.device = "cpu") -> nn.Module:
         """The active version's model on ``device`` in eval mode. Categories added to the index
         after that version was made get new class rows (the learned rows are kept)."""
+        from .build import build_model
+
         file = self.version(self.active_version).file
         new = [c.name for c in self.index.categories() if c.name not in self.config.categories]
         config = replace(self.config, categories=[*self.config.categories, *new])
@@ -102,6 +108,8 @@ class ModelHandle:
         The weight file is written (atomically) first, then one transaction inserts the version
         and switches the active one; if anything fails the previous version stays active.
         """
+        from .build import save_weights
+
         if config.name != self.name:
             raise BadInputError(
                 f"configuration of model {config.name!r} given to model {self.name!r}"
@@ -129,7 +137,10 @@ class ModelHandle:
         return number
 
     def rollback(self, number: int) -> None:
-        """Make an earlier (or later) existing version active again, with its configuration."""
+        """Make an earlier (or later) existing version active again, with its configuration
+        (read from the weight file: this loads torch)."""
+        from .build import load_weights
+
         file = self.version(number).file
         _, config_dict, _ = load_weights(file)
         config = ModelConfig.from_dict(config_dict)
@@ -225,6 +236,8 @@ def create_model(
         raise RefusedError(
             f"{folder}: exists but is not a model of the index; remove it or choose another name"
         )
+    from .build import build_model, save_weights
+
     model = build_model(config, weights)
     source = str(weights)
     try:

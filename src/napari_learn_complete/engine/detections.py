@@ -1,0 +1,128 @@
+"""Detections in index terms, the protocol Complete needs from a model, and the image stream.
+
+Free of torch: Complete's write rules, propose files and accept use these in napari's process too;
+only :mod:`.predict` (the real model) needs torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import RefusedError
+from ..index import Category, ImageRecord, Index
+from ..index.media import to_rgb_uint8
+from ..index.store import Box, Keypoint
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One object found by the model, in image pixels (box corners x0, y0, x1, y1); keypoints
+    are (x, y, v) in the category's keypoint order, or None when the category has none."""
+
+    category: str
+    box: Box
+    score: float
+    keypoints: tuple[Keypoint, ...] | None = None
+
+
+class Detector(Protocol):
+    """What Complete needs from a model; tests of the write rules inject a deterministic one."""
+
+    model_id: int | None
+    model_version: str
+
+    def check(self, kind: str, category: Category) -> None:
+        """Raise RefusedError when the model cannot write ``kind`` for ``category``."""
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[list[Detection]]: ...
+
+
+def stream_images(
+    index: Index, images: Sequence[ImageRecord], batch_size: int
+) -> Iterator[tuple[list[ImageRecord], list[np.ndarray]]]:
+    """Batches of ``(records, RGB uint8 arrays)``, decoded in a background thread one batch ahead.
+
+    At most two decoded batches exist at a time (the one in use and the next), whatever the
+    number of images. Closing the generator early stops the reader.
+    """
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for start in range(0, len(images), batch_size):
+                chunk = list(images[start:start + batch_size])
+                arrays = [to_rgb_uint8(index.read_image(r)) for r in chunk]
+                if not put((chunk, arrays)):
+                    return
+            put(None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    reader = threading.Thread(target=read, name="napari-learn-complete-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            del item  # drop our reference before waiting for the next batch
+    finally:
+        stop.set()
+        reader.join()
+
+
+class ScriptedDetector:
+    """A deterministic :class:`Detector` that returns given detections per image: for tests
+    and demos of the write rules (Complete, propose, the review table) without a trained model.
+
+    Images are recognised by their pixels, since ``predict`` only sees arrays.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        detections: dict[str, Sequence[Detection]],
+        *,
+        kinds: tuple[str, ...] = ("roi", "keypoints"),
+        model_version: str = "scripted:v1",
+    ) -> None:
+        self.model_id = None
+        self.model_version = model_version
+        self.kinds = kinds
+        self.calls = 0  # batches predicted so far
+        self._by_pixels = {
+            _fingerprint(index.read_image(name)): list(found)
+            for name, found in detections.items()
+        }
+
+    def check(self, kind: str, category: Category) -> None:
+        if kind not in self.kinds:
+            raise RefusedError(f"model {self.model_version!r} does not predict {kind}")
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        self.calls += 1
+        return [list(self._by_pixels.get(_fingerprint(a), [])) for a in images]
+
+
+def _fingerprint(array: np.ndarray) -> bytes:
+    return hashlib.sha1(to_rgb_uint8(array).tobytes()).digest()
