@@ -11,10 +11,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torchvision.ops  # noqa: F401  (see in_process_runner)
 
+from napari_learn_complete.engine.jobs import InProcessRunner
 from napari_learn_complete.index import Index
 from napari_learn_complete.index.store import DB_NAME
 from napari_learn_complete.sample import make_sample_index
+from napari_learn_complete.session import set_default_runner
+
+
+@pytest.fixture(autouse=True)
+def in_process_runner() -> Iterator[None]:
+    """Jobs started from widgets and the console run in this process (in a thread worker), so
+    tests can inject models and are fast. That loads torch here, which is safe only because it is
+    imported above, before any napari canvas exists (triton after Mesa's libLLVM segfaults). The
+    real engine process, and napari without torch, are tested in fresh processes as a user meets
+    them: tests/engine/test_process.py and tests/gui/test_user_flow.py.
+    """
+    set_default_runner(InProcessRunner())
+    yield
+    set_default_runner(None)
 
 
 def dump_index(index: Index | Path) -> dict[str, Any]:

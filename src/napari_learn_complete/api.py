@@ -4,30 +4,31 @@ Every function takes a *target*: a napari ``Viewer`` (the index open in it, or t
 ``index=``), an :class:`~napari_learn_complete.index.Index`, or the path of an index folder. They
 are thin wrappers over the engine, so the console, the widgets and the CLI do the same thing.
 
-This module imports neither Qt nor napari when it is imported: napari is imported only when a
-viewer is passed, so scripts on a headless machine use it too. The calls run in the calling thread;
-from napari's console they block the window until they return (use the menus for long runs).
+This module imports neither Qt, napari nor torch when it is imported. Learn, train, Complete and
+propose are jobs (:mod:`.engine.jobs`): in a script they run in this process; inside napari (a
+viewer as target, or any target while a viewer is open, as in napari's console) they run in the
+engine process, since napari's process must never load torch, and the layers follow their
+results. The calls return when the job ends; from napari's console they block the window until
+then (use the menus for long runs).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
-from .engine.complete import CompleteResult, CompleteSettings, Proposal
-from .engine.complete import accept as _accept
-from .engine.complete import complete as _complete
-from .engine.complete import propose as _propose
 from .engine.complete import undo as _undo
+from .engine.jobs import InProcessRunner, Job, Runner
 from .engine.progress import CancelFn, ProgressFn
-from .engine.train import LearnSettings, TrainResult
-from .engine.train import learn as _learn
-from .engine.train import train as _train
+from .engine.results import CompleteResult, Proposal, TrainResult
+from .engine.settings import CompleteSettings, LearnSettings
 from .errors import BadInputError, RefusedError
 from .index import ImageRecord, Index
+from .session import Session, Task, default_runner, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -72,16 +73,10 @@ def learn(
     e.g. ``learn(viewer, category="disc", epochs=3, mode="full")``.
     """
     idx = _index_of(target, index)
-    return _learn(
-        idx,
-        images=None if images is None else _images(idx, images),
-        category=category,
-        kind=kind,
-        settings=_settings(LearnSettings, settings, overrides),
-        progress=progress,
-        cancel=cancel,
-        device=device,
-    )
+    return _run(target, idx, "learn", progress, cancel,
+                images=None if images is None else [r.id for r in _images(idx, images)],
+                category=category, kind=kind,
+                settings=_settings(LearnSettings, settings, overrides), device=device)
 
 
 def train(
@@ -93,7 +88,7 @@ def train(
     device: str | None = None,
 ) -> TrainResult:
     """A full training run of the active model on every labelled image, with its own settings."""
-    return _train(_index_of(target, index), progress=progress, cancel=cancel, device=device)
+    return _run(target, _index_of(target, index), "train", progress, cancel, device=device)
 
 
 def complete(
@@ -112,16 +107,9 @@ def complete(
     """Run the active model over ``images`` and save what it finds as ``category`` (boxes for
     kind 'roi', keypoints for 'keypoints'); overrides as in :func:`learn`: ``min_score=0.5``."""
     idx = _index_of(target, index)
-    return _complete(
-        idx,
-        _images(idx, images),
-        category,
-        kind=kind,
-        settings=_settings(CompleteSettings, settings, overrides),
-        progress=progress,
-        cancel=cancel,
-        device=device,
-    )
+    return _run(target, idx, "complete", progress, cancel,
+                images=[r.id for r in _images(idx, images)], category=category, kind=kind,
+                settings=_settings(CompleteSettings, settings, overrides), device=device)
 
 
 def propose(
@@ -138,16 +126,9 @@ def propose(
 ) -> list[Proposal]:
     """Complete from a category: detections of ``category`` on the images of other categories,
     returned for review and not saved; keep the good ones with :func:`accept`."""
-    return _propose(
-        _index_of(target, index),
-        category,
-        kind=kind,
-        min_score=min_score,
-        max_detections=max_detections,
-        progress=progress,
-        cancel=cancel,
-        device=device,
-    )
+    return _run(target, _index_of(target, index), "propose", progress, cancel,
+                category=category, kind=kind, min_score=min_score,
+                max_detections=max_detections, device=device)
 
 
 def accept(
@@ -158,7 +139,8 @@ def accept(
     index: str | None = None,
 ) -> CompleteResult:
     """Save the given proposals (those scoring at least ``min_score`` when it is given)."""
-    return _accept(_index_of(target, index), proposals, min_score=min_score)
+    idx = _index_of(target, index)
+    return _session(target).accept(idx, proposals, min_score=min_score)
 
 
 def undo(target: Target, run_id: int | None = None, *, index: str | None = None) -> int:
@@ -179,6 +161,34 @@ def undo(target: Target, run_id: int | None = None, *, index: str | None = None)
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _run(target: Target, idx: Index, operation: str, progress: ProgressFn | None,
+         cancel: CancelFn | None, **args: Any) -> Any:
+    """Run one job on ``idx`` through the right runner; its changes reach ``idx``'s listeners."""
+    task = Task(operation, idx, Job(str(idx.path), operation, args))
+    return _session(target).run(task, progress=progress, cancel=cancel)
+
+
+def _session(target: Target) -> Session:
+    """A viewer's own session (its Undo, its engine); for an index or a path, a new one."""
+    if not _is_viewer(target):
+        return Session(_runner())
+    from ._napari.layers import real_viewer
+
+    return session_for(real_viewer(target))
+
+
+def _runner() -> Runner:
+    """In napari's process (a viewer exists) the engine process, else this process."""
+    napari = sys.modules.get("napari")
+    if napari is not None and napari.current_viewer() is not None:
+        return default_runner()
+    return InProcessRunner()
+
+
+def _is_viewer(target: Target) -> bool:
+    return not isinstance(target, (Index, str, os.PathLike))
+
+
 def _index_of(target: Target, name: str | None) -> Index:
     """The Index a target stands for (see the module docstring)."""
     if isinstance(target, Index):

@@ -11,7 +11,7 @@ from napari._app_model.context import get_context
 from napari._qt._qapp_model import build_qmodel_menu
 
 from napari_learn_complete._napari.menus import action_id, register_menus
-from napari_learn_complete._qt import index_panel
+from napari_learn_complete._qt import commands, index_panel
 from napari_learn_complete.model.registry import create_model
 
 pytestmark = pytest.mark.gui
@@ -58,7 +58,7 @@ def test_registering_twice_adds_nothing(opened) -> None:
 
 def test_running_learn_opens_the_dialog_for_the_shown_image(opened, answers, monkeypatch) -> None:
     create_model(opened.index, weights="none")
-    monkeypatch.setattr(index_panel, "index_panel", lambda viewer: opened.panel)
+    monkeypatch.setattr(commands, "index_panel", lambda viewer: opened.panel)
     opened.layers.show_image(3)
     opened.viewer.layers.selection.active = opened.layers.image_layer
     answers.next(accept=False)
@@ -70,7 +70,7 @@ def test_running_learn_opens_the_dialog_for_the_shown_image(opened, answers, mon
 
 def test_running_complete_starts_it(opened, answers, monkeypatch, qtbot) -> None:
     create_model(opened.index, weights="none", min_size=128)
-    monkeypatch.setattr(index_panel, "index_panel", lambda viewer: opened.panel)
+    monkeypatch.setattr(commands, "index_panel", lambda viewer: opened.panel)
     opened.panel.select_images([8])
     opened.panel.set_active_category("square")
     opened.viewer.layers.selection.active = opened.layers.boxes_layer
@@ -79,13 +79,15 @@ def test_running_complete_starts_it(opened, answers, monkeypatch, qtbot) -> None
     assert answers.seen == ["Complete"]
     assert opened.panel.workers
     qtbot.waitUntil(lambda: not opened.panel.workers, timeout=240_000)
-    assert opened.panel.last_complete is not None
+    assert opened.panel.session.last_run is not None
+    assert opened.panel.undo_button.isEnabled()
 
 
 def test_disabled_reason_is_shown_when_run_anyway(opened, monkeypatch) -> None:
     shown: list[str] = []
+    monkeypatch.setattr(commands, "show_info", shown.append)
     monkeypatch.setattr(index_panel, "show_info", shown.append)
-    monkeypatch.setattr(index_panel, "index_panel", lambda viewer: opened.panel)
+    monkeypatch.setattr(commands, "index_panel", lambda viewer: opened.panel)
     opened.viewer.layers.selection.active = opened.layers.image_layer
     get_app_model().commands.execute_command(action_id("complete", "keypoints"))
     assert shown == ["No active model: create one in the Model panel"]
@@ -94,10 +96,10 @@ def test_disabled_reason_is_shown_when_run_anyway(opened, monkeypatch) -> None:
 def test_command_palette_commands_act_on_the_panel_selection(opened, answers,
                                                             monkeypatch) -> None:
     create_model(opened.index, weights="none")
-    monkeypatch.setattr(index_panel, "index_panel", lambda viewer: opened.panel)
+    monkeypatch.setattr(commands, "index_panel", lambda viewer: opened.panel)
     opened.panel.select_images([1, 2])
     answers.next(accept=False)
-    index_panel.learn_selected_roi(opened.viewer)
+    commands.learn_selected_roi(opened.viewer)
     answers.next(accept=False)
-    index_panel.complete_selected_roi(opened.viewer)
+    commands.complete_selected_roi(opened.viewer)
     assert answers.seen == ["Learn", "Complete"]

@@ -33,6 +33,20 @@ def panel(make_napari_viewer, sample_index: Index, qtbot) -> ModelPanel:
     return widget
 
 
+def _click_and_wait(qtbot, panel: ModelPanel, button) -> None:
+    """Click a button that starts a job (create, roll back) and wait until the job has ended."""
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=60_000)
+
+
+@pytest.fixture
+def errors(monkeypatch) -> list[str]:
+    """The error notifications the panel shows."""
+    shown: list[str] = []
+    monkeypatch.setattr("napari_learn_complete._qt.model_panel.show_error", shown.append)
+    return shown
+
+
 def _column(table, column: int) -> list[str]:
     return [table.item(r, column).text() for r in range(table.rowCount())]
 
@@ -50,6 +64,8 @@ def test_create_model_from_the_form(panel: ModelPanel, sample_index: Index, qtbo
     panel.architecture.setCurrentIndex(1)  # boxes + keypoints
     panel.input_size.setValue(256)
     qtbot.mouseClick(panel.create_button, Qt.MouseButton.LeftButton)
+    assert not panel.create_button.isEnabled()  # the engine builds it: the form waits
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=60_000)
     handle = active_model(sample_index)
     assert handle.config.architecture == "keypointrcnn"
     assert handle.config.keypoint_names == ["apex", "left", "right"]
@@ -61,16 +77,22 @@ def test_create_model_from_the_form(panel: ModelPanel, sample_index: Index, qtbo
 
 
 def test_create_refusal_is_shown_and_changes_nothing(panel: ModelPanel, sample_index: Index,
-                                                     qtbot, db_dump, tmp_path) -> None:
+                                                     qtbot, db_dump, tmp_path, errors) -> None:
     before = db_dump(sample_index)
     panel.weights.setCurrentIndex(panel.weights.findData("file"))
     assert panel.create() is None  # no file chosen yet
     panel.weights_file.setText(str(tmp_path / "missing.pt"))
-    assert panel.create() is None
+    _click_and_wait(qtbot, panel, panel.create_button)  # refused by the engine
     panel.weights.setCurrentIndex(panel.weights.findData("none"))
-    for name in ("", "../elsewhere"):
-        panel.model_name.setText(name)
-        assert panel.create() is None
+    panel.model_name.setText("")
+    assert panel.create() is None
+    panel.model_name.setText("../elsewhere")
+    _click_and_wait(qtbot, panel, panel.create_button)
+    assert errors[0] == "Create model: choose the initial weights file first"
+    assert errors[1].startswith("Create model 'default': ")
+    assert errors[1].endswith("missing.pt: weight file not found")
+    assert errors[2] == "Create model: give the model a name"
+    assert errors[3].startswith("Create model '../elsewhere': ") and len(errors) == 4
     assert db_dump(sample_index) == before
     assert not (sample_index.path.parent / "elsewhere").exists()
     assert "no model yet" in panel.model_label.text()
@@ -86,7 +108,7 @@ def test_versions_listed_and_rollback(panel: ModelPanel, sample_index: Index, qt
     assert _column(panel.versions, 4) == ["", "yes"]
     assert not panel.rollback_button.isEnabled()  # nothing selected yet
     panel.versions.selectRow(0)
-    qtbot.mouseClick(panel.rollback_button, Qt.MouseButton.LeftButton)
+    _click_and_wait(qtbot, panel, panel.rollback_button)
     assert active_model(sample_index).active_version == 1
     assert _column(panel.versions, 4) == ["yes", ""]
 
@@ -127,12 +149,12 @@ def test_cancel_a_full_training_run(panel: ModelPanel, sample_index: Index, qtbo
 def test_create_a_second_model_under_a_free_name(panel: ModelPanel, sample_index: Index,
                                                  qtbot, db_dump) -> None:
     assert panel.model_name.text() == "default"  # the index has no model yet
-    qtbot.mouseClick(panel.create_button, Qt.MouseButton.LeftButton)
+    _click_and_wait(qtbot, panel, panel.create_button)
     assert active_model(sample_index).name == "default"
     assert panel.model_name.text() == "boxes-2"
     panel.architecture.setCurrentIndex(1)  # boxes + keypoints
     assert panel.model_name.text() == "keypoints-2"
-    qtbot.mouseClick(panel.create_button, Qt.MouseButton.LeftButton)
+    _click_and_wait(qtbot, panel, panel.create_button)
     handle = active_model(sample_index)
     assert (handle.name, handle.config.architecture) == ("keypoints-2", "keypointrcnn")
     assert panel.model_label.text().startswith("keypoints-2: keypointrcnn")
@@ -140,7 +162,7 @@ def test_create_a_second_model_under_a_free_name(panel: ModelPanel, sample_index
     assert panel.model_name.text() == "keypoints-3"
     before = db_dump(sample_index)
     panel.model_name.setText("default")  # taken: refused, the active model stays
-    assert panel.create() is None
+    _click_and_wait(qtbot, panel, panel.create_button)
     assert db_dump(sample_index) == before
 
 
@@ -207,7 +229,7 @@ def test_switch_back_to_an_earlier_model(panel: ModelPanel, sample_index: Index,
                 settings={"mode": "full"}, losses=[1.0], metrics={})
     panel.refresh()
     panel.architecture.setCurrentIndex(1)  # boxes + keypoints
-    qtbot.mouseClick(panel.create_button, Qt.MouseButton.LeftButton)
+    _click_and_wait(qtbot, panel, panel.create_button)
     assert _items(panel.model_select) == ["default", "keypoints-2"]
     assert panel.model_select.currentText() == "keypoints-2"
     assert _column(panel.versions, 0) == ["1"] and panel.runs.rowCount() == 0

@@ -5,14 +5,14 @@ whose menu rule targets a submenu of ours, and two ``SubmenuItem`` entries appen
 ``MenuId.LAYERLIST_CONTEXT``. It is the only module that imports napari's private ``_app_model``.
 The entries are enabled when every selected layer belongs to a Learn & Complete index: a context
 key of ours, kept up to date from the layer selection of each viewer we were told about
-(:func:`register_menus`). The work itself goes through the Index panel, so the specification's
-rules, dialogs, workers and captured target are the same as from the panel.
+(:func:`register_menus`). The callbacks live in ``_qt/commands.py`` and go through the Index panel,
+so the specification's rules, dialogs, workers and captured target are the same as from the panel.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +22,6 @@ from napari._app_model import get_app_model
 from napari._app_model.constants import MenuId
 from napari._app_model.context._context_keys import ContextNamespace
 from napari.components import LayerList
-from napari.utils.notifications import show_info
 
 METADATA_KEY = "napari_learn_complete"
 SUBMENUS = {
@@ -59,34 +58,10 @@ def action_id(action: str, kind: str) -> str:
     return f"napari_learn_complete.layer.{kind}.{action}"
 
 
-def _callback(action: str, kind: str) -> Callable[[LayerList], None]:
-    def run(layers: LayerList) -> None:  # napari injects the viewer's layer list
-        run_on_layers(layers, action, kind)
-
-    run.__name__ = f"{action}_{kind}"
-    return run
-
-
-def run_on_layers(layer_list: LayerList, action: str, kind: str) -> Any:
-    """Learn / Complete (``kind``) from the active layer's index, through the Index panel.
-
-    It acts on the images selected in the panel or, when none is, on the image the layers show.
-    """
-    from .._qt.index_panel import index_panel
-    from .layers import layers_for
-
-    active = layer_list.selection.active
-    shown = layers_for(active) if active is not None else None
-    if shown is None:
-        show_info("Select a layer of a Learn & Complete index first")
-        return None
-    panel = index_panel(shown.viewer)
-    panel.show_index(shown)
-    current = shown.current_image_id()
-    if not panel.selected_image_ids() and current is not None:
-        panel.select_images([current])
-    start = panel.learn_images if action == "learn" else panel.complete_images
-    return start(kind)
+def callback_name(action: str, kind: str) -> str:
+    """The entry point an action runs, named as a string: app-model imports it on first use, so
+    this module never imports the widgets (``_qt``)."""
+    return f"napari_learn_complete._qt.commands:layer_{action}_{kind}"
 
 
 def register_menus(viewer: Any) -> None:
@@ -104,7 +79,7 @@ def register_menus(viewer: Any) -> None:
             Action(
                 id=action_id(action, kind),
                 title=action.capitalize(),
-                callback=_callback(action, kind),
+                callback=callback_name(action, kind),
                 menus=[{"id": submenu, "group": "1_work"}],
                 enablement=KEY,
             )

@@ -6,8 +6,7 @@ from magicgui.widgets import CheckBox, ComboBox, Dialog, FloatSpinBox, Label, Sp
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QWidget
 
-from ..engine.complete import CompleteSettings
-from ..engine.train import LearnSettings
+from ..engine.settings import CompleteSettings, LearnSettings
 
 # Training mode as the user reads it -> LearnSettings.mode
 TRAINING_MODES = {"Heads only": "heads", "Full model": "full"}

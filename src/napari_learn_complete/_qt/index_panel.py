@@ -33,18 +33,18 @@ from qtpy.QtWidgets import (
 from superqt.utils import ensure_main_thread
 
 from .._napari.layers import IndexLayers, index_layers, layers_for, open_index, real_viewer
-from ..actions import Availability, category_action_availability, image_action_availability
+from .._napari.menus import register_menus
+from ..actions import Availability
 from ..engine.progress import Progress
+from ..engine.results import CompleteResult, Proposal, TrainResult
 from ..errors import LearnCompleteError
 from ..index import Change, Index
+from ..session import Task, session_for
 from . import dialogs
 from .workers import Worker, describe, run_in_worker
 
 if TYPE_CHECKING:
     import napari
-
-    from ..engine.complete import CompleteResult, Proposal
-    from ..engine.train import TrainResult
 
 KIND_TITLES = {"roi": "ROI", "keypoints": "Keypoints"}
 KIND_WORDS = {"roi": "boxes", "keypoints": "keypoints"}
@@ -97,13 +97,11 @@ class IndexPanel(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
-        from .._napari.menus import register_menus
-
         self.viewer = real_viewer(napari_viewer)
         register_menus(self.viewer)
+        self.session = session_for(self.viewer)  # rules, captured tasks, runner, last run
         self.layers: IndexLayers | None = None
         self.workers: list[Worker] = []
-        self.last_complete: tuple[Index, int] | None = None  # (index, run id) for Undo
         self._unsubscribe: Callable[[], None] | None = None
         self._ids: list[int] = []  # image id of each table row
         self._cards: dict[str, CategoryCard] = {}
@@ -170,7 +168,8 @@ class IndexPanel(QWidget):
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         self.undo_button = QPushButton("Undo last Complete")
-        self.undo_button.setToolTip("Remove exactly what the last Complete run wrote")
+        self.undo_button.setToolTip("Put back exactly what the last Complete (or accepted "
+                                    "review) changed, even a cancelled one")
         self.undo_button.setEnabled(False)
         self.undo_button.clicked.connect(self.undo_last_complete)
         buttons = QHBoxLayout()
@@ -248,6 +247,8 @@ class IndexPanel(QWidget):
         elif "observations" in pending:
             self._reload_attributes()
             self._update_counts()
+        if "runs" in pending:  # a Complete or an accepted review can now be undone
+            self.undo_button.setEnabled(self.session.can_undo)
 
     # --------------------------------------------------------------- categories
     def _reload_categories(self) -> None:
@@ -374,10 +375,9 @@ class IndexPanel(QWidget):
 
     # -------------------------------------------------------------------- menus
     def image_availability(self, kind: str) -> Availability:
-        if self.layers is None:
-            return Availability(False, "Open an index first")
-        return image_action_availability(
-            self.layers.index, self.selected_image_ids(), kind, self.layers.active_category
+        return self.session.image_availability(
+            self.index, self.selected_image_ids(), kind,
+            self.layers.active_category if self.layers else None,
         )
 
     def image_menu(self) -> QMenu:
@@ -396,31 +396,36 @@ class IndexPanel(QWidget):
         """Learn and Complete for one category, enabled when it has an observation."""
         menu = QMenu(self)
         menu.setToolTipsVisible(True)
-        found = (
-            category_action_availability(self.layers.index, name)
-            if self.layers else Availability(False, "Open an index first")
-        )
+        found = self.session.category_availability(self.index, name)
         _add_actions(menu, found, {"Learn": partial(self.learn_category, name),
                                    "Complete": partial(self.complete_category, name)},
                      f"for category {name!r}")
         return menu
 
     # -------------------------------------------------------------------- work
-    def _start(self, fn: Callable[..., Any], title: str, on_done: Callable[[Any], None],
-               on_progress: Callable[[Progress], None] | None = None) -> Worker:
+    def _start(self, make: Callable[[], Task], on_done: Callable[[Task, Any], None]
+               ) -> Worker | None:
+        """Capture the task ``make`` returns and run it through the session in a thread worker
+        (the engine does the work); a refusal while capturing (no model...) is shown, no job."""
+        try:
+            task = make()
+        except LearnCompleteError as exc:
+            show_error(str(exc))
+            return None
         worker = run_in_worker(
-            self.viewer, fn, title=title, on_done=on_done,
-            on_progress=on_progress or self._show_progress,
+            self.viewer, partial(self.session.run, task), title=task.title,
+            on_done=partial(on_done, task), on_progress=self._show_progress,
         )
         self.workers.append(worker)
         worker.finished.connect(partial(self._finished, worker))
         self.cancel_button.setEnabled(True)
-        self.status.setText(f"{title}: starting...")
+        self.status.setText(f"{task.title}: starting...")
         return worker
 
     def _finished(self, worker: Worker) -> None:
         self.workers.remove(worker)
         self.cancel_button.setEnabled(bool(self.workers))
+        self.undo_button.setEnabled(self.session.can_undo)
         if not self.workers:
             self.status.setText("")
 
@@ -428,18 +433,9 @@ class IndexPanel(QWidget):
         self.status.setText(describe(event))
 
     def cancel(self) -> None:
-        """Ask every running Learn / Complete to stop at its next check."""
+        """Ask every running Learn / Complete to stop (the engine is stopped if it does not)."""
         for worker in self.workers:
             worker.quit()
-
-    def _model_kind(self, category: str) -> str:
-        """Category actions work on keypoints when the category and the model both have them."""
-        from ..model.registry import active_model
-
-        cat = self.layers.index.category(category)
-        if cat.keypoints_enabled and active_model(self.layers.index).supports("keypoints"):
-            return "keypoints"
-        return "roi"
 
     def _refuse(self, found: Availability) -> bool:
         if not found.enabled:
@@ -456,29 +452,21 @@ class IndexPanel(QWidget):
         )
         if settings is None:
             return None
-        from ..engine.train import learn
-
-        return self._start(
-            partial(learn, index, images=ids, kind=kind, settings=settings),
-            f"Learn ({KIND_TITLES[kind]})", self._learned,
-        )
+        return self._start(partial(self.session.learn_images, index, ids, kind, settings),
+                           self._learned)
 
     def learn_category(self, name: str, *_: object) -> Worker | None:
         """Learn on every image of category ``name``, after the dialog."""
-        if self._refuse(category_action_availability(self.layers.index, name)):
+        if self._refuse(self.session.category_availability(self.index, name)):
             return None
         settings = dialogs.ask_learn(f"Learn on all images of category {name!r}", self)
         if settings is None:
             return None
-        from ..engine.train import learn
-
         return self._start(
-            partial(learn, self.layers.index, category=name, kind=self._model_kind(name),
-                    settings=settings),
-            f"Learn ({name})", self._learned,
+            partial(self.session.learn_category, self.layers.index, name, settings), self._learned
         )
 
-    def _learned(self, result: TrainResult) -> None:
+    def _learned(self, _task: Task, result: TrainResult) -> None:
         parts = [f"Learn finished on {result.images} image(s) in {result.seconds:.0f} s"]
         if result.losses:
             parts.append(f"final loss {result.losses[-1]:.4f}")
@@ -505,47 +493,35 @@ class IndexPanel(QWidget):
         )
         if settings is None:
             return None
-        index, ids, category = (
-            self.layers.index, self.selected_image_ids(), self.layers.active_category
-        )
-        from ..engine.complete import complete
+        return self._start(partial(
+            self.session.complete_images, self.layers.index, self.selected_image_ids(),
+            self.layers.active_category, kind, settings,
+        ), self._completed)
 
-        return self._start(
-            partial(complete, index, ids, category, kind=kind, settings=settings),
-            f"Complete ({KIND_TITLES[kind]} → {category})",
-            partial(self._completed, index, category, kind),
-        )
-
-    def _completed(self, index: Index, category: str, kind: str, result: CompleteResult) -> None:
-        if result.run_id is not None:
-            self.last_complete = (index, result.run_id)
-            self.undo_button.setEnabled(True)
+    def _completed(self, task: Task, result: CompleteResult) -> None:
         removed = f", removed {result.removed} existing" if result.removed else ""
         show_info(
-            f"Complete wrote {result.written} observation(s) with {KIND_WORDS[kind]} on "
-            f"{result.images} image(s) into category {category!r}{removed}"
+            f"Complete wrote {result.written} observation(s) with {KIND_WORDS[task.kind]} on "
+            f"{result.images} image(s) into category {task.category!r}{removed}"
         )
 
     def undo_last_complete(self) -> int:
-        """Remove exactly what the last Complete run wrote; returns how many were removed."""
-        if self.last_complete is None:
+        """Put back what the last Complete (or accepted review) changed; returns how many."""
+        if not self.session.can_undo:
             return 0
-        from ..engine.complete import undo
-
-        index, run_id = self.last_complete
         try:
-            removed = undo(index, run_id)
+            count = self.session.undo_last()
         except LearnCompleteError as exc:  # e.g. an observation of the run was edited since
             show_error(f"Undo: {exc}")
             return 0
-        self.last_complete = None
-        self.undo_button.setEnabled(False)
-        show_info(f"Undo: removed {removed} observation(s) written by the last Complete")
-        return removed
+        finally:
+            self.undo_button.setEnabled(self.session.can_undo)
+        show_info(f"Undo: put back {count} observation(s) changed by the last Complete")
+        return count
 
     def complete_category(self, name: str, *_: object) -> Worker | None:
         """Look for ``name`` on the images of other categories; proposals open in the review."""
-        if self._refuse(category_action_availability(self.layers.index, name)):
+        if self._refuse(self.session.category_availability(self.index, name)):
             return None
         settings = dialogs.ask_complete(
             f"Find category {name!r} on images that do not have it yet", from_category=True,
@@ -553,55 +529,26 @@ class IndexPanel(QWidget):
         )
         if settings is None:
             return None
-        from ..engine.complete import propose
-
-        index = self.layers.index
         return self._start(
-            partial(propose, index, name, kind=self._model_kind(name),
-                    min_score=settings.min_score, max_detections=settings.max_detections),
-            f"Complete from category {name!r}", partial(self._review, index, name),
+            partial(self.session.complete_category, self.layers.index, name, settings),
+            self._review,
         )
 
-    def _review(self, index: Index, category: str, proposals: list[Proposal]) -> None:
+    def _review(self, task: Task, proposals: list[Proposal]) -> None:
         if not proposals:
-            show_info(f"Complete from category {category!r}: no proposals")
+            show_info(f"Complete from category {task.category!r}: no proposals")
             return
         from .review import show_review
 
-        show_review(self.viewer, index, category, proposals)
-        show_info(f"{len(proposals)} proposal(s) for {category!r}: review them before saving")
+        show_review(self.viewer, task.index, task.category, proposals)
+        show_info(f"{len(proposals)} proposal(s) for {task.category!r}: review them before "
+                  "saving")
 
 
-# ----------------------------------------------------------- command palette
 def index_panel(viewer: napari.Viewer) -> IndexPanel:
     """The viewer's Index panel, docked first if it is not open yet."""
     _, panel = viewer.window.add_plugin_dock_widget("napari-learn-complete", "Index panel")
     return panel
-
-
-def learn_selected_roi(viewer: napari.Viewer) -> None:
-    """Command palette: Learn boxes on the images selected in the Index panel."""
-    index_panel(viewer).learn_images("roi")
-
-
-def complete_selected_roi(viewer: napari.Viewer) -> None:
-    """Command palette: Complete boxes on the images selected in the Index panel."""
-    index_panel(viewer).complete_images("roi")
-
-
-def learn_selected_keypoints(viewer: napari.Viewer) -> None:
-    """Command palette: Learn keypoints on the images selected in the Index panel."""
-    index_panel(viewer).learn_images("keypoints")
-
-
-def complete_selected_keypoints(viewer: napari.Viewer) -> None:
-    """Command palette: Complete keypoints on the images selected in the Index panel."""
-    index_panel(viewer).complete_images("keypoints")
-
-
-def undo_last_complete(viewer: napari.Viewer) -> None:
-    """Command palette: remove what the last Complete started from the Index panel wrote."""
-    index_panel(viewer).undo_last_complete()
 
 
 def _add_actions(

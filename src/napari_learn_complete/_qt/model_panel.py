@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,18 +43,18 @@ import napari
 
 from .._napari.layers import index_layers, real_viewer
 from ..engine.progress import Progress
-from ..engine.train import TrainResult, train
+from ..engine.results import TrainResult
 from ..errors import LearnCompleteError, RefusedError
 from ..index import Change, Index
 from ..model.config import BACKBONES
 from ..model.registry import (
     ModelHandle,
     active_model,
-    create_model,
     default_input_size,
     models,
     set_active_model,
 )
+from ..session import Task, session_for
 from .workers import Worker, describe, run_in_worker
 
 ARCHITECTURES = (("Boxes (Faster R-CNN)", False), ("Boxes + keypoints (Keypoint R-CNN)", True))
@@ -73,6 +74,7 @@ class ModelPanel(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = real_viewer(napari_viewer)
+        self.session = session_for(self.viewer)
         self.index: Index | None = None
         self.handle: ModelHandle | None = None
         self.worker: Worker | None = None
@@ -226,39 +228,36 @@ class ModelPanel(QWidget):
         self._fill_runs()
         self._update_enabled()
 
-    def create(self) -> ModelHandle | None:
-        """Create a model from the form and make it the active one; errors are shown, not
-        raised."""
-        if self.index is None:
+    def create(self) -> Worker | None:
+        """Create a model from the form in the engine and make it the active one (building and
+        loading weights needs torch); errors are shown, not raised."""
+        if self.index is None or self.worker is not None:
             return None
         name = self.model_name.text().strip()
         if not name:
             show_error("Create model: give the model a name")
             return None
-        weights: str | Path = self.weights.currentData()
+        weights = self.weights.currentData()
         if weights == "file":
             if not self.weights_file.text().strip():
                 show_error("Create model: choose the initial weights file first")
                 return None
-            weights = Path(self.weights_file.text().strip())
+            weights = str(Path(self.weights_file.text().strip()).resolve())
         size = self.input_size.value()
-        try:
-            self.handle = create_model(
-                self.index,
-                keypoints=self.architecture.currentData(),
-                backbone=self.backbone.currentText(),
-                weights=weights,
-                name=name,
-                # the untouched default lets the registry also fit max_size to the images' aspect
-                min_size=None if size == default_input_size(self.index)[0] else size,
-            )
-        except LearnCompleteError as exc:
-            show_error(f"Create model: {exc}")
-            return None
-        show_info(f"Created model {self.handle.name!r} for {self.index.path.name}")
+        task = self.session.create_model(
+            self.index,
+            keypoints=self.architecture.currentData(),
+            backbone=self.backbone.currentText(),
+            weights=weights,
+            name=name,
+            # the untouched default lets the registry also fit max_size to the images' aspect
+            min_size=None if size == default_input_size(self.index)[0] else size,
+        )
+        return self._run(task, self._created)
+
+    def _created(self, name: str) -> None:
+        show_info(f"Created model {name!r} for {self.index.path.name}")
         self.model_name.clear()  # the name is taken now: offer the next free one
-        self.refresh()
-        return self.handle
 
     def choose_model(self, name: str) -> ModelHandle | None:
         """Make the index's model ``name`` the active one; errors are shown, not raised."""
@@ -275,40 +274,43 @@ class ModelPanel(QWidget):
         return self.handle
 
     def rollback(self) -> None:
-        """Make the selected weight version the active one."""
+        """Make the selected weight version the active one (in the engine: it reads the version's
+        weight file)."""
         rows = self.versions.selectionModel().selectedRows()
-        if self.handle is None or not rows:
+        if self.handle is None or not rows or self.worker is not None:
             return
         number = int(self.versions.item(rows[0].row(), 0).text())
-        try:
-            self.handle.rollback(number)
-        except LearnCompleteError as exc:
-            show_error(f"Roll back: {exc}")
-            return
-        show_info(f"Model {self.handle.name!r} rolled back to version {number}")
-        self.refresh()
+        name = self.handle.name
+        self._run(self.session.rollback(self.index, name, number), lambda _: show_info(
+            f"Model {name!r} rolled back to version {number}"))
 
     def start_training(self) -> Worker | None:
-        """Start a full training run in a thread worker (progress here and in the activity dock)."""
+        """Start a full training run in the engine (progress here and in the activity dock)."""
         if self.index is None or self.worker is not None:
             return None
+        return self._run(self.session.train(self.index), self._trained)
+
+    def _run(self, task: Task, on_done: Callable[[Any], None]) -> Worker:
+        """Run one task of this panel through the session in a thread worker; the panel's
+        buttons wait for it, its progress shows here and in the activity dock."""
         self.progress.setRange(0, 0)
-        self.progress_label.setText("Full training: starting")
+        self.progress_label.setText(f"{task.title}: starting")
         self.worker = run_in_worker(
             self.viewer,
-            partial(train, self.index),
-            title="Full training",
-            on_done=self._trained,
-            on_error=self._training_failed,
-            on_progress=self._progressed,
+            partial(self.session.run, task),
+            title=task.title,
+            on_done=lambda result: (self.progress_label.setText(""), on_done(result)),
+            on_error=partial(self._failed, task.title),
+            on_progress=partial(self._progressed, task.title),
         )
-        self.worker.finished.connect(self._training_ended)
+        self.worker.finished.connect(self._ended)
         self._update_enabled()
         return self.worker
 
     def cancel_training(self) -> None:
         if self.worker is not None:
-            self.progress_label.setText("Full training: cancelling…")
+            self.progress_label.setText(f"{self.progress_label.text().split(':')[0]}: "
+                                        "cancelling…")
             self.worker.quit()
 
     def closeEvent(self, event: Any) -> None:
@@ -407,11 +409,11 @@ class ModelPanel(QWidget):
             self.weights_file.setText(path)
             self.weights.setCurrentIndex(self.weights.findData("file"))
 
-    def _progressed(self, event: Progress) -> None:
+    def _progressed(self, title: str, event: Progress) -> None:
         if event.total:
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.done)
-        self.progress_label.setText(f"Full training: {describe(event)}")
+        self.progress_label.setText(f"{title}: {describe(event)}")
 
     def _trained(self, result: TrainResult) -> None:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
@@ -421,16 +423,17 @@ class ModelPanel(QWidget):
         show_info(message)
         self.trained.emit(result)
 
-    def _training_failed(self, exc: Exception) -> None:
-        self.progress_label.setText(f"Full training failed: {exc}")
-        show_error(f"Full training: {exc}")
+    def _failed(self, title: str, exc: Exception) -> None:
+        self.progress_label.setText(f"{title} failed: {exc}")
+        show_error(f"{title}: {exc}")
 
-    def _training_ended(self) -> None:
+    def _ended(self) -> None:
         self.worker = None
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        if self.progress_label.text().endswith("cancelling…"):
-            self.progress_label.setText("Full training cancelled: the model is as it was")
+        label = self.progress_label.text()
+        if label.endswith("cancelling…"):
+            self.progress_label.setText(f"{label.split(':')[0]} cancelled: the model is as it was")
         self.refresh()
 
 

@@ -47,9 +47,10 @@ from .._napari.layers import (
     open_index,
     real_viewer,
 )
-from ..engine.complete import CompleteResult, Proposal, accept
+from ..engine.results import CompleteResult, Proposal
 from ..errors import LearnCompleteError
 from ..index import Index
+from ..session import session_for
 
 THUMB_PX = 64
 PROPOSALS_LAYER = "proposals"
@@ -305,7 +306,8 @@ class ReviewWidget(QWidget):
             return None
         chosen = self.accepted()
         total = len(self.model.proposals)
-        result = accept(self.index, chosen) if chosen else None
+        # through the viewer's session, so the Index panel's Undo can take it back
+        result = session_for(self.viewer).accept(self.index, chosen) if chosen else None
         message = (f"Saved {result.written if result else 0} of {total} proposals for "
                    f"{self.category!r} in {self.index.path.name}")
         show_info(message)

@@ -1,0 +1,79 @@
+"""Entry points napari calls by name: the command palette (npe2 commands in ``napari.yaml``) and
+the layer-list context menu (app-model actions registered by ``_napari/menus.py``, which names
+these functions as strings, so ``_napari`` never imports ``_qt``). Each goes through the Index
+panel, so the rules, dialogs, captured target and runner are the same as from the panel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari.components import LayerList  # resolved at run time: napari injects it
+from napari.utils.notifications import show_info
+
+import napari
+
+from .._napari.layers import layers_for
+from .index_panel import IndexPanel, index_panel
+
+
+# ----------------------------------------------------------------- command palette
+def learn_selected_roi(viewer: napari.Viewer) -> None:
+    """Learn boxes on the images selected in the Index panel."""
+    index_panel(viewer).learn_images("roi")
+
+
+def complete_selected_roi(viewer: napari.Viewer) -> None:
+    """Complete boxes on the images selected in the Index panel."""
+    index_panel(viewer).complete_images("roi")
+
+
+def learn_selected_keypoints(viewer: napari.Viewer) -> None:
+    """Learn keypoints on the images selected in the Index panel."""
+    index_panel(viewer).learn_images("keypoints")
+
+
+def complete_selected_keypoints(viewer: napari.Viewer) -> None:
+    """Complete keypoints on the images selected in the Index panel."""
+    index_panel(viewer).complete_images("keypoints")
+
+
+def undo_last_complete(viewer: napari.Viewer) -> None:
+    """Put back what the last Complete or accepted review of this viewer changed."""
+    index_panel(viewer).undo_last_complete()
+
+
+# ----------------------------------------------------------------- layer-list menu
+def _panel_on_layers(layer_list: LayerList) -> IndexPanel | None:
+    """The Index panel showing the active layer's index, with the image the layers show selected
+    when no image is selected in the panel."""
+    active = layer_list.selection.active
+    shown = layers_for(active) if active is not None else None
+    if shown is None:
+        show_info("Select a layer of a Learn & Complete index first")
+        return None
+    panel = index_panel(shown.viewer)
+    panel.show_index(shown)
+    current = shown.current_image_id()
+    if not panel.selected_image_ids() and current is not None:
+        panel.select_images([current])
+    return panel
+
+
+def layer_learn_roi(layers: LayerList) -> Any:
+    panel = _panel_on_layers(layers)
+    return panel.learn_images("roi") if panel else None
+
+
+def layer_complete_roi(layers: LayerList) -> Any:
+    panel = _panel_on_layers(layers)
+    return panel.complete_images("roi") if panel else None
+
+
+def layer_learn_keypoints(layers: LayerList) -> Any:
+    panel = _panel_on_layers(layers)
+    return panel.learn_images("keypoints") if panel else None
+
+
+def layer_complete_keypoints(layers: LayerList) -> Any:
+    panel = _panel_on_layers(layers)
+    return panel.complete_images("keypoints") if panel else None

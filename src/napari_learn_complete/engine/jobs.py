@@ -1,0 +1,139 @@
+"""Jobs and runners: long work described as plain data, run here or in another process.
+
+A :class:`Job` names an index folder, an operation and its arguments; nothing in it needs torch or
+an open connection, so it crosses a process boundary (the engine process napari uses, a cluster
+executor later). A :class:`Runner` takes a job and returns its result, streaming progress and the
+changes the job commits to the index. :class:`InProcessRunner` runs it in the calling thread (the
+CLI, scripts, tests); :class:`~napari_learn_complete.engine.process.EngineProcess` runs it in a
+spawned engine process (napari). This module imports no torch: the operations are imported when a
+job runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import BadInputError
+from ..index import Change, Index
+from .progress import CancelFn, ProgressFn
+
+ChangeFn = Callable[[Change], None]
+
+# operation -> "module:function" taking (index, **args); imported only when a job runs
+OPERATIONS: dict[str, str] = {
+    "learn": "napari_learn_complete.engine.train:learn",
+    "train": "napari_learn_complete.engine.train:train",
+    "complete": "napari_learn_complete.engine.complete:complete",
+    "propose": "napari_learn_complete.engine.complete:propose",
+    "create_model": "napari_learn_complete.engine.jobs:create_model",
+    "rollback": "napari_learn_complete.engine.jobs:rollback",
+}
+PREDICTING = ("complete", "propose")  # operations that take a warm ``predictor``
+
+
+@dataclass(frozen=True)
+class Job:
+    """One operation on one index: ``args`` are the operation's keyword arguments, plain data
+    (ids, names, settings dataclasses) that pickle without torch."""
+
+    index: str
+    operation: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise BadInputError(
+                f"unknown operation {self.operation!r}; one of {', '.join(OPERATIONS)}"
+            )
+
+
+class Runner(Protocol):
+    """Runs a job to its end in the calling thread and returns the operation's result.
+
+    ``progress`` hears the operation's reports, ``cancel()`` is polled to stop it (it then raises
+    :class:`~napari_learn_complete.errors.Cancelled`), ``changed`` hears every change the job
+    committed to the index, after the commit. Errors are raised as the operation raised them
+    (an :class:`~napari_learn_complete.errors.EngineError` when the engine itself failed).
+    """
+
+    def run(self, job: Job, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+            changed: ChangeFn | None = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def create_model(index: Index, **kwargs: Any) -> str:
+    """The ``create_model`` operation: returns the new model's name (a handle holds the index)."""
+    from ..model.registry import create_model as create
+
+    return create(index, **kwargs).name
+
+
+def rollback(index: Index, *, model: str, number: int) -> int:
+    """The ``rollback`` operation on the named model (reading a weight file needs torch)."""
+    from ..model.registry import models
+
+    handle = next((m for m in models(index) if m.name == model), None)
+    if handle is None:
+        raise BadInputError(f"the index has no model named {model!r}")
+    handle.rollback(number)
+    return number
+
+
+class PredictorCache:
+    """Keeps the last loaded predictor, so Complete after Complete (or propose) on the same model
+    version skips building and loading the model. One at a time, to bound memory."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._predictor: Any = None
+
+    def get(self, index: Index, device: str | None) -> Any:
+        from ..model.registry import active_model
+        from .predict import Predictor
+
+        handle = active_model(index)
+        key = (str(index.path), handle.id, handle.active_version, device,
+               tuple(c.name for c in index.categories()))
+        if key != self._key:
+            self._key, self._predictor = None, None  # free the old model before loading
+            self._predictor = Predictor.from_index(index, device)
+            self._key = key
+        return self._predictor
+
+    def clear(self) -> None:
+        self._key, self._predictor = None, None
+
+
+def run_job(job: Job, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+            changed: ChangeFn | None = None, predictors: PredictorCache | None = None) -> Any:
+    """Open the job's index, run its operation, and relay the index's changes to ``changed``."""
+    module, name = OPERATIONS[job.operation].split(":")
+    operation = getattr(importlib.import_module(module), name)
+    index = Index(job.index)
+    unsubscribe = index.subscribe(changed) if changed is not None else None
+    try:
+        kwargs = dict(job.args)
+        if job.operation in ("learn", "train", "complete", "propose"):
+            kwargs.update(progress=progress, cancel=cancel)
+        if predictors is not None and job.operation in PREDICTING:
+            kwargs["predictor"] = predictors.get(index, kwargs.get("device"))
+        return operation(index, **kwargs)
+    finally:
+        if unsubscribe is not None:
+            unsubscribe()
+        index.close()
+
+
+class InProcessRunner:
+    """Runs jobs in the calling thread of this process (the CLI, scripts, tests)."""
+
+    def run(self, job: Job, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+            changed: ChangeFn | None = None) -> Any:
+        return run_job(job, progress=progress, cancel=cancel, changed=changed)
+
+    def close(self) -> None:
+        """Nothing to stop."""
