@@ -21,7 +21,7 @@ from .engine.jobs import Job, Runner
 from .engine.progress import CancelFn, ProgressFn
 from .engine.results import CompleteResult, Proposal
 from .engine.settings import CompleteSettings, LearnSettings
-from .errors import RefusedError
+from .errors import EngineError, RefusedError
 from .index import Change, Index
 
 UNDOABLE = ("complete",)  # operations whose run Undo can take back (plus accept, run here)
@@ -143,6 +143,12 @@ class Session:
 
         try:
             return self.runner.run(task.job, progress=progress, cancel=cancel, changed=changed)
+        except EngineError:
+            # the engine died: changes it committed but could not report yet are read back
+            ids = {i for run_id in task.runs for i in task.index.run_observation_ids(run_id)}
+            if ids:
+                task.index.announce(Change("observations", "updated", tuple(sorted(ids))))
+            raise
         finally:
             if task.job.operation in UNDOABLE and task.runs:  # done, cancelled or failed
                 self.last_run = (task.index, task.runs[-1])

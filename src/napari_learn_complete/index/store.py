@@ -319,6 +319,11 @@ class Index:
             self.record_change("runs", "updated", marked)
         return marked
 
+    def run_observation_ids(self, run_id: int) -> list[int]:
+        """The observations a Complete or accept run created, changed or deleted."""
+        return [int(r[0]) for r in self.query(
+            "SELECT DISTINCT observation_id FROM run_changes WHERE run_id = ?", (run_id,))]
+
     # ------------------------------------------------------------------ images
     def _relative(self, path: Path) -> str:
         path = path.resolve()
