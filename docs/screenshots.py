@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import napari
 import numpy as np
 import torch
 from PIL import Image
@@ -28,7 +29,6 @@ from qtpy.QtCore import QItemSelectionModel, QPoint
 from qtpy.QtGui import QGuiApplication, QImage, QPixmap
 from qtpy.QtWidgets import QApplication, QMenu, QToolTip, QWidget
 
-import napari
 from napari_learn_complete._napari.layers import IndexLayers, open_index
 from napari_learn_complete._qt import dialogs
 from napari_learn_complete._qt.index_panel import IndexPanel

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import napari
 from napari.components import LayerList  # resolved at run time: napari injects it
 from napari.utils.notifications import show_info
-
-import napari
 
 from .._napari.layers import layers_for
 from .index_panel import IndexPanel, index_panel

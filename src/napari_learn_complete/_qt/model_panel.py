@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import napari
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
@@ -38,8 +39,6 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-import napari
 
 from .._napari.layers import index_layers, real_viewer
 from ..engine.progress import Progress

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import napari
 import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtCore import (
@@ -37,8 +38,6 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-import napari
 
 from .._napari.layers import (
     HALF_PIXEL,
