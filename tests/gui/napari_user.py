@@ -26,7 +26,7 @@ from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication, QDialog
 
-TIMEOUT_S = 240.0
+TIMEOUT_S = 120.0
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
