@@ -207,7 +207,7 @@ def test_review_opens_tabbed_with_the_index_panel_and_sized_columns(opened, qtbo
     viewer.window._qt_window.resize(1400, 900)
     viewer.show()
     qtbot.waitExposed(panel.table)
-    review = show_review(viewer, opened.index, "square", _proposals(opened.index))
+    review = show_review(viewer, opened.index, "square", _proposals(opened.index), beside=panel)
     qtbot.waitExposed(review.table)
     tabbed = viewer.window._qt_window.tabifiedDockWidgets(panel.parent())
     assert review.parent() in tabbed  # not stacked under the panel, squeezing its table

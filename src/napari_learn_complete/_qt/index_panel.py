@@ -41,6 +41,7 @@ from ..errors import LearnCompleteError
 from ..index import Change, Index
 from ..session import Task, session_for
 from . import dialogs
+from .review import show_review
 from .workers import Worker, describe, run_in_worker
 
 if TYPE_CHECKING:
@@ -538,9 +539,7 @@ class IndexPanel(QWidget):
         if not proposals:
             show_info(f"Complete from category {task.category!r}: no proposals")
             return
-        from .review import show_review
-
-        show_review(self.viewer, task.index, task.category, proposals)
+        show_review(self.viewer, task.index, task.category, proposals, beside=self)
         show_info(f"{len(proposals)} proposal(s) for {task.category!r}: review them before "
                   "saving")
 

@@ -461,24 +461,22 @@ def _thumbnail(pixels: np.ndarray, box: tuple[float, float, float, float]) -> QP
 
 
 def show_review(
-    viewer: napari.Viewer, index: Index, category: str, proposals: Sequence[Proposal]
+    viewer: napari.Viewer, index: Index, category: str, proposals: Sequence[Proposal],
+    *, beside: QWidget | None = None,
 ) -> ReviewWidget:
     """Open (or reuse) the viewer's review dock with these proposals; used after a category
     Complete, so the user sees the review instead of results being saved. A new review dock is
-    tabbed with the Index panel: stacked under it, it would squeeze the image table."""
+    tabbed with the dock of ``beside`` (the Index panel): stacked under it, it would squeeze the
+    image table."""
     window = real_viewer(viewer).window
-    docked = window.dock_widgets.values()
-    widget = next((w for w in docked if isinstance(w, ReviewWidget)), None)
+    widget = next((w for w in window.dock_widgets.values() if isinstance(w, ReviewWidget)), None)
     if widget is not None:
         widget.set_proposals(index, category, proposals)
     else:
-        from .index_panel import IndexPanel
-
-        panel = next((w for w in docked if isinstance(w, IndexPanel)), None)
         widget = ReviewWidget(viewer, index, proposals, category)
         dock = window.add_dock_widget(widget, name="Review proposals", area="right")
-        if panel is not None:  # napari's own tabify joins whichever dock came last
-            window._qt_window.tabifyDockWidget(panel.parent(), dock)
+        if beside is not None:  # napari's own tabify joins whichever dock came last
+            window._qt_window.tabifyDockWidget(beside.parent(), dock)
     dock = widget.parent()
     dock.show()
     dock.raise_()
