@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,6 +98,26 @@ def hold_write_lock(index: Index | Path) -> Iterator[None]:
 def write_locked() -> Callable[[Index | Path], Any]:
     """The :func:`hold_write_lock` context manager: ``with write_locked(index): ...``."""
     return hold_write_lock
+
+
+def wait_gone(pid: int, timeout: float = 20.0) -> bool:
+    """True once process ``pid`` has ended (or is a zombie waiting to be reaped), within
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def process_gone() -> Callable[[int], bool]:
+    """The :func:`wait_gone` helper: ``assert process_gone(pid)``."""
+    return wait_gone
 
 
 @pytest.fixture

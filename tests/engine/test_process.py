@@ -185,18 +185,10 @@ os._exit(0)  # the parent vanishes without closing anything (as a crash or kill 
 """
 
 
-def test_an_engine_whose_parent_is_gone_exits(modelled) -> None:
+def test_an_engine_whose_parent_is_gone_exits(modelled, process_gone) -> None:
     out = subprocess.run([sys.executable, "-c", _ORPHAN, str(modelled.path)],
                          capture_output=True, text=True, timeout=300, check=True)
     pid = int(out.stdout.split()[-1])
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return  # exited, waiting to be reaped by init
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    pytest.fail("the engine outlived its parent")
+    if not process_gone(pid):
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the engine outlived its parent")

@@ -159,6 +159,9 @@ def main(scenario: str, folder: Path) -> dict:
     report["integrity"] = db_rows(folder, "PRAGMA integrity_check")[0][0]
     report["torch_loaded"] = sorted(m for m in ("torch", "torchvision", "triton")
                                     if m in sys.modules)
+    from napari_learn_complete.engine.process import shared_engine
+
+    report["engine_pid"] = shared_engine().pid  # closing napari must stop it
     viewer.close()
     return report
 

@@ -222,3 +222,16 @@ def test_review_opens_tabbed_with_the_index_panel_and_sized_columns(opened, qtbo
     for column in (ProposalTableModel.ACCEPT, ProposalTableModel.SCORE):
         fitted = max(header.sectionSizeHint(column), table.sizeHintForColumn(column))
         assert table.columnWidth(column) == fitted
+
+
+def test_an_accepted_review_is_undone_from_the_index_panel(opened, qtbot) -> None:
+    viewer, panel, index = opened.viewer, opened.panel, opened.index
+    before = {o.id for o in index.observations()}
+    assert not panel.undo_button.isEnabled()
+    review = show_review(viewer, index, "square", _proposals(index), beside=panel)
+    result = review.confirm()  # the proposals checked by default: those above the threshold
+    assert result.written == 4 and len(index.observations()) == len(before) + 4
+    qtbot.waitUntil(panel.undo_button.isEnabled)  # the viewer's session remembers the accept
+    panel.undo_button.click()
+    assert {o.id for o in index.observations()} == before
+    assert not panel.undo_button.isEnabled()

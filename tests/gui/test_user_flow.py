@@ -43,7 +43,8 @@ def _index_with_model(folder: Path, n_images: int) -> Path:
     return folder
 
 
-def test_learn_complete_review_and_undo_through_the_menus(tmp_path: Path) -> None:
+def test_learn_complete_review_and_undo_through_the_menus(tmp_path: Path,
+                                                          process_gone) -> None:
     seen = napari_user("flow", _index_with_model(tmp_path / "index", 12))
     assert seen["torch_loaded"] == []  # napari's process never imported torch
     assert seen["runs"] == [  # image menu, card, review, layer-list menu (undone)
@@ -55,6 +56,7 @@ def test_learn_complete_review_and_undo_through_the_menus(tmp_path: Path) -> Non
     assert seen["model_boxes"] == 2 + seen["accepted"]  # the layer-menu box was undone
     assert seen["layer_menu_image"] == [11]  # nothing selected: the image the layers show
     assert seen["integrity"] == "ok"
+    assert seen["engine_pid"] and process_gone(seen["engine_pid"])  # napari closed: engine stopped
     infos = [s for s in seen["seen"] if s.startswith("info: ")]
     assert any(s.startswith("info: Learn finished on 3 image(s)") for s in infos), seen["seen"]
     assert any("Complete wrote 2 observation(s) with boxes on 2 image(s) into category 'disc'"
