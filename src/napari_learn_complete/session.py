@@ -24,6 +24,7 @@ from .engine.settings import CompleteSettings, LearnSettings
 from .errors import EngineError, RefusedError
 from .index import Change, Index
 
+NEED_MODEL = ("learn", "train", "complete", "propose")
 UNDOABLE = ("complete",)  # operations whose run Undo can take back (plus accept, run here)
 
 
@@ -85,6 +86,10 @@ class Session:
     @staticmethod
     def _task(title: str, index: Index, operation: str, args: dict[str, Any],
               kind: str | None = None, category: str | None = None) -> Task:
+        if operation in NEED_MODEL:  # refused now, before a dialog's job is started
+            from .model.registry import active_model
+
+            active_model(index)
         return Task(title, index, Job(str(index.path), operation, args), kind, category)
 
     def learn_images(self, index: Index, image_ids: Sequence[int], kind: str,

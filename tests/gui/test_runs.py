@@ -132,3 +132,15 @@ def test_complete_from_a_category_opens_the_review(with_model, answers, messages
     square_images = {im.id for im in index.images(category="square")}
     assert not {p.image_id for p in proposals} & square_images
     assert index.observations() == before  # nothing saved before the review
+
+
+def test_a_refusal_while_capturing_starts_no_job(opened, answers, monkeypatch) -> None:
+    """Complete from a category with no model: the error is shown, nothing is left running."""
+    errors: list[str] = []
+    monkeypatch.setattr(index_panel, "show_error", errors.append)
+    answers.next()
+    assert opened.panel.complete_category("square") is None
+    assert len(errors) == 1 and errors[0].endswith("the index has no model yet; create one "
+                                                   "(napari-learn-complete model create INDEX)")
+    assert not opened.panel.workers and not opened.panel.cancel_button.isEnabled()
+    assert opened.panel.status.text() == ""
