@@ -144,6 +144,7 @@ def test_cancel_a_full_training_run(panel: ModelPanel, sample_index: Index, qtbo
     assert panel.progress_label.text() == "Full training cancelled: the model is as it was"
     assert active_model(sample_index).active_version == 1
     assert _column(panel.versions, 0) == ["1"]
+    assert _column(panel.runs, 8) == ["cancelled"]  # the cancelled run is on record, shown
 
 
 def test_create_a_second_model_under_a_free_name(panel: ModelPanel, sample_index: Index,
@@ -260,3 +261,15 @@ def test_model_selector_follows_the_index(panel: ModelPanel, sample_index: Index
     assert panel.choose_model("missing") is None  # refused and shown; nothing changes
     assert db_dump(sample_index) == before
     assert panel.model_select.currentText() == "default"
+
+
+def test_a_learn_cancelled_elsewhere_shows_in_the_runs_table(panel: ModelPanel,
+                                                             sample_index: Index, qtbot) -> None:
+    from napari_learn_complete.engine.train import learn
+    from napari_learn_complete.errors import Cancelled
+
+    create_model(sample_index, min_size=128)
+    qtbot.waitUntil(lambda: panel.versions.rowCount() == 1)
+    with pytest.raises(Cancelled):  # e.g. from the Index panel: the Model panel is not told
+        learn(sample_index, images=[1, 2], cancel=lambda: True)
+    qtbot.waitUntil(lambda: _column(panel.runs, 8) == ["cancelled"])  # the run's change is

@@ -144,3 +144,15 @@ def test_a_refusal_while_capturing_starts_no_job(opened, answers, monkeypatch) -
                                                    "(napari-learn-complete model create INDEX)")
     assert not opened.panel.workers and not opened.panel.cancel_button.isEnabled()
     assert opened.panel.status.text() == ""
+
+
+def test_progress_lines_say_what_is_done_and_the_time_left() -> None:
+    from napari_learn_complete._qt.workers import describe
+    from napari_learn_complete.engine.progress import Progress
+
+    assert describe(Progress("learn", 3, 30, "epoch 1/10", epoch=1, epochs=10, loss=0.51234,
+                             eta_s=75.4)) == "learn · epoch 1/10 · loss 0.5123 · 1:15 left"
+    assert describe(Progress("complete", 50, 50, "200/200 images, 180 written, 0 removed",
+                             eta_s=0.0)) == "complete · 200/200 images, 180 written, 0 removed"
+    assert describe(Progress("waiting", 0, 0, "waiting for the running job to end")) == \
+        "waiting · waiting for the running job to end"

@@ -329,7 +329,9 @@ class ModelPanel(QWidget):
             self.set_index(opened[0] if opened else None)
 
     def _index_changed(self, change: Change) -> None:
-        if change.table == "models":  # any thread: hop to the main thread through the signal
+        # any thread: hop to the main thread through the signal; runs too, so a cancelled or
+        # failed Learn shows in the runs table as soon as it is recorded
+        if change.table in ("models", "runs"):
             self.models_changed.emit()
 
     def _fill_models(self) -> None:

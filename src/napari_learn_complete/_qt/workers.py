@@ -25,14 +25,18 @@ log = logging.getLogger(__name__)
 
 
 def describe(event: Progress) -> str:
-    """One line for a progress bar or a status label: stage, epoch and loss when known."""
+    """One line for a progress bar or a status label: stage, epoch, loss, what is done and the
+    time left, each when known."""
     parts = [event.stage]
     if event.epoch is not None and event.epochs:
         parts.append(f"epoch {event.epoch}/{event.epochs}")
     if event.loss is not None:
         parts.append(f"loss {event.loss:.4f}")
-    if event.message:
+    if event.message and event.message not in parts:
         parts.append(event.message)
+    if event.eta_s is not None and event.done < event.total:
+        minutes, seconds = divmod(round(event.eta_s), 60)
+        parts.append(f"{minutes}:{seconds:02d} left")
     return " · ".join(parts)
 
 

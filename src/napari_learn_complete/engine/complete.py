@@ -314,8 +314,12 @@ def complete(
             removed += batch_removed
             if on_batch is not None:
                 on_batch(batch_ids)
-            report(progress, Progress("complete", number, batches,
-                                      message=f"{len(written)} written, {removed} removed"))
+            elapsed = time.perf_counter() - start
+            report(progress, Progress(
+                "complete", number, batches,
+                message=f"{done}/{len(records)} images, {len(written)} written, {removed} removed",
+                eta_s=elapsed / done * (len(records) - done),
+            ))
         status = "done"
     except Cancelled:
         status = "cancelled"
@@ -359,6 +363,7 @@ def propose(
     predictor.check(kind, cat)
     proposals: list[Proposal] = []
     batches = math.ceil(len(records) / batch_size)
+    start = time.perf_counter()
     for number, (chunk, arrays) in enumerate(stream_images(index, records, batch_size), 1):
         check_cancel(cancel)
         found = predictor.predict(arrays)
@@ -371,8 +376,12 @@ def propose(
                     keypoints=det.keypoints if kind == "keypoints" else None,
                     score=det.score, kind=kind, model_version=predictor.model_version,
                 ))
-        report(progress, Progress("propose", number, batches,
-                                  message=f"{len(proposals)} proposals"))
+        done = min(number * batch_size, len(records))
+        report(progress, Progress(
+            "propose", number, batches,
+            message=f"{done}/{len(records)} images, {len(proposals)} proposals",
+            eta_s=(time.perf_counter() - start) / done * (len(records) - done),
+        ))
     return proposals
 
 
