@@ -5,6 +5,7 @@ panel, so the rules, dialogs, captured target and runner are the same as from th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import napari
@@ -58,21 +59,20 @@ def _panel_on_layers(layer_list: LayerList) -> IndexPanel | None:
     return panel
 
 
-def layer_learn_roi(layers: LayerList) -> Any:
-    panel = _panel_on_layers(layers)
-    return panel.learn_images("roi") if panel else None
+def _layer_entry(action: str, kind: str) -> Callable[[LayerList], Any]:
+    """The callback of the layer-list menu's ``kind`` > ``action`` entry."""
+
+    def entry(layers: LayerList) -> Any:  # napari injects the viewer's layer list
+        panel = _panel_on_layers(layers)
+        if panel is None:
+            return None
+        return (panel.learn_images if action == "learn" else panel.complete_images)(kind)
+
+    entry.__name__ = f"layer_{action}_{kind}"
+    return entry
 
 
-def layer_complete_roi(layers: LayerList) -> Any:
-    panel = _panel_on_layers(layers)
-    return panel.complete_images("roi") if panel else None
-
-
-def layer_learn_keypoints(layers: LayerList) -> Any:
-    panel = _panel_on_layers(layers)
-    return panel.learn_images("keypoints") if panel else None
-
-
-def layer_complete_keypoints(layers: LayerList) -> Any:
-    panel = _panel_on_layers(layers)
-    return panel.complete_images("keypoints") if panel else None
+layer_learn_roi = _layer_entry("learn", "roi")
+layer_complete_roi = _layer_entry("complete", "roi")
+layer_learn_keypoints = _layer_entry("learn", "keypoints")
+layer_complete_keypoints = _layer_entry("complete", "keypoints")
