@@ -334,7 +334,9 @@ class IndexPanel(QWidget):
             index.query("SELECT image_id, COUNT(*) FROM observations GROUP BY image_id")
         )
         for row, image_id in enumerate(self._ids):
-            self.table.item(row, 2).setText(str(per_image.get(image_id, 0)))
+            item, text = self.table.item(row, 2), str(per_image.get(image_id, 0))
+            if item.text() != text:  # a set text re-fits the column and repaints: changed only
+                item.setText(text)
 
     def _selected_rows(self) -> set[int]:
         return {i.row() for i in self.table.selectionModel().selectedRows()}
