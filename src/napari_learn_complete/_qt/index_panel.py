@@ -418,9 +418,9 @@ class IndexPanel(QWidget):
         worker = run_in_worker(
             self.viewer, partial(self.session.run, task), title=task.title,
             on_done=partial(on_done, task), on_progress=self._show_progress,
+            on_finished=self._finished,
         )
         self.workers.append(worker)
-        worker.finished.connect(partial(self._finished, worker))
         self.cancel_button.setEnabled(True)
         self.status.setText(f"{task.title}: starting...")
         return worker

@@ -301,8 +301,8 @@ class ModelPanel(QWidget):
             on_done=lambda result: (self.progress_label.setText(""), on_done(result)),
             on_error=partial(self._failed, task.title),
             on_progress=partial(self._progressed, task.title),
+            on_finished=self._ended,
         )
-        self.worker.finished.connect(self._ended)
         self._update_enabled()
         return self.worker
 
@@ -428,7 +428,7 @@ class ModelPanel(QWidget):
         self.progress_label.setText(f"{title} failed: {exc}")
         show_error(f"{title}: {exc}")
 
-    def _ended(self) -> None:
+    def _ended(self, _worker: Worker) -> None:
         self.worker = None
         self.progress.setRange(0, 1)
         self.progress.setValue(0)

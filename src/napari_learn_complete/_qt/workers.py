@@ -48,13 +48,14 @@ def run_in_worker(
     on_done: Callable[[Any], None] | None = None,
     on_error: Callable[[Exception], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
-    on_yield: Callable[[Any], None] | None = None,
+    on_finished: Callable[[Worker], None] | None = None,
 ) -> Worker:
     """Start ``fn(progress=..., cancel=...)`` in a thread worker and return the started worker.
 
     ``fn`` is typically ``functools.partial(learn, index, images=..., settings=...)``. The
-    callbacks run on the main thread: ``on_progress`` per report, ``on_yield`` per value a
-    generator ``fn`` yields, ``on_done`` with the return value. Cancellation (activity dock,
+    callbacks run on the main thread: ``on_progress`` per report, ``on_done`` with the return
+    value, ``on_finished(worker)`` at the end whatever the outcome (connected before the worker
+    starts: a job that fails at once must not finish unheard). Cancellation (activity dock,
     ``worker.quit()``) ends with an info notification; an error goes to ``on_error`` or, without
     one, to an error notification. ``viewer`` is the viewer whose activity dock shows the bar.
     """
@@ -89,8 +90,6 @@ def run_in_worker(
     connect: dict[str, Callable[..., Any]] = {"errored": failed}
     if on_done is not None:
         connect["returned"] = on_done
-    if on_yield is not None:
-        connect["yielded"] = on_yield
     worker = create_worker(
         fn,
         progress=progressed,
@@ -101,5 +100,7 @@ def run_in_worker(
     )
     workers.append(worker)
     worker.finished.connect(bar.close)
+    if on_finished is not None:
+        worker.finished.connect(lambda: on_finished(worker))
     worker.start()
     return worker
