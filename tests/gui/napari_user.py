@@ -143,7 +143,7 @@ def main(scenario: str, folder: Path) -> dict:
         from napari_learn_complete.engine.process import shared_engine
 
         panel.set_active_category("disc")
-        panel.select_images(list(range(1, 37)))
+        panel.select_images(layers.image_ids())  # all: a Complete long enough to kill
         answer_next_dialog()
         before = boxes()
         trigger(panel.image_menu(), "ROI/Complete")

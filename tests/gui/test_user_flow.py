@@ -66,13 +66,13 @@ def test_learn_complete_review_and_undo_through_the_menus(tmp_path: Path,
 
 def test_killing_the_engine_mid_complete_keeps_napari_and_the_saved_batches(
         tmp_path: Path) -> None:
-    seen = napari_user("kill", _index_with_model(tmp_path / "index", 36))
+    seen = napari_user("kill", _index_with_model(tmp_path / "index", 72))
     assert seen["window_visible"] and seen["torch_loaded"] == []
     errors = [s for s in seen["seen"] if s.startswith("error: ")]
     assert len(errors) == 1 and "the engine process died during complete (killed by SIGKILL)" \
         in errors[0], seen["seen"]
     assert seen["runs"] == [["complete", "failed"]]  # recorded, and so undoable
-    assert 0 < seen["model_boxes"] < 36  # the batches committed before the kill stay
+    assert 0 < seen["model_boxes"] < 72  # the batches committed before the kill stay
     assert seen["kept_in_layer"] == seen["model_boxes"]
     assert seen["undo_enabled"]
     assert seen["integrity"] == "ok"
