@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from .engine.complete import undo as _undo
-from .engine.jobs import InProcessRunner, Job, Runner
+from .engine.jobs import InProcessRunner, Runner
 from .engine.progress import CancelFn, ProgressFn
 from .engine.results import CompleteResult, Proposal, TrainResult
 from .engine.settings import CompleteSettings, LearnSettings
 from .errors import BadInputError, RefusedError
 from .index import ImageRecord, Index
-from .session import Session, Task, default_runner, session_for
+from .session import Session, default_runner, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -164,8 +164,9 @@ def undo(target: Target, run_id: int | None = None, *, index: str | None = None)
 def _run(target: Target, idx: Index, operation: str, progress: ProgressFn | None,
          cancel: CancelFn | None, **args: Any) -> Any:
     """Run one job on ``idx`` through the right runner; its changes reach ``idx``'s listeners."""
-    task = Task(operation, idx, Job(str(idx.path), operation, args))
-    return _session(target).run(task, progress=progress, cancel=cancel)
+    session = _session(target)
+    return session.run(session.task(operation, idx, operation, args), progress=progress,
+                       cancel=cancel)
 
 
 def _session(target: Target) -> Session:

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .actions import Availability, category_action_availability, image_action_availability
-from .engine.jobs import Job, Runner
+from .engine.jobs import MODEL_OPERATIONS, Job, Runner
 from .engine.progress import CancelFn, ProgressFn
 from .engine.results import CompleteResult, Proposal
 from .engine.settings import CompleteSettings, LearnSettings
 from .errors import EngineError, RefusedError
 from .index import Change, Index
 
-NEED_MODEL = ("learn", "train", "complete", "propose")
 UNDOABLE = ("complete",)  # operations whose run Undo can take back (plus accept, run here)
 
 
@@ -84,9 +83,11 @@ class Session:
 
     # ------------------------------------------------------------------- tasks
     @staticmethod
-    def _task(title: str, index: Index, operation: str, args: dict[str, Any],
-              kind: str | None = None, category: str | None = None) -> Task:
-        if operation in NEED_MODEL:  # refused now, before a dialog's job is started
+    def task(title: str, index: Index, operation: str, args: dict[str, Any],
+             kind: str | None = None, category: str | None = None) -> Task:
+        """A task of any operation; one that runs the model is refused now when the index has
+        no active model (before a dialog's job starts)."""
+        if operation in MODEL_OPERATIONS:
             from .model.registry import active_model
 
             active_model(index)
@@ -94,14 +95,14 @@ class Session:
 
     def learn_images(self, index: Index, image_ids: Sequence[int], kind: str,
                      settings: LearnSettings | None = None) -> Task:
-        return self._task(f"Learn ({_TITLES[kind]})", index, "learn", {
+        return self.task(f"Learn ({_TITLES[kind]})", index, "learn", {
             "images": list(image_ids), "kind": kind, "settings": settings or LearnSettings(),
         }, kind)
 
     def learn_category(self, index: Index, category: str,
                        settings: LearnSettings | None = None) -> Task:
         kind = self.category_kind(index, category)
-        return self._task(f"Learn ({category})", index, "learn", {
+        return self.task(f"Learn ({category})", index, "learn", {
             "category": category, "kind": kind, "settings": settings or LearnSettings(),
         }, kind, category)
 
@@ -109,7 +110,7 @@ class Session:
                         kind: str, settings: CompleteSettings | None = None) -> Task:
         if category is None:
             raise RefusedError("Choose an active category first: Complete writes into it")
-        return self._task(f"Complete ({_TITLES[kind]} → {category})", index, "complete", {
+        return self.task(f"Complete ({_TITLES[kind]} → {category})", index, "complete", {
             "images": list(image_ids), "category": category, "kind": kind,
             "settings": settings or CompleteSettings(),
         }, kind, category)
@@ -119,20 +120,20 @@ class Session:
         """Complete from a category: proposals for review, nothing saved."""
         settings = settings or CompleteSettings()
         kind = self.category_kind(index, category)
-        return self._task(f"Complete from category {category!r}", index, "propose", {
+        return self.task(f"Complete from category {category!r}", index, "propose", {
             "category": category, "kind": kind, "min_score": settings.min_score,
             "max_detections": settings.max_detections,
         }, kind, category)
 
     def train(self, index: Index) -> Task:
-        return self._task("Full training", index, "train", {})
+        return self.task("Full training", index, "train", {})
 
     def create_model(self, index: Index, **options: Any) -> Task:
-        return self._task(f"Create model {options.get('name', 'default')!r}", index,
+        return self.task(f"Create model {options.get('name', 'default')!r}", index,
                           "create_model", options)
 
     def rollback(self, index: Index, model: str, number: int) -> Task:
-        return self._task(f"Roll back {model!r} to version {number}", index, "rollback",
+        return self.task(f"Roll back {model!r} to version {number}", index, "rollback",
                           {"model": model, "number": number})
 
     # --------------------------------------------------------------------- run

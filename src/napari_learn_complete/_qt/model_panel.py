@@ -77,6 +77,8 @@ class ModelPanel(QWidget):
         self.index: Index | None = None
         self.handle: ModelHandle | None = None
         self.worker: Worker | None = None
+        self._running: Task | None = None  # the task of self.worker
+        self._cancelling = False
         self._unsubscribe = None
 
         self.index_label = QLabel()
@@ -294,6 +296,7 @@ class ModelPanel(QWidget):
         buttons wait for it, its progress shows here and in the activity dock."""
         self.progress.setRange(0, 0)
         self.progress_label.setText(f"{task.title}: starting")
+        self._running, self._cancelling = task, False
         self.worker = run_in_worker(
             self.viewer,
             partial(self.session.run, task),
@@ -308,8 +311,8 @@ class ModelPanel(QWidget):
 
     def cancel_training(self) -> None:
         if self.worker is not None:
-            self.progress_label.setText(f"{self.progress_label.text().split(':')[0]}: "
-                                        "cancelling…")
+            self._cancelling = True
+            self.progress_label.setText(f"{self._running.title}: cancelling…")
             self.worker.quit()
 
     def closeEvent(self, event: Any) -> None:
@@ -432,9 +435,9 @@ class ModelPanel(QWidget):
         self.worker = None
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        label = self.progress_label.text()
-        if label.endswith("cancelling…"):
-            self.progress_label.setText(f"{label.split(':')[0]} cancelled: the model is as it was")
+        if self._cancelling:
+            self.progress_label.setText(f"{self._running.title} cancelled: the model is as it was")
+        self._running, self._cancelling = None, False
         self.refresh()
 
 

@@ -31,7 +31,9 @@ OPERATIONS: dict[str, str] = {
     "create_model": "napari_learn_complete.engine.jobs:create_model",
     "rollback": "napari_learn_complete.engine.jobs:rollback",
 }
-PREDICTING = ("complete", "propose")  # operations that take a warm ``predictor``
+# operations that run the active model: they report progress and can be cancelled
+MODEL_OPERATIONS = ("learn", "train", "complete", "propose")
+PREDICTING = ("complete", "propose")  # of those, the ones that take a warm ``predictor``
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def run_job(job: Job, *, progress: ProgressFn | None = None, cancel: CancelFn | 
     unsubscribe = index.subscribe(changed) if changed is not None else None
     try:
         kwargs = dict(job.args)
-        if job.operation in ("learn", "train", "complete", "propose"):
+        if job.operation in MODEL_OPERATIONS:
             kwargs.update(progress=progress, cancel=cancel)
         if predictors is not None and job.operation in PREDICTING:
             kwargs["predictor"] = predictors.get(index, kwargs.get("device"))
