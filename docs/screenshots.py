@@ -34,11 +34,14 @@ from napari_learn_complete._qt import dialogs
 from napari_learn_complete._qt.index_panel import IndexPanel
 from napari_learn_complete._qt.review import ReviewWidget, show_review
 from napari_learn_complete.engine.complete import propose
-from napari_learn_complete.engine.detections import Detection, ScriptedDetector
+from napari_learn_complete.engine.detections import Detection
 from napari_learn_complete.engine.train import LearnSettings, learn
 from napari_learn_complete.index import Index
 from napari_learn_complete.model.registry import create_model
 from napari_learn_complete.sample import GROUND_TRUTH_FILE, make_sample_index
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from doubles import ScriptedDetector  # the tests' scripted detector
 
 OUT = Path(__file__).resolve().parent / "images"
 PLUGIN = "napari-learn-complete"

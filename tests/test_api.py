@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from doubles import ScriptedDetector
 from napari_learn_complete import api
-from napari_learn_complete.engine.detections import Detection, ScriptedDetector
+from napari_learn_complete.engine.detections import Detection
 from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.errors import BadInputError, Cancelled, RefusedError
 from napari_learn_complete.index import Index

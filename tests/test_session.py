@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from napari_learn_complete.engine.detections import Detection, ScriptedDetector
+from doubles import ScriptedDetector
+from napari_learn_complete.engine.detections import Detection
 from napari_learn_complete.engine.jobs import InProcessRunner, Job
 from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.engine.results import Proposal

@@ -13,12 +13,13 @@ import threading
 import pytest
 import torch
 
+from doubles import ScriptedDetector
 from napari_learn_complete.engine.complete import (
     CompleteSettings,
     complete,
     undo,
 )
-from napari_learn_complete.engine.detections import Detection, ScriptedDetector
+from napari_learn_complete.engine.detections import Detection
 from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.errors import BadInputError, Cancelled, RefusedError
 from napari_learn_complete.index import Index

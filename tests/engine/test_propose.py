@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from doubles import ScriptedDetector
 from napari_learn_complete.cli import main
 from napari_learn_complete.engine.complete import (
     accept,
@@ -17,7 +18,7 @@ from napari_learn_complete.engine.complete import (
     save_proposals,
     undo,
 )
-from napari_learn_complete.engine.detections import Detection, ScriptedDetector
+from napari_learn_complete.engine.detections import Detection
 from napari_learn_complete.errors import BadInputError, RefusedError
 from napari_learn_complete.index import Index
 from napari_learn_complete.model import create_model

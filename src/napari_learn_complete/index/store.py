@@ -24,7 +24,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import numpy as np
 
 from ..errors import BadInputError, IndexLockedError, RefusedError
 from . import media
+from .records import Box, Category, Change, ImageRecord, Keypoint, Observation
 from .schema import migrate
 
 DB_NAME = "index.sqlite"
@@ -46,75 +46,7 @@ PALETTE = (
     "#4e79a7", "#f28e2b", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
 )
 
-Box = tuple[float, float, float, float]
-Keypoint = tuple[float, float, int]
-
 _UNSET: Any = object()
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image of the index: a file, one frame of a zarr array, or a video clip."""
-
-    id: int
-    name: str
-    path: str
-    frame: int | None
-    width: int
-    height: int
-    channels: int
-    media: str
-
-    @property
-    def is_video(self) -> bool:
-        return self.media == "video"
-
-
-@dataclass(frozen=True)
-class Category:
-    """A named class; keypoint names are ordered and define the keypoint vector of observations."""
-
-    id: int
-    name: str
-    colour: str
-    roi_enabled: bool
-    keypoints_enabled: bool
-    keypoint_names: tuple[str, ...]
-    skeleton: tuple[tuple[int, int], ...]
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One annotation of one category on one image: a box, keypoints, or both."""
-
-    id: int
-    image_id: int
-    category_id: int
-    box: Box | None
-    keypoints: tuple[Keypoint, ...] | None
-    iscrowd: bool
-    source: str
-    score: float | None
-    model_version: str | None
-    run_id: int | None
-    created_at: str
-    updated_at: str
-    attributes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def has_keypoints(self) -> bool:
-        """True when at least one keypoint is labelled (v > 0)."""
-        return self.keypoints is not None and any(v > 0 for _, _, v in self.keypoints)
-
-
-@dataclass(frozen=True)
-class Change:
-    """A committed change: ``table`` is 'images', 'categories', 'observations' or 'models';
-    ``action`` is 'added', 'updated' or 'deleted'; ``ids`` are the rows concerned."""
-
-    table: str
-    action: str
-    ids: tuple[int, ...]
 
 
 class Index:
@@ -779,6 +711,22 @@ class Index:
         if kind == "keypoints":
             found = [o for o in found if o.has_keypoints]
         return found
+
+    def observation_counts(self) -> dict[int, int]:
+        """How many observations each image has (images without any are left out)."""
+        return dict(self._conn().execute(
+            "SELECT image_id, COUNT(*) FROM observations GROUP BY image_id"
+        ).fetchall())
+
+    def count_observations(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+
+    def has_observations(self, category: int | str | Category) -> bool:
+        """True when any image has an observation of ``category`` (propose and the menus ask)."""
+        return self._conn().execute(
+            "SELECT 1 FROM observations WHERE category_id = ? LIMIT 1",
+            (self.category(category).id,),
+        ).fetchone() is not None
 
     def attribute_values(self) -> dict[str, list[str]]:
         """Every attribute key with its distinct values (for filters)."""
