@@ -417,3 +417,26 @@ def test_resolve_images_takes_records_ids_and_names_once_in_order(boxes_index):
     assert [r.id for r in found] == [im1.id, im0.id]
     with pytest.raises(BadInputError, match=r"no image 'nope\.png'"):
         boxes_index.resolve_images([im0, "nope.png"])
+
+
+def test_query_only_reads(boxes_index, db_dump):
+    before = db_dump(boxes_index)
+    with pytest.raises(BadInputError, match="reads only"):
+        boxes_index.query("DELETE FROM images")
+    assert db_dump(boxes_index) == before
+    assert boxes_index.query("SELECT COUNT(*) FROM images")[0][0] == 2
+
+
+def test_remove_parts_deletes_an_observation_left_with_nothing(boxes_index):
+    both = boxes_index.add_observation("im0.png", "fly", box=(1, 1, 30, 30),
+                                       keypoints=[(5, 5, 2), (9, 9, 2)], source="model",
+                                       score=0.9)
+    kept = boxes_index.remove_parts(both.id, box=True, source="model")
+    assert kept.box is None and kept.has_keypoints and kept.score == 0.9  # still the model's
+    kept = boxes_index.remove_parts(both.id, keypoints=["head"])
+    assert kept.keypoints == ((0.0, 0.0, 0), (9.0, 9.0, 2)) and kept.source == "human"
+    assert boxes_index.remove_parts(both.id, keypoints=["tail"]) is None
+    assert boxes_index.observations(ids=[both.id]) == []
+    box = boxes_index.add_observation("im0.png", "cell", box=(1, 1, 5, 5))
+    assert boxes_index.remove_parts(box.id, keypoints=True).box == (1, 1, 5, 5)
+    assert boxes_index.remove_parts(box.id, box=True) is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import urllib.error
-from dataclasses import replace
 
 import pytest
 import torch
@@ -16,10 +15,8 @@ from napari_learn_complete.errors import BadInputError, BadWeightsError
 from napari_learn_complete.model import (
     InferenceSettings,
     ModelConfig,
-    apply_inference,
     backbone_parameters,
     build_model,
-    extend_classes,
     freeze_backbone,
     load_weights,
     save_weights,
@@ -87,9 +84,6 @@ def test_inference_settings_are_applied():
     model = build_model(config)
     heads = model.roi_heads
     assert (heads.score_thresh, heads.nms_thresh, heads.detections_per_img) == (0.4, 0.3, 5)
-    config.inference.score_threshold = 0.9
-    apply_inference(model, config)
-    assert heads.score_thresh == 0.9
 
 
 def _train_step(model: torch.nn.Module, keypoints: bool = False) -> None:
@@ -131,27 +125,6 @@ def test_heads_only_freezes_exactly_the_backbone_including_fpn():
     assert any(k.endswith("weight") and "fpn" in k for k in changed)
 
 
-def test_extend_classes_keeps_learned_rows():
-    torch.manual_seed(0)
-    config = _config("keypointrcnn")
-    model = _fast(build_model(config))
-    old = {k: v.clone() for k, v in model.roi_heads.box_predictor.state_dict().items()}
-    extended = extend_classes(model, config, ["triangle"])
-    assert extended.categories == ["disc", "square", "triangle"]
-    assert config.categories == ["disc", "square"]  # the old configuration is untouched
-    new = model.roi_heads.box_predictor
-    assert new.cls_score.out_features == 4 and new.bbox_pred.out_features == 16
-    assert torch.equal(new.cls_score.weight[:3], old["cls_score.weight"])
-    assert torch.equal(new.cls_score.bias[:3], old["cls_score.bias"])
-    assert torch.equal(new.bbox_pred.weight[:12], old["bbox_pred.weight"])
-    assert torch.equal(new.bbox_pred.bias[:12], old["bbox_pred.bias"])
-    model.eval()
-    with torch.no_grad():
-        model([torch.rand(3, SIZE, SIZE)])
-    with pytest.raises(BadInputError, match="disc"):
-        extend_classes(model, extended, ["disc"])
-
-
 def test_weight_file_round_trip_and_class_rows_by_name(tmp_path):
     torch.manual_seed(0)
     config = _config()
@@ -163,7 +136,7 @@ def test_weight_file_round_trip_and_class_rows_by_name(tmp_path):
     loaded = build_model(config, path)
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     # another index lists the categories in another order and has one more
-    other = replace(config, categories=["square", "star", "disc"])
+    other = config.replace(categories=["square", "star", "disc"])
     remapped = build_model(other, path).roi_heads.box_predictor.cls_score.weight
     original = model.roi_heads.box_predictor.cls_score.weight
     assert torch.equal(remapped[1], original[2]) and torch.equal(remapped[3], original[1])

@@ -60,8 +60,10 @@ def test_one_active_model_per_index(sample_index):
     ("kwargs", "error", "message"),
     [
         ({"keypoints": True}, RefusedError, "needs a category with keypoints enabled"),
-        ({"backbone": "vgg16"}, BadInputError, "unknown backbone 'vgg16'"),
-        ({"purpose": "count"}, BadInputError, "unknown purpose 'count'"),
+        ({"backbone": "vgg16"}, BadInputError,
+         "backbone: must be 'mobilenet_v3_large_fpn' or 'resnet50_fpn_v2', not 'vgg16'"),
+        ({"purpose": "count"}, BadInputError,
+         "purpose: must be 'locate', 'classify' or 'identify', not 'count'"),
         ({"name": "a/b"}, BadInputError, "plain folder name"),
         ({"weights": "nowhere.pt"}, BadInputError, "nowhere.pt: weight file not found"),
     ],
@@ -142,18 +144,17 @@ def test_create_uses_the_input_size_rule(tmp_path):
 def test_commit_versions_and_rollback(sample_index, db_dump):
     torch.manual_seed(0)
     handle = create_model(sample_index)
-    model = handle.load()
+    model, config = handle.load()
     assert not model.training
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.bias.add_(1.0)
-    config = handle.config
     config.training.epochs = 3
     assert handle.commit_version(model, config, note="learn 1") == 2
     assert [(v.number, v.parent, v.active) for v in handle.versions()] == [
         (1, None, False), (2, 1, True)]
     reopened = active_model(sample_index)
     assert reopened.active_version == 2 and reopened.config.training.epochs == 3
-    loaded = reopened.load()
+    loaded, _ = reopened.load()
     assert torch.equal(loaded.roi_heads.box_predictor.cls_score.bias,
                        model.roi_heads.box_predictor.cls_score.bias)
 
@@ -166,31 +167,41 @@ def test_commit_versions_and_rollback(sample_index, db_dump):
     assert db_dump(sample_index) == before
 
 
-def test_failed_commit_keeps_the_active_version(sample_index, db_dump, monkeypatch):
+@pytest.mark.parametrize("failing", ["config file", "database"])
+def test_failed_commit_keeps_the_active_version(sample_index, db_dump, monkeypatch, failing):
     handle = create_model(sample_index)
-    model = handle.load()
+    model, config = handle.load()
+    config.training.epochs = 3
     before = db_dump(sample_index)
+    config_json = (handle.folder / "config.json").read_bytes()
 
-    def fail(self, path):
+    def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ModelConfig, "save", fail)  # fails inside the transaction
+    if failing == "config file":
+        monkeypatch.setattr(ModelConfig, "save", fail)
+    else:
+        monkeypatch.setattr(sample_index.models, "add_version", fail)
     with pytest.raises(OSError, match="disk full"):
-        handle.commit_version(model, handle.config, note="doomed")
-    assert db_dump(sample_index) == before  # no row, no orphan weight file
+        handle.commit_version(model, config, note="doomed")
+    assert db_dump(sample_index) == before  # no row, no orphan weight or configuration file
+    assert (handle.folder / "config.json").read_bytes() == config_json  # version 1's, as before
     assert handle.active_version == 1 and active_model(sample_index).active_version == 1
+    assert active_model(sample_index).config.training.epochs == 20
 
 
 def test_load_extends_heads_for_new_categories(sample_index):
     torch.manual_seed(0)
     handle = create_model(sample_index)
-    old = handle.load().roi_heads.box_predictor.cls_score.weight
+    old = handle.load()[0].roi_heads.box_predictor.cls_score.weight
     sample_index.add_category("star")
-    model = handle.load()
-    assert handle.config.categories == ["disc", "square", "triangle", "star"]
+    model, config = handle.load()
+    assert config.categories == ["disc", "square", "triangle", "star"]
+    assert handle.config.categories == ["disc", "square", "triangle"]  # the version's, unchanged
     weight = model.roi_heads.box_predictor.cls_score.weight
     assert weight.shape[0] == 5 and torch.equal(weight[:4], old)
-    assert handle.commit_version(model, handle.config) == 2
+    assert handle.commit_version(model, config) == 2
+    assert handle.config.categories[-1] == "star"
     _, config_dict, _ = load_weights(handle.versions()[-1].file)
     assert config_dict["categories"][-1] == "star"
 
@@ -202,8 +213,8 @@ def test_create_from_a_weight_file_of_another_index(sample_index, empty_index):
     empty_index.add_category("triangle")
     empty_index.add_category("disc")
     handle = create_model(empty_index, weights=file)
-    old = source.load().roi_heads.box_predictor.cls_score.weight
-    new = handle.load().roi_heads.box_predictor.cls_score.weight
+    old = source.load()[0].roi_heads.box_predictor.cls_score.weight
+    new = handle.load()[0].roi_heads.box_predictor.cls_score.weight
     assert torch.equal(new[1], old[3]) and torch.equal(new[2], old[1])  # matched by name
     assert "initial weights: " + str(file) in handle.versions()[0].note
     assert set(build_model(handle.config, file).state_dict()) == set(

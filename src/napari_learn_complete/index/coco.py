@@ -311,17 +311,14 @@ def import_coco(
 def _annotation(obs: Observation) -> dict[str, Any]:
     ann: dict[str, Any] = {"id": obs.id, "image_id": obs.image_id,
                            "category_id": obs.category_id, "iscrowd": int(obs.iscrowd)}
-    labelled = [(x, y) for x, y, v in obs.keypoints or () if v > 0]
+    # keypoints only: the extent of the labelled keypoints sets the OKS scale
+    x0, y0, x1, y1 = obs.extent or (0.0, 0.0, 0.0, 0.0)
     if obs.box is not None:
-        x0, y0, x1, y1 = obs.box
         ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
-        ann["area"] = (x1 - x0) * (y1 - y0)
-    else:  # keypoints only: the extent of the labelled keypoints sets the OKS scale
-        xs, ys = [x for x, _ in labelled] or [0.0], [y for _, y in labelled] or [0.0]
-        ann["area"] = (max(xs) - min(xs)) * (max(ys) - min(ys))
+    ann["area"] = (x1 - x0) * (y1 - y0)
     if obs.keypoints is not None:
         ann["keypoints"] = [v for kp in obs.keypoints for v in kp]
-        ann["num_keypoints"] = len(labelled)
+        ann["num_keypoints"] = sum(v > 0 for _, _, v in obs.keypoints)
     if obs.source == "model":
         ann["score"] = obs.score if obs.score is not None else 1.0
         ann["model_version"] = obs.model_version

@@ -7,10 +7,10 @@ has a kind switched on, so the engine, the enablement rules and the CLI refuse i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import BadInputError, RefusedError
+from .geometry import Box, Keypoint, keypoint_extent
 
 KINDS = ("roi", "keypoints")
 KIND_WORDS = {"roi": "ROI", "keypoints": "keypoints"}
@@ -23,8 +23,6 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-Box = tuple[float, float, float, float]
-Keypoint = tuple[float, float, int]
 
 @dataclass(frozen=True)
 class ImageRecord:
@@ -60,10 +58,17 @@ class Category:
         """Is ``kind`` ('roi' or 'keypoints') switched on for this category?"""
         return self.roi_enabled if check_kind(kind) == "roi" else self.keypoints_enabled
 
+    def disabled_reason(self, kind: str) -> str:
+        """Why work of ``kind`` may not run on this category ("" when it may)."""
+        if self.enables(kind):
+            return ""
+        verb = "is" if kind == "roi" else "are"
+        return f"{KIND_WORDS[kind]} {verb} not enabled for category {self.name!r}"
+
     def require(self, kind: str) -> None:
         """Refuse work of a ``kind`` this category has switched off."""
-        if not self.enables(kind):
-            raise RefusedError(f"{KIND_WORDS[kind]} is not enabled for category {self.name!r}")
+        if reason := self.disabled_reason(kind):
+            raise RefusedError(reason)
 
 
 @dataclass(frozen=True)
@@ -104,13 +109,3 @@ class Change:
     action: str
     ids: tuple[int, ...]
 
-
-def keypoint_extent(keypoints: Sequence[Sequence[float]]) -> Box | None:
-    """The box around the labelled keypoints (v > 0) of ``(x, y, v)`` triples; None when none is
-    labelled. Learn's targets, Complete's duplicate test, COCO's ``bbox`` and the review thumbnail
-    all draw this one box."""
-    labelled = [(x, y) for x, y, v in keypoints if v > 0]
-    if not labelled:
-        return None
-    xs, ys = zip(*labelled, strict=True)
-    return (min(xs), min(ys), max(xs), max(ys))

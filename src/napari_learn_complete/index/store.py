@@ -31,7 +31,10 @@ import numpy as np
 
 from ..errors import BadInputError, IndexLockedError, RefusedError
 from . import media
-from .records import Box, Category, Change, ImageRecord, Keypoint, Observation
+from .geometry import Box, Keypoint
+from .models import Models
+from .records import Category, Change, ImageRecord, Observation
+from .runs import Runs
 from .schema import migrate
 
 DB_NAME = "index.sqlite"
@@ -63,6 +66,8 @@ class Index:
         self._local = threading.local()
         self._listeners: list[Callable[[Change], None]] = []
         self._listeners_lock = threading.Lock()
+        self.runs = Runs(self)
+        self.models = Models(self)
         try:
             migrate(self._conn())
         except sqlite3.DatabaseError as exc:
@@ -86,10 +91,6 @@ class Index:
         (folder / MODELS_DIR).mkdir(exist_ok=True)
         sqlite3.connect(folder / DB_NAME).close()
         return cls(folder, **kw)
-
-    @classmethod
-    def open(cls, path: str | os.PathLike, **kw: Any) -> Index:
-        return cls(path, **kw)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -135,11 +136,16 @@ class Index:
 
     # ------------------------------------------------------------ transactions
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write. Nested calls join the outer transaction.
+    def transaction(self) -> Iterator[None]:
+        """Group writes (of the store and its tables) into one atomic commit: all or nothing.
+        Nested calls join the outer transaction; listeners hear the changes after the outermost
+        commit."""
+        with self._write():
+            yield
 
-        Listeners are told about the changes only after the outermost commit.
-        """
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`transaction`, handing out the connection to this package's writers."""
         conn = self._conn()
         if self._local.depth:
             self._local.depth += 1
@@ -172,9 +178,9 @@ class Index:
         for change in pending:
             self._emit(change)
 
-    def record_change(self, table: str, action: str, ids: Iterable[int]) -> None:
-        """Announce a change made with raw SQL inside :meth:`transaction` (the model registry,
-        Complete's undo): listeners hear it after the commit, like the store's own writes."""
+    def _record_change(self, table: str, action: str, ids: Iterable[int]) -> None:
+        """Queue a change for the listeners, told after the outermost commit (for the table
+        modules of this package: runs, models)."""
         ids = tuple(int(i) for i in ids)
         if ids:
             self._local.pending.append(Change(table, action, ids))
@@ -204,57 +210,16 @@ class Index:
                 log.exception("index listener %r failed on %s", callback, change)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Read-only SQL for modules of this package (model registry, engine)."""
+        """Read-only SQL, for inspecting an index (tests, one-off scripts); the package itself
+        reads through the methods of the store and its tables."""
+        if sql.lstrip().split(None, 1)[0].upper() not in ("SELECT", "WITH", "PRAGMA"):
+            raise BadInputError("Index.query reads only; write through the store's methods")
         return self._conn().execute(sql, params).fetchall()
 
     def announce(self, change: Change) -> None:
         """Tell this instance's listeners about a change another process committed (the engine
         process streams its changes back), as if it had been written here."""
         self._emit(change)
-
-    # --------------------------------------------------------------------- runs
-    def start_run(self, operation: str, *, model_id: int | None, kind: str | None,
-                  scope: dict[str, Any], settings: dict[str, Any]) -> int:
-        """Record a Learn / train / Complete / accept run as 'running'; returns its id. Listeners
-        hear ``Change('runs', 'added')``: a supervisor learns which runs a job started."""
-        with self.transaction() as conn:
-            run_id = conn.execute(
-                "INSERT INTO runs(model_id, operation, kind, scope, settings, status) "
-                "VALUES (?, ?, ?, ?, ?, 'running')",
-                (model_id, operation, kind, json.dumps(scope), json.dumps(settings)),
-            ).lastrowid
-            self.record_change("runs", "added", [run_id])
-        return run_id
-
-    def finish_run(self, run_id: int, status: str, *, seconds: float,
-                   metrics: dict[str, Any] | None = None, losses: list[float] | None = None,
-                   version: int | None = None) -> None:
-        """Record how a run ended ('done', 'cancelled', 'failed') with what it measured."""
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE runs SET status = ?, seconds = ?, metrics = ?, "
-                "losses = COALESCE(?, losses), version = COALESCE(?, version) WHERE id = ?",
-                (status, seconds, json.dumps(metrics or {}),
-                 None if losses is None else json.dumps(losses), version, run_id),
-            )
-            self.record_change("runs", "updated", [run_id])
-
-    def end_interrupted_runs(self, run_ids: Iterable[int], status: str) -> list[int]:
-        """Mark the runs among ``run_ids`` still 'running' as ``status``: their process is gone
-        (killed, crashed, stopped on cancel), so nobody else will. Returns the ids marked; a
-        cancelled or failed Complete can then be undone."""
-        ids = [int(i) for i in run_ids]
-        with self.transaction() as conn:
-            marked = [i for i in ids if conn.execute(
-                "UPDATE runs SET status = ? WHERE id = ? AND status = 'running'", (status, i)
-            ).rowcount]
-            self.record_change("runs", "updated", marked)
-        return marked
-
-    def run_observation_ids(self, run_id: int) -> list[int]:
-        """The observations a Complete or accept run created, changed or deleted."""
-        return [int(r[0]) for r in self.query(
-            "SELECT DISTINCT observation_id FROM run_changes WHERE run_id = ?", (run_id,))]
 
     # ------------------------------------------------------------------ images
     def _relative(self, path: Path) -> str:
@@ -298,7 +263,7 @@ class Index:
             probed = [media.probe(p) for p in paths]
         copied: list[Path] = []
         try:
-            with self.transaction() as conn:
+            with self._write() as conn:
                 ids = []
                 for path, name, (width, height, channels) in zip(paths, names, probed, strict=True):
                     if copy:
@@ -317,7 +282,7 @@ class Index:
                         (name, self._relative(path), width, height, channels),
                     )
                     ids.append(cur.lastrowid)
-                self.record_change("images", "added", ids)
+                self._record_change("images", "added", ids)
         except BaseException:
             for target in copied:
                 target.unlink(missing_ok=True)
@@ -333,7 +298,7 @@ class Index:
         channels = 1 if array.ndim == 3 else array.shape[3]
         names = [f"{stem}[{i}]" for i in range(frames)]
         self._check_new_names(names)
-        with self.transaction() as conn:
+        with self._write() as conn:
             ids = [
                 conn.execute(
                     "INSERT INTO images(name, path, frame, width, height, channels, media) "
@@ -342,7 +307,7 @@ class Index:
                 ).lastrowid
                 for i, n in enumerate(names)
             ]
-            self.record_change("images", "added", ids)
+            self._record_change("images", "added", ids)
         return [self.image(i) for i in ids]
 
     def add_video(
@@ -356,12 +321,12 @@ class Index:
             raise BadInputError(f"{path}: video size {width}x{height} must be positive")
         name = name or path.name
         self._check_new_names([name])
-        with self.transaction() as conn:
+        with self._write() as conn:
             new_id = conn.execute(
                 "INSERT INTO images(name, path, width, height, media) VALUES (?, ?, ?, ?, 'video')",
                 (name, self._relative(path), width, height),
             ).lastrowid
-            self.record_change("images", "added", [new_id])
+            self._record_change("images", "added", [new_id])
         return self.image(new_id)
 
     def _check_new_names(self, names: Sequence[str]) -> None:
@@ -473,7 +438,7 @@ class Index:
         for a, b in skeleton:
             if not (0 <= a < len(names) and 0 <= b < len(names)):
                 raise BadInputError(f"category {name!r}: skeleton edge {(a, b)} out of range")
-        with self.transaction() as conn:
+        with self._write() as conn:
             if colour is None:
                 count = conn.execute("SELECT COUNT(*) FROM categories").fetchone()[0]
                 colour = PALETTE[count % len(PALETTE)]
@@ -483,7 +448,7 @@ class Index:
                 (name, colour, int(roi_enabled), int(bool(names)), json.dumps(names),
                  json.dumps([list(e) for e in skeleton])),
             ).lastrowid
-            self.record_change("categories", "added", [new_id])
+            self._record_change("categories", "added", [new_id])
         return self.category(new_id)
 
     def update_category(
@@ -498,7 +463,7 @@ class Index:
         cat = self.category(key)
         if keypoints_enabled and not cat.keypoint_names:
             raise BadInputError(f"category {cat.name!r} has no keypoint names to enable")
-        with self.transaction() as conn:
+        with self._write() as conn:
             conn.execute(
                 "UPDATE categories SET colour = ?, roi_enabled = ?, keypoints_enabled = ? "
                 "WHERE id = ?",
@@ -509,7 +474,7 @@ class Index:
                     cat.id,
                 ),
             )
-            self.record_change("categories", "updated", [cat.id])
+            self._record_change("categories", "updated", [cat.id])
         return self.category(cat.id)
 
     def category(self, key: int | str | Category) -> Category:
@@ -568,7 +533,7 @@ class Index:
                 raise BadInputError(f"source must be 'human' or 'model', not {source!r}")
             box, kps = check_observation(image, cat, item.get("box"), item.get("keypoints"))
             rows.append((image, cat, box, kps, item))
-        with self.transaction() as conn:
+        with self._write() as conn:
             ids = []
             for image, cat, box, kps, item in rows:
                 x0, y0, x1, y1 = box if box is not None else (None,) * 4
@@ -589,7 +554,7 @@ class Index:
                         (new_id, str(key), str(value)),
                     )
                 ids.append(new_id)
-            self.record_change("observations", "added", ids)
+            self._record_change("observations", "added", ids)
         return self.observations(ids=ids)
 
     def update_observation(
@@ -623,7 +588,7 @@ class Index:
         score = (obs.score if keep else None) if score is _UNSET else score
         model_version = (obs.model_version if keep else None) if model_version is _UNSET \
             else model_version
-        with self.transaction() as conn:
+        with self._write() as conn:
             conn.execute(
                 "UPDATE observations SET category_id = ?, x0 = ?, y0 = ?, x1 = ?, y1 = ?, "
                 "keypoints = ?, source = ?, score = ?, model_version = ?, run_id = ?, "
@@ -638,13 +603,13 @@ class Index:
                     "VALUES (?, ?, ?)",
                     (obs.id, str(key), str(value)),
                 )
-            self.record_change("observations", "updated", [obs.id])
+            self._record_change("observations", "updated", [obs.id])
         return self.observation(obs.id)
 
     def delete_observations(self, ids: Iterable[int]) -> int:
         """Delete observations by id; returns how many were deleted."""
         ids = sorted({int(i) for i in ids})
-        with self.transaction() as conn:
+        with self._write() as conn:
             deleted = []
             for chunk in _chunks(ids, 500):
                 deleted += [
@@ -653,8 +618,28 @@ class Index:
                         "RETURNING id", chunk,
                     )
                 ]
-            self.record_change("observations", "deleted", deleted)
+            self._record_change("observations", "deleted", deleted)
         return len(deleted)
+
+    def remove_parts(self, obs_id: int, *, box: bool = False,
+                     keypoints: bool | Iterable[str] = False,
+                     source: str | None = None) -> Observation | None:
+        """Remove an observation's box and/or keypoints (all of them with True, else the named
+        ones); an observation left with no box and no labelled keypoint is deleted and None is
+        returned. ``source`` as in :meth:`update_observation` (a person's edit by default)."""
+        obs = self.observation(obs_id)
+        new_box = None if box else obs.box
+        if keypoints is True or obs.keypoints is None:
+            new_kps = None if keypoints else obs.keypoints
+        else:
+            names = self.category(obs.category_id).keypoint_names
+            gone = set(keypoints or ())
+            new_kps = tuple((0.0, 0.0, 0) if name in gone else kp
+                            for name, kp in zip(names, obs.keypoints, strict=True))
+        if new_box is None and not any(v > 0 for _, _, v in new_kps or ()):
+            self.delete_observations([obs.id])
+            return None
+        return self.update_observation(obs.id, box=new_box, keypoints=new_kps, source=source)
 
     def observation(self, obs_id: int) -> Observation:
         found = self.observations(ids=[obs_id])

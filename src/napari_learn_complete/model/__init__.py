@@ -7,8 +7,8 @@ process reads them without loading the builders.
 from .._lazy import lazy_exports
 
 _HOMES = {
-    **dict.fromkeys(["apply_inference", "backbone_parameters", "build_model", "extend_classes",
-                     "freeze_backbone", "load_weights", "save_weights"], ".build"),
+    **dict.fromkeys(["backbone_parameters", "build_model", "freeze_backbone", "load_weights",
+                     "save_weights"], ".build"),
     **dict.fromkeys(["Augment", "InferenceSettings", "ModelConfig", "TrainingSettings"],
                     ".config"),
     **dict.fromkeys(["ModelHandle", "ModelVersion", "active_model", "create_model",

@@ -12,7 +12,6 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ def build_model(config: ModelConfig, weights: str | os.PathLike = "none") -> nn.
                 f"{path}: holds a model with {key} {getattr(saved, key)!r}, this model needs "
                 f"{getattr(config, key)!r}"
             )
-    model = _construct(replace(config, categories=saved.categories))
+    model = _construct(config.replace(categories=saved.categories))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -82,14 +81,6 @@ def build_model(config: ModelConfig, weights: str | os.PathLike = "none") -> nn.
     if saved.categories != config.categories:
         _remap_classes(model, saved.categories, config.categories)
     return model
-
-
-def apply_inference(model: nn.Module, config: ModelConfig) -> None:
-    """Set the score threshold, NMS IoU and detection cap of ``config.inference`` on ``model``."""
-    heads = model.roi_heads
-    heads.score_thresh = config.inference.score_threshold
-    heads.nms_thresh = config.inference.nms_iou
-    heads.detections_per_img = config.inference.max_detections
 
 
 def _construct(config: ModelConfig) -> nn.Module:
@@ -148,20 +139,6 @@ def _load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 # ---------------------------------------------------------------------- classes
-def extend_classes(model: nn.Module, config: ModelConfig, new_categories: list[str]) -> ModelConfig:
-    """Add class rows for ``new_categories`` to the box predictor, keeping the learned rows of
-    the existing classes bit for bit; returns the configuration that describes the result."""
-    known = [c for c in new_categories if c in config.categories]
-    if known or len(set(new_categories)) != len(new_categories):
-        raise BadInputError(
-            f"model {config.name!r}: categories to add must be new and distinct "
-            f"({', '.join(known) or 'duplicates'} given)"
-        )
-    extended = replace(config, categories=[*config.categories, *new_categories])
-    _remap_classes(model, config.categories, extended.categories)
-    return extended
-
-
 def _remap_classes(model: nn.Module, old: list[str], new: list[str]) -> None:
     """Replace the box predictor by one for ``new`` classes; rows are copied by category name
     (background included), classes absent from ``old`` keep a fresh initialisation."""

@@ -2,12 +2,13 @@
 
 Layout::
 
-    INDEX/models/<name>/config.json          the configuration of the active version (JSON)
+    INDEX/models/<name>/config.json          the model's configuration (JSON, editable)
     INDEX/models/<name>/versions/0001.pt     weight files (see ``build.save_weights``)
+    INDEX/models/<name>/versions/0001.json   the configuration each version was saved with
 
-The database (tables ``models`` and ``model_versions``) says which versions exist and which is
-active; a weight file is always written completely before the row that points to it, so a crash
-leaves at worst an unreferenced file and the previous active version.
+The index (``index.models``: tables ``models`` and ``model_versions``) says which versions exist
+and which is active; a version's files are always written completely before the row that points
+to them, so a crash leaves at worst unreferenced files and the previous active version.
 
 Reading the registry (models, versions, the active model, rollback) needs no torch, so napari's
 process uses it; building, loading and saving weights import :mod:`.build` (torch) when called.
@@ -16,14 +17,14 @@ process uses it; building, loading and saving weights import :mod:`.build` (torc
 from __future__ import annotations
 
 import math
-import sqlite3
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import BadInputError, RefusedError
 from ..index import Index
+from ..index.models import ModelRecord
 from .config import ModelConfig
 
 if TYPE_CHECKING:
@@ -47,16 +48,15 @@ class ModelVersion:
 
 
 class ModelHandle:
-    """A model registered in an index. ``config`` describes the active version (after
-    :meth:`load`, the returned model, including categories added to the index since)."""
+    """A model registered in an index. ``config`` describes its active version."""
 
-    def __init__(self, index: Index, row: sqlite3.Row) -> None:
+    def __init__(self, index: Index, record: ModelRecord) -> None:
         self.index = index
-        self.id: int = row["id"]
-        self.name: str = row["name"]
-        self.folder = index.path / Path(row["config_path"]).parent
-        self.config = ModelConfig.load(index.path / row["config_path"])
-        self.active_version: int = row["active_version"]
+        self.id = record.id
+        self.name = record.name
+        self.folder = index.path / Path(record.config_path).parent
+        self.active_version = record.active_version
+        self.config = ModelConfig.load(self.folder / CONFIG_FILE)
 
     def __repr__(self) -> str:
         return f"ModelHandle({self.name!r}, version {self.active_version})"
@@ -65,16 +65,11 @@ class ModelHandle:
         return self.config.supports(kind)
 
     def versions(self) -> list[ModelVersion]:
-        rows = self.index.query(
-            "SELECT * FROM model_versions WHERE model_id = ? ORDER BY number", (self.id,)
-        )
         return [
-            ModelVersion(
-                number=r["number"], file=self.index.path / r["file"], parent=r["parent"],
-                note=r["note"], created_at=r["created_at"],
-                active=r["number"] == self.active_version,
-            )
-            for r in rows
+            ModelVersion(number=v.number, file=self.index.path / v.file, parent=v.parent,
+                         note=v.note, created_at=v.created_at,
+                         active=v.number == self.active_version)
+            for v in self.index.models.versions(self.id)
         ]
 
     def version(self, number: int) -> ModelVersion:
@@ -88,25 +83,25 @@ class ModelHandle:
             f"(versions: {', '.join(str(v.number) for v in versions)})"
         )
 
-    def load(self, device: str | torch.device = "cpu") -> nn.Module:
-        """The active version's model on ``device`` in eval mode. Categories added to the index
-        after that version was made get new class rows (the learned rows are kept)."""
+    def load(self, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
+        """The active version's model on ``device`` in eval mode, with the configuration it was
+        built with: categories added to the index after that version was made get new class
+        rows (the learned rows are kept, matched by name)."""
         from .build import build_model
 
         file = self.version(self.active_version).file
         new = [c.name for c in self.index.categories() if c.name not in self.config.categories]
-        config = replace(self.config, categories=[*self.config.categories, *new])
-        model = build_model(config, file)  # class rows are matched by category name
-        self.config = config
-        return model.to(device).eval()
+        config = self.config.replace(categories=[*self.config.categories, *new])
+        return build_model(config, file).to(device).eval(), config
 
     def commit_version(
         self, model: nn.Module, config: ModelConfig, *, note: str = "", parent: int | None = None
     ) -> int:
         """Save ``model`` as the next version and make it active; returns its number.
 
-        The weight file is written (atomically) first, then one transaction inserts the version
-        and switches the active one; if anything fails the previous version stays active.
+        The weight file and the version's configuration are written (atomically) first, then one
+        transaction registers the version and makes it active; if anything fails the previous
+        version stays active and no file of the new one is left.
         """
         from .build import save_weights
 
@@ -116,68 +111,69 @@ class ModelHandle:
             )
         parent = self.active_version if parent is None else parent
         number = 1 + max((v.number for v in self.versions()), default=0)
-        file = self.folder / VERSIONS_DIR / f"{number:04d}.pt"
+        file = self._file(number, ".pt")
         save_weights(file, model, config, {"version": number, "parent": parent, "note": note})
         try:
-            with self.index.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO model_versions(model_id, number, file, parent, note) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (self.id, number, _relative(self.index, file), parent, note),
-                )
-                conn.execute(
-                    "UPDATE models SET active_version = ? WHERE id = ?", (number, self.id)
-                )
-                config.save(self.folder / CONFIG_FILE)
-                self.index.record_change("models", "updated", [self.id])
+            config.save(self._file(number, ".json"))
+            self.index.models.add_version(self.id, number, file=_relative(self.index, file),
+                                          parent=parent, note=note)
         except BaseException:
             file.unlink(missing_ok=True)
+            self._file(number, ".json").unlink(missing_ok=True)
             raise
-        self.config, self.active_version = config, number
+        self._activated(number, config)
         return number
 
     def rollback(self, number: int) -> None:
-        """Make an earlier (or later) existing version active again, with its configuration
-        (read from the weight file: this loads torch)."""
+        """Make an earlier (or later) existing version active again, with its configuration."""
+        config = self._version_config(self.version(number).number)
+        self.index.models.set_active_version(self.id, number)
+        self._activated(number, config)
+
+    def _activated(self, number: int, config: ModelConfig) -> None:
+        """After the commit (never inside it: a rolled-back commit must leave the configuration
+        as it was), the version's configuration becomes the model's editable ``config.json``."""
+        self.config, self.active_version = config, number
+        config.save(self.folder / CONFIG_FILE)
+
+    def _file(self, number: int, suffix: str) -> Path:
+        return self.folder / VERSIONS_DIR / f"{number:04d}{suffix}"
+
+    def _version_config(self, number: int) -> ModelConfig:
+        """The configuration a version was saved with: its ``NNNN.json`` (no torch needed), or
+        for versions made before those files existed, the copy inside the weight file."""
+        own = self._file(number, ".json")
+        if own.is_file():
+            return ModelConfig.load(own)
         from .build import load_weights
 
-        file = self.version(number).file
-        _, config_dict, _ = load_weights(file)
-        config = ModelConfig.from_dict(config_dict)
-        with self.index.transaction() as conn:
-            conn.execute("UPDATE models SET active_version = ? WHERE id = ?", (number, self.id))
-            config.save(self.folder / CONFIG_FILE)
-            self.index.record_change("models", "updated", [self.id])
-        self.config, self.active_version = config, number
+        return ModelConfig.from_dict(load_weights(self._file(number, ".pt"))[1])
 
 
 def models(index: Index) -> list[ModelHandle]:
     """Every model of the index, oldest first."""
-    return [ModelHandle(index, row) for row in index.query("SELECT * FROM models ORDER BY id")]
+    return [ModelHandle(index, record) for record in index.models.list()]
 
 
 def set_active_model(index: Index, name: str) -> ModelHandle:
     """Make another model of the index the active one (Learn and Complete use the active one)."""
-    rows = index.query("SELECT id FROM models WHERE name = ?", (name,))
-    if not rows:
-        known = ", ".join(h.name for h in models(index)) or "none"
+    record = index.models.find(name)
+    if record is None:
+        known = ", ".join(r.name for r in index.models.list()) or "none"
         raise BadInputError(f"{index.path}: no model named {name!r} (models: {known})")
-    with index.transaction() as conn:
-        conn.execute("UPDATE models SET active = 0 WHERE active = 1")
-        conn.execute("UPDATE models SET active = 1 WHERE id = ?", (rows[0]["id"],))
-        index.record_change("models", "updated", [rows[0]["id"]])
+    index.models.activate(record.id)
     return active_model(index)
 
 
 def active_model(index: Index) -> ModelHandle:
     """The index's active model; :class:`RefusedError` when it has none."""
-    rows = index.query("SELECT * FROM models WHERE active = 1")
-    if not rows:
+    record = index.models.active()
+    if record is None:
         raise RefusedError(
             f"{index.path}: the index has no model yet; create one "
             "(napari-learn-complete model create INDEX)"
         )
-    return ModelHandle(index, rows[0])
+    return ModelHandle(index, record)
 
 
 def default_input_size(index: Index, min_size: int | None = None) -> tuple[int, int]:
@@ -188,9 +184,7 @@ def default_input_size(index: Index, min_size: int | None = None) -> tuple[int, 
     max_size: min_size times the median aspect ratio (long / short side), rounded up to 32 and at
     most twice min_size, so a typical image is scaled by its short side, not squeezed by its long.
     """
-    sizes = [(r["width"], r["height"]) for r in index.query(
-        "SELECT width, height FROM images WHERE media != 'video'"
-    )]
+    sizes = [(image.width, image.height) for image in index.images() if not image.is_video]
     short = statistics.median(min(w, h) for w, h in sizes) if sizes else 320
     aspect = statistics.median(max(w, h) / min(w, h) for w, h in sizes) if sizes else 1.0
     if min_size is None:
@@ -229,7 +223,7 @@ def create_model(
         min_size=min_size, max_size=max_size,
         categories=[c.name for c in categories], keypoint_names=keypoint_names,
     )
-    if index.query("SELECT 1 FROM models WHERE name = ?", (name,)):
+    if index.models.find(name) is not None:
         raise RefusedError(f"the index already has a model named {name!r}; choose another name")
     folder = index.models_dir / name
     if folder.exists():
@@ -241,31 +235,17 @@ def create_model(
     model = build_model(config, weights)
     source = str(weights)
     try:
-        config.save(_mkdir(folder) / CONFIG_FILE)
+        (folder / VERSIONS_DIR).mkdir(parents=True)
         file = folder / VERSIONS_DIR / "0001.pt"
         save_weights(file, model, config, {"version": 1, "parent": None, "weights": source})
-        with index.transaction() as conn:
-            conn.execute("UPDATE models SET active = 0 WHERE active = 1")
-            model_id = conn.execute(
-                "INSERT INTO models(name, config_path, active, active_version) "
-                "VALUES (?, ?, 1, 1)",
-                (name, _relative(index, folder / CONFIG_FILE)),
-            ).lastrowid
-            conn.execute(
-                "INSERT INTO model_versions(model_id, number, file, parent, note) "
-                "VALUES (?, 1, ?, NULL, ?)",
-                (model_id, _relative(index, file), f"initial weights: {source}"),
-            )
-            index.record_change("models", "added", [model_id])
+        config.save(folder / VERSIONS_DIR / "0001.json")
+        config.save(folder / CONFIG_FILE)
+        index.models.add(name, config_path=_relative(index, folder / CONFIG_FILE),
+                         first_version=_relative(index, file), note=f"initial weights: {source}")
     except BaseException:
         _remove_tree(folder)
         raise
     return active_model(index)
-
-
-def _mkdir(folder: Path) -> Path:
-    (folder / VERSIONS_DIR).mkdir(parents=True)
-    return folder
 
 
 def _remove_tree(folder: Path) -> None:

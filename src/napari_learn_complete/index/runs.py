@@ -1,0 +1,229 @@
+"""The history of an index: one ``runs`` row per Learn, training, Complete or accept, and for the
+runs that write observations a journal (``run_changes``) that lets them be undone exactly.
+
+This module is the only writer of both tables. A run is started as 'running' and finished as
+'done', 'cancelled' or 'failed'; a run whose process died is ended by whoever supervised it
+(:meth:`Runs.end_interrupted`). Every change is announced to the index's listeners, so a Model
+panel shows a cancelled Learn as soon as one that succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadInputError, RefusedError
+
+if TYPE_CHECKING:
+    from .store import Index
+
+UNDOABLE = ("complete", "accept")  # the operations that write observations and can be undone
+STATUSES = ("running", "done", "cancelled", "failed", "undone")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run as recorded: its JSON columns decoded."""
+
+    id: int
+    model_id: int | None
+    operation: str
+    kind: str | None
+    scope: dict[str, Any]
+    settings: dict[str, Any]
+    losses: list[float]
+    metrics: dict[str, Any]
+    version: int | None
+    status: str
+    started_at: str
+    seconds: float | None
+
+    @property
+    def undoable(self) -> bool:
+        """A finished Complete or accept run (even a cancelled or failed one: what it committed
+        stays until undone)."""
+        return self.operation in UNDOABLE and self.status not in ("running", "undone")
+
+
+class Runs:
+    """The ``runs`` and ``run_changes`` tables of one index (``index.runs``)."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    # ------------------------------------------------------------------ records
+    def start(self, operation: str, *, model_id: int | None, kind: str | None,
+              scope: Mapping[str, Any], settings: Mapping[str, Any]) -> int:
+        """Record a run as 'running'; returns its id. Listeners hear ``Change('runs', 'added')``:
+        a supervisor learns which runs a job started."""
+        with self._index._write() as conn:
+            run_id = conn.execute(
+                "INSERT INTO runs(model_id, operation, kind, scope, settings, status) "
+                "VALUES (?, ?, ?, ?, ?, 'running')",
+                (model_id, operation, kind, json.dumps(scope), json.dumps(settings)),
+            ).lastrowid
+            self._index._record_change("runs", "added", [run_id])
+        return run_id
+
+    def finish(self, run_id: int, status: str, *, seconds: float,
+               metrics: Mapping[str, Any] | None = None, losses: list[float] | None = None,
+               version: int | None = None) -> None:
+        """Record how a run ended ('done', 'cancelled', 'failed') with what it measured."""
+        if status not in STATUSES:
+            raise BadInputError(f"run status must be one of {', '.join(STATUSES)}, not {status!r}")
+        with self._index._write() as conn:
+            conn.execute(
+                "UPDATE runs SET status = ?, seconds = ?, metrics = ?, "
+                "losses = COALESCE(?, losses), version = COALESCE(?, version) WHERE id = ?",
+                (status, seconds, json.dumps(dict(metrics or {})),
+                 None if losses is None else json.dumps(losses), version, run_id),
+            )
+            self._index._record_change("runs", "updated", [run_id])
+
+    def end_interrupted(self, run_ids: Iterable[int], status: str) -> list[int]:
+        """Mark the runs among ``run_ids`` still 'running' as ``status``: their process is gone
+        (killed, crashed, stopped on cancel), so nobody else will. Returns the ids marked; a
+        cancelled or failed Complete can then be undone."""
+        ids = [int(i) for i in run_ids]
+        with self._index._write() as conn:
+            marked = [i for i in ids if conn.execute(
+                "UPDATE runs SET status = ? WHERE id = ? AND status = 'running'", (status, i)
+            ).rowcount]
+            self._index._record_change("runs", "updated", marked)
+        return marked
+
+    def get(self, run_id: int) -> Run:
+        found = self._select("WHERE id = ?", (run_id,))
+        if not found:
+            raise BadInputError(f"no run {run_id} in the index")
+        return found[0]
+
+    def list(self, *, model_id: int | None = None,
+             operations: Iterable[str] | None = None) -> list[Run]:
+        """Runs, newest first, of one model and of some operations when given."""
+        where, params = ["WHERE 1"], []
+        if model_id is not None:
+            where.append("AND model_id = ?")
+            params.append(model_id)
+        if operations is not None:
+            where.append("AND operation IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(operations)))
+        return self._select(" ".join(where), params)
+
+    def latest_undoable(self) -> Run | None:
+        """The newest Complete or accept run not undone yet (the console's default undo)."""
+        return next((run for run in self.list(operations=UNDOABLE) if run.undoable), None)
+
+    def _select(self, where: str, params: Any) -> list[Run]:
+        rows = self._index._conn().execute(
+            f"SELECT * FROM runs {where} ORDER BY id DESC", params).fetchall()
+        return [_run(row) for row in rows]
+
+    # ------------------------------------------------------------------ journal
+    def observation_ids(self, run_id: int) -> list[int]:
+        """The observations a Complete or accept run created, changed or deleted."""
+        return [int(r[0]) for r in self._index._conn().execute(
+            "SELECT DISTINCT observation_id FROM run_changes WHERE run_id = ?", (run_id,))]
+
+    def snapshot(self, obs_id: int) -> dict[str, Any] | None:
+        """The stored row of an observation and its attribute rows (with their rowids), as JSON
+        gives it back: enough to compare it and to put it back byte for byte. None when absent."""
+        conn = self._index._conn()
+        row = conn.execute("SELECT * FROM observations WHERE id = ?", (obs_id,)).fetchone()
+        if row is None:
+            return None
+        attributes = conn.execute(
+            "SELECT rowid, key, value FROM attributes WHERE observation_id = ? ORDER BY rowid",
+            (obs_id,),
+        ).fetchall()
+        return _as_json({"row": dict(row), "attributes": [list(a) for a in attributes]})
+
+    def journal(self, run_id: int, before: Mapping[int, dict[str, Any] | None]) -> None:
+        """Write one journal row per observation a run changed, holding its state before (a
+        :meth:`snapshot`, None for one the run created) and after. Called inside the run's
+        transaction; an id freed by a deletion and reused by a new observation is one row, so
+        undo puts the old one back."""
+        with self._index._write() as conn:
+            for obs_id, state in before.items():
+                after = self.snapshot(obs_id)
+                action = "created" if state is None else "deleted" if after is None \
+                    else "updated"
+                conn.execute(
+                    "INSERT INTO run_changes(run_id, observation_id, action, before) "
+                    "VALUES (?, ?, ?, ?)",
+                    (run_id, obs_id, action, json.dumps({"before": state, "after": after})),
+                )
+
+    def undo(self, run_id: int) -> int:
+        """Put every observation a Complete or accept run changed back as it was before the run.
+
+        Refused (nothing changed) when one of them was edited or deleted after the run: undo the
+        later work first. The run stays in the history with status "undone". Returns how many
+        observations were restored or removed.
+        """
+        run = self.get(run_id)
+        if run.operation not in UNDOABLE:
+            raise RefusedError(
+                f"run {run_id} is a {run.operation} run; only Complete and accept runs can be "
+                "undone (roll back the model version instead)"
+            )
+        if not run.undoable:
+            raise RefusedError(f"run {run_id} is {run.status}: nothing to undo")
+        conn = self._index._conn()
+        changes = conn.execute(
+            "SELECT observation_id, before FROM run_changes WHERE run_id = ? ORDER BY rowid DESC",
+            (run_id,),
+        ).fetchall()
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(observations)")}
+        events: dict[str, list[int]] = {"deleted": [], "updated": [], "added": []}
+        with self._index._write():  # a refusal half-way rolls everything back
+            for obs_id, record in changes:
+                states = json.loads(record)
+                if self.snapshot(obs_id) != states["after"]:
+                    raise RefusedError(
+                        f"cannot undo run {run_id}: observation {obs_id} was changed after the "
+                        "run (undo later runs or edits first)"
+                    )
+                conn.execute("DELETE FROM observations WHERE id = ?", (obs_id,))
+                if states["before"] is not None:
+                    self._restore(states["before"], columns)
+                action = "deleted" if states["before"] is None else \
+                    "added" if states["after"] is None else "updated"
+                events[action].append(obs_id)
+            conn.execute("UPDATE runs SET status = 'undone' WHERE id = ?", (run_id,))
+            self._index._record_change("runs", "updated", [run_id])
+            for action, ids in events.items():
+                self._index._record_change("observations", action, ids)
+        return len(changes)
+
+    def _restore(self, snapshot: dict[str, Any], columns: set[str]) -> None:
+        row = snapshot["row"]
+        if not set(row) <= columns:
+            raise BadInputError(f"run record of observation {row.get('id')} has unknown columns")
+        names = list(row)
+        conn = self._index._conn()
+        conn.execute(
+            f"INSERT INTO observations({', '.join(names)}) "
+            f"VALUES ({', '.join('?' * len(names))})",
+            [row[n] for n in names],
+        )
+        for rowid, key, value in snapshot["attributes"]:
+            taken = conn.execute("SELECT 1 FROM attributes WHERE rowid = ?", (rowid,)).fetchone()
+            conn.execute(
+                "INSERT INTO attributes(rowid, observation_id, key, value) VALUES (?, ?, ?, ?)",
+                (None if taken else rowid, row["id"], key, value),
+            )
+
+
+def _run(row: Any) -> Run:
+    values = dict(row)
+    for key in ("scope", "settings", "losses", "metrics"):
+        values[key] = json.loads(values[key])
+    return Run(**values)
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it comes back from JSON (tuples become lists), so states compare equal."""
+    return json.loads(json.dumps(value))
