@@ -25,10 +25,12 @@ def test_create_import_info_export(sample_index, tmp_path, capsys):
     report = _last_json(capsys)
     assert report["images_added"] == 12 and report["observations"] == exported["annotations"]
     assert main(["info", str(tmp_path / "new")]) == 0
-    assert _last_json(capsys)["categories"] == {
+    info = _last_json(capsys)
+    assert info["categories"] == {
         name: {**counts, "keypoint_names": list(sample_index.category(name).keypoint_names)}
         for name, counts in sample_index.counts().items()
     }
+    assert (info["images"], info["observations"]) == (12, exported["annotations"])
     assert (tmp_path / "new" / "images" / "sample_000.png").is_file()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import re
 
 import pytest
 
@@ -14,8 +14,8 @@ from napari_learn_complete.model import active_model, create_model
 @pytest.fixture
 def small_model(sample_index):
     handle = create_model(sample_index, min_size=96)
-    config = replace(handle.config, training=replace(handle.config.training, batch_size=2,
-                                                     epochs=1, test_percent=0.0))
+    config = handle.config.replace(training=handle.config.training.replace(
+        batch_size=2, epochs=1, test_percent=0.0))
     config.save(handle.folder / "config.json")
     return sample_index
 
@@ -30,14 +30,16 @@ def test_learn_prints_progress_and_a_json_summary_last(small_model, capsys):
     assert summary["version"] == 2 == active_model(index).active_version
     assert summary["images"] == 3 and len(summary["losses"]) == 1
     assert set(summary) >= {"seconds", "metrics", "run_id"} and "box_AP50" in summary["metrics"]
-    assert "learn: step 1/2" in err and "loss" in err
+    # a progress bar on stderr, run to its end, with the epoch and the loss of the last step
+    assert re.search(r"\rlearn: 100%\|[^\r]*\| (\d+)/\1 \[[^\r]*epoch 1/1, loss \d+\.\d{4}\]\n$",
+                     err)
 
 
 def test_train_command(small_model, capsys):
     assert main(["train", str(small_model.path)]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out.strip().splitlines()[-1])["version"] == 2
-    assert "train: step" in err
+    assert re.search(r"\rtrain: +\d+%\|[^\r]*\| \d+/\d+ \[[^\r]*, loss \d+\.\d{4}\]\n$", err)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +48,10 @@ def test_train_command(small_model, capsys):
         (["--category", "disc", "--kind", "keypoints"], "keypoints"),
         (["--images", "nothing_*.png"], "no image in the index matches 'nothing_*.png'"),
         (["--images", "sample_011.png"], "have no boxes"),
-        (["--images", "sample_000.png", "--test-percent", "100"], "test percent"),
+        (["--images", "sample_000.png", "--test-percent", "100"],
+         "test_percent: must be less than 100, not 100.0"),
+        (["--images", "sample_000.png", "--epochs", "0"],
+         "epochs: must be greater than or equal to 1, not 0"),
     ],
 )
 def test_refused_exits_2_with_the_reason(small_model, capsys, db_dump, args, message):

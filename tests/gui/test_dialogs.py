@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from napari_learn_complete._qt import dialogs
-from napari_learn_complete.engine.complete import CompleteSettings
-from napari_learn_complete.engine.train import LearnSettings
+from napari_learn_complete.engine.settings import CompleteSettings, LearnSettings, Mode
 
 pytestmark = pytest.mark.gui
 
@@ -53,6 +52,31 @@ def test_complete_from_a_category_has_no_remove_existing(qtbot) -> None:
     qtbot.addWidget(dialog.native)
     assert _labels_and_values(dialog) == {"Min score": 0.0, "Max nr of detections": 1}
     assert dialogs.complete_settings(dialog).remove_existing is False
+
+
+def test_the_dialogs_start_from_the_settings_defaults(qtbot, monkeypatch) -> None:
+    """engine/settings.py is the one home of the defaults: change them there and the dialogs
+    follow."""
+
+    class OtherLearn(LearnSettings):
+        epochs: int = 7
+        mode: Mode = "full"
+        test_percent: float = 25.0
+
+    class OtherComplete(CompleteSettings):
+        min_score: float = 0.25
+        max_detections: int = 3
+        remove_existing: bool = True
+
+    monkeypatch.setattr(dialogs, "LearnSettings", OtherLearn)
+    monkeypatch.setattr(dialogs, "CompleteSettings", OtherComplete)
+    learn = dialogs.learn_dialog("scope")
+    complete = dialogs.complete_dialog("scope")
+    qtbot.addWidget(learn.native)
+    qtbot.addWidget(complete.native)
+    assert dialogs.learn_settings(learn) == OtherLearn()
+    assert _labels_and_values(learn)["Training mode"] == "Full model"
+    assert dialogs.complete_settings(complete) == OtherComplete()
 
 
 def test_ok_returns_settings_and_cancel_none(qtbot, answers) -> None:

@@ -22,7 +22,7 @@ def test_create_versions_rollback(sample_index, capsys):
     assert created["keypoint_names"] == ["apex", "left", "right"] and created["version"] == 1
 
     handle = active_model(sample_index)
-    handle.commit_version(handle.load(), handle.config, note="learn on 3 images")
+    handle.commit_version(*handle.load(), note="learn on 3 images")
     assert cli.main(["model", "versions", path]) == 0
     out = capsys.readouterr().out
     table = out.splitlines()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import math
+import pickle
 
 import pytest
 
@@ -48,24 +49,59 @@ def test_defaults_match_the_contract():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"purpose": "detect"}, "unknown purpose 'detect'"),
-        ({"architecture": "yolo"}, "unknown architecture 'yolo'"),
-        ({"backbone": "vgg16"}, "unknown backbone 'vgg16'"),
+        ({"purpose": "detect"}, "purpose: must be 'locate', 'classify' or 'identify', not"),
+        ({"architecture": "yolo"}, "architecture: must be 'fasterrcnn' or 'keypointrcnn'"),
+        ({"backbone": "vgg16"}, "backbone: must be 'mobilenet_v3_large_fpn' or"),
         ({"keypoint_names": []}, "needs at least one keypoint name"),
         ({"min_size": 700}, "max_size 640 is smaller than min_size 700"),
-        ({"min_size": 8}, "min_size must be an integer from 32 to 4096"),
-        ({"categories": ["a", "a"]}, "categories lists a name twice"),
-        ({"name": "../evil"}, "must be a plain folder name"),
-        ({"training": TrainingSettings(optimizer="lbfgs")}, "unknown training.optimizer"),
-        ({"training": TrainingSettings(epochs=0)}, "training.epochs must be an integer > 0"),
-        ({"training": TrainingSettings(test_percent=100)}, "training.test_percent"),
-        ({"inference": InferenceSettings(nms_iou=0)}, "nms_iou in (0, 1]"),
+        ({"min_size": 8}, "min_size: must be greater than or equal to 32, not 8"),
+        ({"min_size": 320.0}, "min_size: must be a valid integer, not 320.0"),
+        ({"categories": ["a", "a"]}, "categories: lists a name twice"),
+        ({"categories": ["a", ""]}, "categories.1: must have at least 1 character"),
+        ({"name": "../evil"}, "name: must be a plain folder name, not '../evil'"),
+        ({"training": {"optimizer": "lbfgs"}}, "training.optimizer: must be 'sgd' or 'adamw'"),
+        ({"training": {"epochs": 0}}, "training.epochs: must be greater than or equal to 1"),
+        ({"training": {"epochs": True}}, "training.epochs: must be a valid integer, not True"),
+        ({"training": {"learning_rate": math.nan}},
+         "training.learning_rate: must be a finite number, not nan"),
+        ({"training": {"test_percent": 100}}, "training.test_percent: must be less than 100"),
+        ({"training": {"augment": {"scale_jitter": (2.0, 1.0)}}},
+         "training.augment.scale_jitter: must be 0 < low <= high, not [2.0, 1.0]"),
+        ({"inference": {"nms_iou": 0}}, "inference.nms_iou: must be greater than 0, not 0"),
+        ({"inference": {"score_threshold": -0.1}}, "inference.score_threshold: must be greater"),
+        ({"colour": "red"}, "colour: unknown field"),
     ],
 )
 def test_bad_fields_are_named(change, message):
     with pytest.raises(BadInputError) as err:
-        replace(_keypoint_config(), **change)
+        _keypoint_config().replace(**change)
     assert message in str(err.value)
+    with pytest.raises(BadInputError) as err:  # built from scratch: the same words
+        ModelConfig(**{**_keypoint_config().model_dump(), **change})
+    assert message in str(err.value)
+
+
+def test_an_assignment_is_validated_and_a_refused_one_changes_nothing():
+    config = _keypoint_config()
+    config.training.epochs = 5
+    assert config.training.epochs == 5
+    with pytest.raises(BadInputError, match=r"^learning_rate: must be a finite number, not inf"):
+        config.training.learning_rate = math.inf
+    with pytest.raises(BadInputError, match="max_size 640 is smaller than min_size 700"):
+        config.min_size = 700  # a rule across fields, checked after the field itself
+    expected = _keypoint_config()
+    expected.training.epochs = 5
+    assert config == expected  # min_size 480 and learning_rate 0.02 kept
+
+
+def test_configuration_and_settings_pickle_and_round_trip_json():
+    """Jobs carry settings to the engine process (pickled); runs record them as JSON."""
+    from napari_learn_complete.engine.settings import CompleteSettings, LearnSettings
+
+    for value in (_keypoint_config(), LearnSettings(epochs=3, mode="full"),
+                  CompleteSettings(min_score=0.5, batch_size=2)):
+        assert pickle.loads(pickle.dumps(value)) == value
+        assert type(value).model_validate(json.loads(json.dumps(value.model_dump()))) == value
 
 
 def test_boxes_model_refuses_keypoint_names():
@@ -76,11 +112,17 @@ def test_boxes_model_refuses_keypoint_names():
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d.update(colour="red"), "unknown field(s) colour"),
-        (lambda d: d["training"].update(epoch=3), "training: unknown field(s) epoch"),
+        (lambda d: d.update(colour="red"), "colour: unknown field"),
+        (lambda d: d["training"].update(epoch=3), "training.epoch: unknown field"),
         (lambda d: d.update(format_version=2), "newer than this plugin reads"),
         (lambda d: d.update(format="something-else"), "not a model configuration"),
-        (lambda d: d["training"]["augment"].update(scale_jitter=3), "two numbers"),
+        (lambda d: d["training"]["augment"].update(scale_jitter=3),
+         "training.augment.scale_jitter: must be a valid tuple, not 3"),
+        (lambda d: d["training"].update(epochs="3"), "training.epochs: must be a valid integer"),
+        (lambda d: d["training"].update(learning_rate=math.nan),
+         "training.learning_rate: must be a finite number, not nan"),
+        (lambda d: d["inference"].update(score_threshold=math.inf),
+         "inference.score_threshold: must be a finite number, not inf"),
     ],
 )
 def test_bad_json_is_refused(tmp_path, edit, message):
@@ -111,5 +153,5 @@ def test_keypoint_slots_and_supports():
     with pytest.raises(RefusedError, match="tail_tip"):
         config.keypoint_slots(tail)
     assert config.supports("keypoints") and not ModelConfig().supports("keypoints")
-    with pytest.raises(BadInputError, match="kind must be one of"):
+    with pytest.raises(BadInputError, match="kind must be 'roi' or 'keypoints', not 'masks'"):
         config.supports("masks")

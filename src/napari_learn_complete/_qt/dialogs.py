@@ -1,4 +1,5 @@
-"""The Learn and Complete dialogs (magicgui), with the specification's labels and defaults."""
+"""The Learn and Complete dialogs (magicgui), with the specification's labels; their defaults
+are those of :mod:`~napari_learn_complete.engine.settings`."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ def _dialog(title: str, scope: str, widgets: list, parent: QWidget | None) -> Di
 
 
 def learn_dialog(scope: str, parent: QWidget | None = None) -> Dialog:
-    """Nr of training epochs (10), Training mode (Heads only), Size of test data % (0)."""
+    """Nr of training epochs, Training mode, Size of test data %, set to LearnSettings()."""
+    defaults = LearnSettings()
+    mode = next(label for label, mode in TRAINING_MODES.items() if mode == defaults.mode)
     return _dialog("Learn", scope, [
-        SpinBox(name="epochs", label="Nr of training epochs", value=10, min=1, max=10_000),
-        ComboBox(name="mode", label="Training mode", choices=list(TRAINING_MODES),
-                 value="Heads only"),
-        SpinBox(name="test_percent", label="Size of test data (%)", value=0, min=0, max=90),
+        SpinBox(name="epochs", label="Nr of training epochs", value=defaults.epochs, min=1,
+                max=10_000),
+        ComboBox(name="mode", label="Training mode", choices=list(TRAINING_MODES), value=mode),
+        SpinBox(name="test_percent", label="Size of test data (%)",
+                value=round(defaults.test_percent), min=0, max=90),
     ], parent)
 
 
@@ -41,18 +45,23 @@ def learn_settings(dialog: Dialog) -> LearnSettings:
 def complete_dialog(
     scope: str, *, from_category: bool = False, parent: QWidget | None = None
 ) -> Dialog:
-    """Min score (0), Max nr of detections (1) and, except from a category, Remove existing first
-    (off): Complete from a category never touches existing annotations."""
+    """Min score, Max nr of detections and, except from a category, Remove existing first, set
+    to CompleteSettings(): Complete from a category never touches existing annotations."""
+    defaults = CompleteSettings()
     widgets = [
-        FloatSpinBox(name="min_score", label="Min score", value=0.0, min=0.0, max=1.0, step=0.05),
-        SpinBox(name="max_detections", label="Max nr of detections", value=1, min=1, max=1000),
+        FloatSpinBox(name="min_score", label="Min score", value=defaults.min_score, min=0.0,
+                     max=1.0, step=0.05),
+        SpinBox(name="max_detections", label="Max nr of detections",
+                value=defaults.max_detections, min=1, max=1000),
     ]
     if not from_category:
-        widgets.append(CheckBox(name="remove_existing", label="Remove existing first", value=False))
+        widgets.append(CheckBox(name="remove_existing", label="Remove existing first",
+                                value=defaults.remove_existing))
     return _dialog("Complete", scope, widgets, parent)
 
 
 def complete_settings(dialog: Dialog) -> CompleteSettings:
+    """The dialog's values; without the checkbox (from a category) nothing is removed."""
     remove = getattr(dialog, "remove_existing", None)
     return CompleteSettings(
         min_score=float(dialog.min_score.value),

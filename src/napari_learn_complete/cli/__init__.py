@@ -2,8 +2,8 @@
 
 Each sub-module adds its sub-commands with ``register(subparsers)``; a command is a function
 ``run(args) -> int``. Exit codes: 0 done, 2 refused or bad input (nothing was changed, the reason is
-printed on stderr), 1 unexpected failure. Progress goes to stderr; commands that produce a result
-print it as one JSON line, the last line on stdout.
+printed on stderr), 1 unexpected failure. Progress goes to stderr (:class:`ProgressBar`); commands
+that produce a result print it as one JSON line, the last line on stdout.
 """
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
+from tqdm import tqdm
+
+from ..engine.progress import Progress
 from ..errors import LearnCompleteError
 
 EXIT_OK, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2
@@ -22,6 +26,37 @@ EXIT_OK, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2
 def emit_json(summary: dict[str, Any]) -> None:
     """Print the one-line JSON summary that scripts read from the last stdout line."""
     print(json.dumps(summary, separators=(",", ":"), default=str), flush=True)
+
+
+class ProgressBar:
+    """The ``progress`` callback of every command: a tqdm bar on stderr, a new one for each stage
+    (or count started again), its postfix the event's message and loss. Used as a context manager
+    so the last bar is finished before the summary is printed."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm | None = None
+
+    def __call__(self, event: Progress) -> None:
+        bar = self._bar
+        if bar is None or bar.desc != event.stage or event.done < bar.n:
+            self.close()
+            bar = self._bar = tqdm(desc=event.stage, total=event.total or None, file=sys.stderr,
+                                   unit="step")
+        loss = None if event.loss is None else f"loss {event.loss:.4f}"
+        bar.set_postfix_str(", ".join(filter(None, (event.message, loss))), refresh=False)
+        bar.update(event.done - bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,39 +10,27 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..engine.complete import (
-    CompleteResult,
-    CompleteSettings,
-    accept,
-    complete,
-    load_proposals,
-    propose,
-    save_proposals,
-    undo,
-)
-from ..engine.progress import Progress
+from ..engine.complete import complete
+from ..engine.proposals import accept, load_proposals, propose, save_proposals
+from ..engine.results import CompleteResult
+from ..engine.settings import CompleteSettings
 from ..errors import BadInputError
-from ..index import Index
-from . import EXIT_OK, emit_json
-
-KIND_CHOICES = ("roi", "keypoints")
+from ..index import KINDS, Index
+from . import EXIT_OK, ProgressBar, emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    defaults = CompleteSettings()
     run = subparsers.add_parser(
         "complete", help="run the active model over images and save boxes or keypoints"
     )
     run.add_argument("index", type=Path, help="index folder")
     run.add_argument("--images", nargs="+", required=True, metavar="NAME",
                      help="image names (shell patterns such as 'frame_*' allowed)")
-    _target(run)
-    run.add_argument("--min-score", type=float, default=0.0,
-                     help="minimum confidence of a detection to be kept (default 0)")
-    run.add_argument("--max-detections", type=int, default=1,
-                     help="maximum results saved per image (default 1)")
-    run.add_argument("--remove-existing", action="store_true",
+    _target(run, defaults)
+    run.add_argument("--remove-existing", action="store_true", default=defaults.remove_existing,
                      help="clear that kind of the category on the images first")
-    run.add_argument("--batch-size", type=int, default=CompleteSettings.batch_size,
+    run.add_argument("--batch-size", type=int, default=defaults.batch_size,
                      help="images per device batch and per saved transaction")
     run.set_defaults(run=run_complete)
 
@@ -50,11 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "propose", help="find a category on images that do not have it yet (nothing is saved)"
     )
     prop.add_argument("index", type=Path, help="index folder")
-    _target(prop)
+    _target(prop, defaults)
     prop.add_argument("--out", type=Path, required=True, metavar="PROPOSALS_JSON",
                       help="where to write the proposals")
-    prop.add_argument("--min-score", type=float, default=0.0)
-    prop.add_argument("--max-detections", type=int, default=1, help="per image (default 1)")
     prop.set_defaults(run=run_propose)
 
     acc = subparsers.add_parser("accept", help="save proposals from a proposals file")
@@ -73,15 +59,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     back.set_defaults(run=run_undo)
 
 
-def _target(parser: argparse.ArgumentParser) -> None:
+def _target(parser: argparse.ArgumentParser, defaults: CompleteSettings) -> None:
+    """What complete and propose share: the category, the kind and the limits on results."""
     parser.add_argument("--category", required=True, metavar="NAME", help="target category")
-    parser.add_argument("--kind", choices=KIND_CHOICES, default="roi",
+    parser.add_argument("--kind", choices=KINDS, default="roi",
                         help="roi writes boxes, keypoints writes keypoints (default roi)")
-
-
-def _progress(event: Progress) -> None:
-    print(f"{event.stage}: batch {event.done}/{event.total} {event.message}", file=sys.stderr,
-          flush=True)
+    parser.add_argument("--min-score", type=float, default=defaults.min_score,
+                        help="minimum confidence of a detection to be kept "
+                             f"(default {defaults.min_score:g})")
+    parser.add_argument("--max-detections", type=int, default=defaults.max_detections,
+                        help=f"maximum results per image (default {defaults.max_detections})")
 
 
 def _summary(result: CompleteResult) -> dict:
@@ -90,20 +77,21 @@ def _summary(result: CompleteResult) -> dict:
 
 
 def run_complete(args: argparse.Namespace) -> int:
-    settings = CompleteSettings(args.min_score, args.max_detections, args.remove_existing,
-                                args.batch_size)
-    with Index(args.index) as index:
+    settings = CompleteSettings(min_score=args.min_score, max_detections=args.max_detections,
+                                remove_existing=args.remove_existing, batch_size=args.batch_size)
+    with Index(args.index) as index, ProgressBar() as progress:
         images = index.match_images(args.images)
         result = complete(index, images, args.category, kind=args.kind, settings=settings,
-                          progress=_progress)
+                          progress=progress)
     emit_json(_summary(result))
     return EXIT_OK
 
 
 def run_propose(args: argparse.Namespace) -> int:
-    with Index(args.index) as index:
-        proposals = propose(index, args.category, kind=args.kind, min_score=args.min_score,
-                            max_detections=args.max_detections, progress=_progress)
+    settings = CompleteSettings(min_score=args.min_score, max_detections=args.max_detections)
+    with Index(args.index) as index, ProgressBar() as progress:
+        proposals = propose(index, args.category, kind=args.kind, settings=settings,
+                            progress=progress)
         save_proposals(args.out, proposals, index=index, category=args.category, kind=args.kind)
     print(f"{len(proposals)} proposal(s) written to {args.out}", file=sys.stderr)
     emit_json({"proposals": len(proposals), "images": len({p.image_id for p in proposals}),
@@ -129,6 +117,6 @@ def run_accept(args: argparse.Namespace) -> int:
 
 def run_undo(args: argparse.Namespace) -> int:
     with Index(args.index) as index:
-        restored = undo(index, args.run_id)
+        restored = index.runs.undo(args.run_id)
     emit_json({"run_id": args.run_id, "restored": restored})
     return EXIT_OK

@@ -54,7 +54,7 @@ def summary(index: Index) -> dict[str, Any]:
     return {
         "index": str(index.path),
         "images": len(index.images()),
-        "observations": index.query("SELECT COUNT(*) FROM observations")[0][0],
+        "observations": index.count_observations(),
         "categories": {
             cat.name: {**counts[cat.name], "keypoint_names": list(cat.keypoint_names)}
             for cat in index.categories()

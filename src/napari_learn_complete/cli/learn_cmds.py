@@ -11,12 +11,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..engine.progress import Progress
+from ..engine.progress import ProgressFn
 from ..engine.settings import MODES, LearnSettings
 from ..engine.train import TrainResult, learn, train
 from ..errors import LearnCompleteError
-from ..index import Index
-from . import EXIT_FAILURE, EXIT_OK, emit_json
+from ..index import KINDS, Index
+from . import EXIT_FAILURE, EXIT_OK, ProgressBar, emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,18 +30,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="image names as stored in the index (shell patterns allowed)")
     scope.add_argument("--category", metavar="NAME",
                        help="every image with an observation of this category")
-    lrn.add_argument("--kind", choices=("roi", "keypoints"), default="roi",
+    lrn.add_argument("--kind", choices=KINDS, default="roi",
                      help="learn boxes (roi) or keypoints (default roi)")
     lrn.add_argument("--epochs", type=int, default=defaults.epochs,
                      help=f"passes over the scope (default {defaults.epochs})")
     lrn.add_argument("--mode", choices=MODES, default=defaults.mode,
-                     help="heads: backbone frozen; full: the whole model trains (default heads)")
+                     help="heads: backbone frozen; full: the whole model trains "
+                          f"(default {defaults.mode})")
     lrn.add_argument("--test-percent", type=float, default=defaults.test_percent,
-                     help="share of the scope held back and evaluated after training (default 0)")
+                     help="share of the scope held back and evaluated after training "
+                          f"(default {defaults.test_percent:g})")
     lrn.add_argument("--mix-in", type=int, default=defaults.mix_in, metavar="N",
                      help="also train on N earlier labelled images from outside the scope")
     lrn.add_argument("--seed", type=int, default=defaults.seed,
-                     help="seed of the test split, mix-in and augmentations (default 0)")
+                     help="seed of the test split, mix-in and augmentations "
+                          f"(default {defaults.seed})")
     lrn.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best present)")
     lrn.set_defaults(run=run_learn)
 
@@ -53,25 +56,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     trn.set_defaults(run=run_train)
 
 
-def _progress(event: Progress) -> None:
-    loss = "" if event.loss is None else f" loss {event.loss:.4f}"
-    eta = "" if event.eta_s is None else f" eta {event.eta_s:.0f}s"
-    print(f"{event.stage}: step {event.done}/{event.total} {event.message}{loss}{eta}",
-          file=sys.stderr, flush=True)
-
-
 def _summary(result: TrainResult) -> dict:
     return {"run_id": result.run_id, "version": result.version,
             "seconds": round(result.seconds, 3), "losses": result.losses,
             "metrics": result.metrics, "images": result.images}
 
 
-def _finish(args: argparse.Namespace, work: Callable[[Index], TrainResult]) -> int:
-    """Run ``work``; refusals go up to the CLI (exit 2), a failure of training itself (diverged,
-    out of memory, a broken image) is reported here with exit 1."""
+def _finish(args: argparse.Namespace, work: Callable[[Index, ProgressFn], TrainResult]) -> int:
+    """Run ``work`` with a progress bar; refusals go up to the CLI (exit 2), a failure of
+    training itself (diverged, out of memory, a broken image) is reported here with exit 1."""
     with Index(args.index) as index:
         try:
-            result = work(index)
+            with ProgressBar() as progress:
+                result = work(index, progress)
         except LearnCompleteError:
             raise
         except Exception as exc:
@@ -86,13 +83,14 @@ def run_learn(args: argparse.Namespace) -> int:
     settings = LearnSettings(epochs=args.epochs, mode=args.mode, test_percent=args.test_percent,
                              mix_in=args.mix_in, seed=args.seed)
 
-    def work(index: Index) -> TrainResult:
+    def work(index: Index, progress: ProgressFn) -> TrainResult:
         images = index.match_images(args.images) if args.images else None
         return learn(index, images=images, category=args.category, kind=args.kind,
-                     settings=settings, progress=_progress, device=args.device)
+                     settings=settings, progress=progress, device=args.device)
 
     return _finish(args, work)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    return _finish(args, lambda index: train(index, progress=_progress, device=args.device))
+    return _finish(args, lambda index, progress: train(index, progress=progress,
+                                                       device=args.device))

@@ -1,4 +1,7 @@
-"""Held-out evaluation with pycocotools: COCO box AP and, for keypoint models, keypoint AP.
+"""Evaluation with pycocotools: COCO box AP and, for keypoint models, keypoint AP.
+
+:func:`evaluate_coco` is the one wrapper of ``COCOeval`` (the demo scores what Complete wrote with
+it); :func:`coco_metrics` feeds it torchvision targets and predictions (Learn's held-out part).
 
 Keypoint AP uses object keypoint similarity (OKS), whose per-keypoint sigmas COCO tuned for human
 joints. Our keypoints are arbitrary (a triangle's apex, a mouse's tail), so every keypoint gets the
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +45,6 @@ def coco_metrics(
     Metrics that are undefined (no ground truth of that kind) are left out.
     """
     images, gts, dets = [], [], []
-    n_kp = 0
     for i, (target, pred) in enumerate(zip(targets, predictions, strict=True)):
         images.append({"id": i})
         kps = target.get("keypoints")
@@ -50,7 +53,6 @@ def coco_metrics(
             ann = {"id": len(gts) + 1, "image_id": i, "category_id": label, "bbox": box,
                    "area": box[2] * box[3], "iscrowd": 0}
             if kps is not None:
-                n_kp = kps.shape[1]
                 ann["keypoints"] = kps[j].reshape(-1).tolist()
                 ann["num_keypoints"] = int((kps[j, :, 2] > 0).sum())
             gts.append(ann)
@@ -62,20 +64,33 @@ def coco_metrics(
             if pred_kps is not None:
                 det["keypoints"] = pred_kps[j].detach().cpu().reshape(-1).tolist()
             dets.append(det)
-    metrics: dict[str, float] = {}
-    if not gts:
-        return metrics
+    truth = {"images": images, "annotations": gts,
+             "categories": [{"id": c} for c in range(1, num_classes + 1)]}
+    return evaluate_coco(truth, dets, keypoint_classes=keypoint_classes)
+
+
+def evaluate_coco(
+    truth: dict[str, Any], detections: list[dict[str, Any]], *,
+    keypoint_classes: Sequence[int] = (),
+) -> dict[str, float]:
+    """``box_AP``, ``box_AP50``, ``box_AP75`` of ``detections`` (COCO results: ``image_id``,
+    ``category_id``, ``bbox`` as x, y, w, h, ``score``, optional ``keypoints``) against ``truth``
+    (a COCO dataset dict), and ``keypoint_*`` over the annotations of ``keypoint_classes`` that
+    have visible keypoints. Empty when ``truth`` has no annotations (AP is undefined)."""
+    if not truth["annotations"]:
+        return {}
+    kp_gts = [a for a in truth["annotations"]
+              if a["category_id"] in keypoint_classes and a.get("num_keypoints")]
     ground = COCO()
-    ground.dataset = {"images": images, "annotations": gts,
-                      "categories": [{"id": c} for c in range(1, num_classes + 1)]}
+    ground.dataset = truth
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         ground.createIndex()
-        found = ground.loadRes(dets) if dets else None
-        metrics.update(_evaluate(ground, found, "bbox", "box", None))
-        kp_gts = [a for a in gts if a["category_id"] in keypoint_classes and a["num_keypoints"]]
-        if kp_gts and n_kp:
+        found = ground.loadRes(detections) if detections else None
+        metrics = _evaluate(ground, found, "bbox", "box", None)
+        if kp_gts:
+            sigmas = np.full(len(kp_gts[0]["keypoints"]) // 3, KEYPOINT_SIGMA)
             metrics.update(_evaluate(ground, found, "keypoints", "keypoint",
-                                     list(keypoint_classes), sigmas=np.full(n_kp, KEYPOINT_SIGMA)))
+                                     list(keypoint_classes), sigmas=sigmas))
     return metrics
 
 

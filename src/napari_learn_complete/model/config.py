@@ -1,87 +1,194 @@
 """Model configuration: what a model detects, how it is built, trained and run.
 
 A configuration is saved as human-readable JSON (``INDEX/models/<name>/config.json``) so a person
-can read and edit it; :meth:`ModelConfig.from_dict` validates every field and names the one that
-is wrong, because a hand-edited file is bad input like any other.
+can read and edit it. The classes are pydantic models (:class:`Validated`): every field is checked
+when a configuration is built, read or changed, and a wrong one is refused by name, because a
+hand-edited file is bad input like any other.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from typing_extensions import Self
 
 from ..errors import BadInputError, RefusedError, read_json
-from ..index import Category
+from ..index import Category, check_kind
 
-PURPOSES = ("locate", "classify", "identify")
-ARCHITECTURES = {"fasterrcnn": ("roi",), "keypointrcnn": ("roi", "keypoints")}
-BACKBONES = ("mobilenet_v3_large_fpn", "resnet50_fpn_v2")
-OPTIMIZERS = ("sgd", "adamw")
-LR_DECAYS = ("cosine", "step", "constant")
-KINDS = ("roi", "keypoints")
+Purpose = Literal["locate", "classify", "identify"]
+Architecture = Literal["fasterrcnn", "keypointrcnn"]
+Backbone = Literal["mobilenet_v3_large_fpn", "resnet50_fpn_v2"]
+Optimizer = Literal["sgd", "adamw"]
+LrDecay = Literal["cosine", "step", "constant"]
+PURPOSES: tuple[str, ...] = get_args(Purpose)
+BACKBONES: tuple[str, ...] = get_args(Backbone)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+LR_DECAYS: tuple[str, ...] = get_args(LrDecay)
+ARCHITECTURES: dict[str, tuple[str, ...]] = {"fasterrcnn": ("roi",),
+                                             "keypointrcnn": ("roi", "keypoints")}
 CONFIG_FORMAT = "napari-learn-complete.model-config"
 CONFIG_FORMAT_VERSION = 1
 
+_SHOULD = re.compile(r"^\w+ should")  # pydantic's "Input should be ..." -> "must be ..."
+_depth: ContextVar[int] = ContextVar("_depth", default=0)  # models being validated, nested
 
-@dataclass
-class Augment:
+
+class Validated(BaseModel):
+    """Base of the configurations and settings: strict types (no "3" for 3), finite numbers,
+    no unknown fields, checked when built, read or assigned; a refusal is a
+    :class:`BadInputError` that names the field (``training.learning_rate: ...``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False,
+                              validate_assignment=True)
+
+    def _check(self) -> None:
+        """Rules across fields: raise ``ValueError`` naming them (subclasses)."""
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes``, validated like a new object (``model_copy(update=...)`` is
+        not validated)."""
+        return self.model_validate({**self.model_dump(), **changes})
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse_as_bad_input(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        """Only the outermost model raises, so the message has the whole path of the field; an
+        assignment that breaks a rule across fields is undone."""
+        depth = _depth.get()
+        token = _depth.set(depth + 1)
+        kept = dict(data.__dict__) if isinstance(data, BaseModel) else None  # an assignment
+        try:
+            model = handler(data)
+            model._check()
+            return model
+        except ValueError as exc:  # a pydantic ValidationError too
+            if depth:
+                raise
+            if kept is not None:
+                data.__dict__.update(kept)
+            raise BadInputError(_describe(exc)) from None
+        finally:
+            _depth.reset(token)
+
+
+def _describe(exc: ValueError) -> str:
+    """One short line per problem: ``field: must be ..., not value``."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors(include_url=False):
+        if error["type"] in ("extra_forbidden", "no_such_attribute"):
+            text = "unknown field"
+        elif error["type"] == "value_error":
+            text = str(error["ctx"]["error"])
+        else:
+            text = f"{_SHOULD.sub('must', error['msg'])}, not {error['input']!r}"
+        field = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{field}: {text}" if field else text)
+    return "; ".join(problems)
+
+
+def _distinct(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise ValueError(f"lists a name twice: {names}")
+    return names
+
+
+Names = Annotated[list[Annotated[str, Field(min_length=1)]], AfterValidator(_distinct)]
+Size = Annotated[int, Field(ge=32, le=4096)]
+
+
+class Augment(Validated):
     """Training augmentations; each can be switched off (e.g. when left/right keypoint names
     cannot be swapped under a horizontal flip)."""
 
     hflip: bool = True
     vflip: bool = False
-    scale_jitter: tuple[float, float] = (0.75, 1.25)
-    color_jitter: float = 0.2
+    scale_jitter: tuple[float, float] = Field((0.75, 1.25), strict=False)  # a JSON list too
+    color_jitter: float = Field(0.2, ge=0)
+
+    @field_validator("scale_jitter")
+    @classmethod
+    def _ordered(cls, jitter: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < jitter[0] <= jitter[1]:
+            raise ValueError(f"must be 0 < low <= high, not {list(jitter)}")
+        return jitter
 
 
-@dataclass
-class TrainingSettings:
+class TrainingSettings(Validated):
     """The model's own recipe, used as is by a full training run; Learn overrides a few fields."""
 
-    epochs: int = 20
-    batch_size: int = 4
-    optimizer: str = "sgd"
-    learning_rate: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_decay: str = "cosine"
-    warmup_iters: int = 50
-    patience: int = 5
-    test_percent: float = 10.0
-    augment: Augment = field(default_factory=Augment)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(4, ge=1)
+    optimizer: Optimizer = "sgd"
+    learning_rate: float = Field(0.02, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    lr_decay: LrDecay = "cosine"
+    warmup_iters: int = Field(50, ge=0)
+    patience: int = Field(5, ge=0)
+    test_percent: float = Field(10.0, ge=0, lt=100)
+    augment: Augment = Field(default_factory=Augment)
 
 
-@dataclass
-class InferenceSettings:
+class InferenceSettings(Validated):
     """Post-processing of the detector's output (torchvision ROI heads)."""
 
-    score_threshold: float = 0.05
-    nms_iou: float = 0.5
-    max_detections: int = 100
+    score_threshold: float = Field(0.05, ge=0, le=1)
+    nms_iou: float = Field(0.5, gt=0, le=1)
+    max_detections: int = Field(100, ge=1)
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(Validated):
     """Everything needed to rebuild a model; class id ``i + 1`` is the category ``categories[i]``
     (0 is the background), keypoint channel ``j`` is ``keypoint_names[j]``."""
 
     name: str = "default"
-    purpose: str = "locate"
-    architecture: str = "fasterrcnn"
-    backbone: str = "mobilenet_v3_large_fpn"
-    min_size: int = 320
-    max_size: int = 320
-    categories: list[str] = field(default_factory=list)
-    keypoint_names: list[str] = field(default_factory=list)
-    training: TrainingSettings = field(default_factory=TrainingSettings)
-    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    purpose: Purpose = "locate"
+    architecture: Architecture = "fasterrcnn"
+    backbone: Backbone = "mobilenet_v3_large_fpn"
+    min_size: Size = 320
+    max_size: Size = 320
+    categories: Names = Field(default_factory=list)
+    keypoint_names: Names = Field(default_factory=list)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
 
-    def __post_init__(self) -> None:
-        self.validate()
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(f"must be a plain folder name, not {name!r}")
+        return name
+
+    def _check(self) -> None:
+        if self.max_size < self.min_size:
+            raise ValueError(
+                f"max_size {self.max_size} is smaller than min_size {self.min_size}"
+            )
+        if self.architecture == "keypointrcnn" and not self.keypoint_names:
+            raise ValueError("a keypoint model needs at least one keypoint name")
+        if self.architecture == "fasterrcnn" and self.keypoint_names:
+            raise ValueError(
+                "keypoint_names are given but architecture 'fasterrcnn' predicts boxes only; "
+                "use 'keypointrcnn'"
+            )
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -89,9 +196,7 @@ class ModelConfig:
         return ARCHITECTURES[self.architecture]
 
     def supports(self, kind: str) -> bool:
-        if kind not in KINDS:
-            raise BadInputError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        return kind in self.kinds
+        return check_kind(kind) in self.kinds
 
     def keypoint_slots(self, category: Category) -> list[int]:
         """The model keypoint channel of each of ``category``'s keypoints, in category order."""
@@ -104,66 +209,11 @@ class ModelConfig:
             )
         return [self.keypoint_names.index(k) for k in category.keypoint_names]
 
-    # ------------------------------------------------------------------ validation
-    def validate(self) -> None:
-        """Raise :class:`BadInputError` naming the first field that is wrong."""
-        where = f"model configuration {self.name!r}"
-        _choice(where, "purpose", self.purpose, PURPOSES)
-        _choice(where, "architecture", self.architecture, tuple(ARCHITECTURES))
-        _choice(where, "backbone", self.backbone, BACKBONES)
-        if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith("."):
-            raise BadInputError(f"model name {self.name!r} must be a plain folder name")
-        for key in ("min_size", "max_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or not 32 <= value <= 4096:
-                raise BadInputError(
-                    f"{where}: {key} must be an integer from 32 to 4096, not {value!r}"
-                )
-        if self.max_size < self.min_size:
-            raise BadInputError(
-                f"{where}: max_size {self.max_size} is smaller than min_size {self.min_size}"
-            )
-        for key in ("categories", "keypoint_names"):
-            names = getattr(self, key)
-            if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-                raise BadInputError(f"{where}: {key} must be a list of non-empty names")
-            if len(set(names)) != len(names):
-                raise BadInputError(f"{where}: {key} lists a name twice: {names}")
-        if self.architecture == "keypointrcnn" and not self.keypoint_names:
-            raise BadInputError(f"{where}: a keypoint model needs at least one keypoint name")
-        if self.architecture == "fasterrcnn" and self.keypoint_names:
-            raise BadInputError(
-                f"{where}: keypoint_names are given but architecture 'fasterrcnn' predicts "
-                "boxes only; use 'keypointrcnn'"
-            )
-        t = self.training
-        _choice(where, "training.optimizer", t.optimizer, OPTIMIZERS)
-        _choice(where, "training.lr_decay", t.lr_decay, LR_DECAYS)
-        _positive(where, "training.epochs", t.epochs, integer=True)
-        _positive(where, "training.batch_size", t.batch_size, integer=True)
-        _positive(where, "training.learning_rate", t.learning_rate)
-        for key in ("momentum", "weight_decay"):
-            _positive(where, f"training.{key}", getattr(t, key), zero=True)
-        _positive(where, "training.warmup_iters", t.warmup_iters, integer=True, zero=True)
-        _positive(where, "training.patience", t.patience, integer=True, zero=True)
-        if not 0 <= t.test_percent < 100:
-            raise BadInputError(f"{where}: training.test_percent must be in [0, 100)")
-        lo, hi = t.augment.scale_jitter
-        if not 0 < lo <= hi:
-            raise BadInputError(f"{where}: training.augment.scale_jitter must be 0 < low <= high")
-        _positive(where, "training.augment.color_jitter", t.augment.color_jitter, zero=True)
-        i = self.inference
-        if not 0 <= i.score_threshold <= 1 or not 0 < i.nms_iou <= 1:
-            raise BadInputError(
-                f"{where}: inference.score_threshold must be in [0, 1] and nms_iou in (0, 1]"
-            )
-        _positive(where, "inference.max_detections", i.max_detections, integer=True)
-
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["training"]["augment"]["scale_jitter"] = list(self.training.augment.scale_jitter)
-        return {"format": CONFIG_FORMAT, "format_version": CONFIG_FORMAT_VERSION, **data}
+        """Plain JSON data, with the format marker a reader checks."""
+        return {"format": CONFIG_FORMAT, "format_version": CONFIG_FORMAT_VERSION,
+                **self.model_dump(mode="json")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -180,18 +230,7 @@ class ModelConfig:
                 f"model configuration format {version!r} is newer than this plugin reads "
                 f"({CONFIG_FORMAT_VERSION}); upgrade napari-learn-complete"
             )
-        training = dict(_section(data, "training", TrainingSettings))
-        augment = _section(training, "augment", Augment, where="training.augment")
-        if "scale_jitter" in augment:
-            jitter = augment["scale_jitter"]
-            if not (isinstance(jitter, (list, tuple)) and len(jitter) == 2):
-                raise BadInputError("training.augment.scale_jitter must be two numbers")
-            augment["scale_jitter"] = (float(jitter[0]), float(jitter[1]))
-        training["augment"] = Augment(**augment)
-        data["training"] = TrainingSettings(**training)
-        data["inference"] = InferenceSettings(**_section(data, "inference", InferenceSettings))
-        _check_keys(data, cls, "model configuration")
-        return cls(**data)
+        return cls.model_validate(data)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the configuration as indented JSON, atomically (temp file + replace)."""
@@ -212,40 +251,10 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ModelConfig:
+        """Read and validate ``path``; an error names the file and the field."""
         path = Path(path)
         data = read_json(path, "model configuration")
         try:
             return cls.from_dict(data)
         except BadInputError as exc:
             raise BadInputError(f"{path}: {exc}") from exc
-
-
-def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise BadInputError(f"{where}: unknown {key} {value!r} (choose from {', '.join(allowed)})")
-
-
-def _positive(
-    where: str, key: str, value: Any, *, integer: bool = False, zero: bool = False
-) -> None:
-    types = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, types) or value < 0 or (
-        value == 0 and not zero
-    ):
-        kind = "an integer" if integer else "a number"
-        bound = ">= 0" if zero else "> 0"
-        raise BadInputError(f"{where}: {key} must be {kind} {bound}, not {value!r}")
-
-
-def _check_keys(data: dict[str, Any], cls: type, where: str) -> None:
-    unknown = set(data) - {f.name for f in fields(cls)}
-    if unknown:
-        raise BadInputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-
-
-def _section(data: dict[str, Any], key: str, cls: type, *, where: str | None = None) -> dict:
-    section = data.get(key, {})
-    if not isinstance(section, dict):
-        raise BadInputError(f"model configuration: {where or key} must be an object")
-    _check_keys(section, cls, f"model configuration {where or key}")
-    return dict(section)
