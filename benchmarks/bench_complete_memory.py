@@ -43,8 +43,9 @@ class CentreDetector:
 
 
 def run_one(folder: Path, count: int, real_model: bool) -> dict:
-    from napari_learn_complete.engine.complete import CompleteSettings, complete
+    from napari_learn_complete.engine.complete import complete
     from napari_learn_complete.engine.predict import Predictor
+    from napari_learn_complete.engine.settings import CompleteSettings
     from napari_learn_complete.index import Index
 
     index = Index(folder)

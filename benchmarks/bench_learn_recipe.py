@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,7 +33,7 @@ RECIPES = {
     "tutorial": {"learning_rate": 0.005, "weight_decay": 5e-4, "lr_decay": "step",
                  "warmup_iters": 0, "augment": NO_AUGMENT},
     "cosine_flips": {"learning_rate": 0.02, "lr_decay": "cosine", "warmup_iters": 50,
-                     "augment": replace(NO_AUGMENT, hflip=True, vflip=True)},
+                     "augment": NO_AUGMENT.replace(hflip=True, vflip=True)},
     "defaults": {},
 }
 
@@ -44,9 +43,9 @@ def run(recipe: str, folder: Path, epochs: int, min_size: int, seed: int) -> dic
     index = make_sample_index(folder / recipe, n_images=32, labelled=32, seed=seed)
     torch.manual_seed(seed)  # the same random initial weights for every recipe
     handle = create_model(index, min_size=min_size)
-    training = replace(handle.config.training, epochs=epochs, batch_size=4, patience=0,
-                       test_percent=50.0, **RECIPES[recipe])
-    replace(handle.config, training=training).save(handle.folder / "config.json")
+    training = handle.config.training.replace(epochs=epochs, batch_size=4, patience=0,
+                                              test_percent=50.0, **RECIPES[recipe])
+    handle.config.replace(training=training).save(handle.folder / "config.json")
     result = train(index)  # 16 training images, 16 held out (seeded split)
     assert active_model(index).active_version == result.version
     index.close()

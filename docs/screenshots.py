@@ -33,8 +33,9 @@ from napari_learn_complete._napari.layers import IndexLayers, open_index
 from napari_learn_complete._qt import dialogs
 from napari_learn_complete._qt.index_panel import IndexPanel
 from napari_learn_complete._qt.review import ReviewWidget, show_review
-from napari_learn_complete.engine.complete import propose
 from napari_learn_complete.engine.detections import Detection
+from napari_learn_complete.engine.proposals import propose
+from napari_learn_complete.engine.settings import CompleteSettings
 from napari_learn_complete.engine.train import LearnSettings, learn
 from napari_learn_complete.index import Index
 from napari_learn_complete.model.registry import create_model
@@ -128,7 +129,8 @@ def scripted_proposals(index: Index, category: str) -> list:
                 Detection(category, (x, y, x + w, y + h), round(float(score), 3))
             )
     detector = ScriptedDetector(index, found, kinds=("roi",), model_version="default:v3")
-    return propose(index, category, max_detections=3, predictor=detector)
+    return propose(index, category, settings=CompleteSettings(max_detections=3),
+                   predictor=detector)
 
 
 # --------------------------------------------------------------------------------- shots

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import BadInputError, RefusedError
-from .index import Category, Index
+from .index import Category, Index, check_kind
 
-KINDS = ("roi", "keypoints")
 _KIND_WORDS = {"roi": "boxes", "keypoints": "keypoints"}
 
 
@@ -47,8 +46,7 @@ def image_action_availability(
 ) -> Availability:
     """Learn/Complete on selected images: at least one image selected, an active model that
     supports ``kind`` ('roi': boxes, 'keypoints'), and ROI / keypoints enabled on ``category``."""
-    if kind not in KINDS:
-        raise BadInputError(f"kind must be 'roi' or 'keypoints', not {kind!r}")
+    check_kind(kind)
     if not image_ids:
         return Availability(False, "Select at least one image")
     from .model.registry import active_model  # imports torch: only when it matters
@@ -62,10 +60,8 @@ def image_action_availability(
     cat = _category(index, category)
     if isinstance(cat, Availability):
         return cat
-    if kind == "roi" and not cat.roi_enabled:
-        return Availability(False, f"ROI is not enabled for category {cat.name!r}")
-    if kind == "keypoints" and not cat.keypoints_enabled:
-        return Availability(False, f"Keypoints are not enabled for category {cat.name!r}")
+    if reason := cat.disabled_reason(kind):
+        return Availability(False, reason[0].upper() + reason[1:])
     return _OK
 
 
@@ -74,6 +70,6 @@ def category_action_availability(index: Index, category: Category | int | str) -
     cat = _category(index, category)
     if isinstance(cat, Availability):
         return cat
-    if not index.query("SELECT 1 FROM observations WHERE category_id = ? LIMIT 1", (cat.id,)):
+    if not index.has_observations(cat):
         return Availability(False, f"Category {cat.name!r} has no observations yet")
     return _OK

@@ -17,11 +17,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
-from .engine.complete import undo as _undo
 from .engine.jobs import InProcessRunner, Runner
 from .engine.progress import CancelFn, ProgressFn
 from .engine.results import CompleteResult, Proposal, TrainResult
@@ -55,16 +53,9 @@ def open_index(target: Target, *, viewer: napari.Viewer | None = None,
 
 
 def learn(
-    target: Target,
-    images: Images | None = None,
-    category: str | None = None,
-    *,
-    kind: str = "roi",
-    settings: LearnSettings | None = None,
-    index: str | None = None,
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
-    device: str | None = None,
+    target: Target, images: Images | None = None, category: str | None = None, *,
+    kind: str = "roi", settings: LearnSettings | None = None, index: str | None = None,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None, device: str | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Learn on the given images (names, shell patterns, ids or records) or on a whole category.
@@ -92,16 +83,9 @@ def train(
 
 
 def complete(
-    target: Target,
-    images: Images,
-    category: str,
-    *,
-    kind: str = "roi",
-    settings: CompleteSettings | None = None,
-    index: str | None = None,
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
-    device: str | None = None,
+    target: Target, images: Images, category: str, *, kind: str = "roi",
+    settings: CompleteSettings | None = None, index: str | None = None,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None, device: str | None = None,
     **overrides: Any,
 ) -> CompleteResult:
     """Run the active model over ``images`` and save what it finds as ``category`` (boxes for
@@ -113,22 +97,16 @@ def complete(
 
 
 def propose(
-    target: Target,
-    category: str,
-    *,
-    kind: str = "roi",
-    min_score: float = 0.0,
-    max_detections: int = 1,
-    index: str | None = None,
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
-    device: str | None = None,
+    target: Target, category: str, *, kind: str = "roi", settings: CompleteSettings | None = None,
+    index: str | None = None, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+    device: str | None = None, **overrides: Any,
 ) -> list[Proposal]:
     """Complete from a category: detections of ``category`` on the images of other categories,
-    returned for review and not saved; keep the good ones with :func:`accept`."""
+    returned for review and not saved; keep the good ones with :func:`accept`. Overrides as in
+    :func:`learn`: ``max_detections=3``."""
     return _run(target, _index_of(target, index), "propose", progress, cancel,
-                category=category, kind=kind, min_score=min_score,
-                max_detections=max_detections, device=device)
+                category=category, kind=kind,
+                settings=_settings(CompleteSettings, settings, overrides), device=device)
 
 
 def accept(
@@ -150,14 +128,11 @@ def undo(target: Target, run_id: int | None = None, *, index: str | None = None)
     """
     idx = _index_of(target, index)
     if run_id is None:
-        rows = idx.query(
-            "SELECT id FROM runs WHERE operation IN ('complete', 'accept') "
-            "AND status NOT IN ('undone', 'running') ORDER BY id DESC LIMIT 1"
-        )
-        if not rows:
+        latest = idx.runs.latest_undoable()
+        if latest is None:
             raise RefusedError(f"{idx.path.name}: no Complete run to undo")
-        run_id = int(rows[0]["id"])
-    return _undo(idx, run_id)
+        run_id = latest.id
+    return idx.runs.undo(run_id)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -241,9 +216,9 @@ def _images(index: Index, images: Images) -> list[ImageRecord]:
 def _settings(cls: Callable[[], _S], settings: _S | None, overrides: dict[str, Any]) -> _S:
     """``settings`` (or the defaults) with single fields replaced; unknown names are an error."""
     base = settings if settings is not None else cls()
-    names = {f.name for f in fields(base)}
+    names = set(type(base).model_fields)
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise BadInputError(f"unknown setting(s) {unknown}; {type(base).__name__} has "
                             f"{sorted(names)}")
-    return replace(base, **overrides)
+    return base.replace(**overrides)

@@ -25,7 +25,6 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...], tuple[tuple[int, int], ...]], ...]
     ("square", (), ()),
     ("triangle", ("apex", "left", "right"), ((0, 1), (1, 2), (2, 0))),
 )
-KEYPOINT_FLIP_PAIRS = {"triangle": (("left", "right"),)}
 GROUND_TRUTH_FILE = "ground_truth.json"
 
 # Base colour (RGB) per category; each object jitters it a little.

@@ -101,10 +101,8 @@ class Session:
 
     def learn_category(self, index: Index, category: str,
                        settings: LearnSettings | None = None) -> Task:
-        kind = self.category_kind(index, category)
-        return self.task(f"Learn ({category})", index, "learn", {
-            "category": category, "kind": kind, "settings": settings or LearnSettings(),
-        }, kind, category)
+        return self._category_task(f"Learn ({category})", index, "learn", category,
+                                   settings or LearnSettings())
 
     def complete_images(self, index: Index, image_ids: Sequence[int], category: str | None,
                         kind: str, settings: CompleteSettings | None = None) -> Task:
@@ -118,12 +116,15 @@ class Session:
     def complete_category(self, index: Index, category: str,
                           settings: CompleteSettings | None = None) -> Task:
         """Complete from a category: proposals for review, nothing saved."""
-        settings = settings or CompleteSettings()
+        return self._category_task(f"Complete from category {category!r}", index, "propose",
+                                   category, settings or CompleteSettings())
+
+    def _category_task(self, title: str, index: Index, operation: str, category: str,
+                       settings: LearnSettings | CompleteSettings) -> Task:
+        """A task on a whole category, of the kind the category allows (:meth:`category_kind`)."""
         kind = self.category_kind(index, category)
-        return self.task(f"Complete from category {category!r}", index, "propose", {
-            "category": category, "kind": kind, "min_score": settings.min_score,
-            "max_detections": settings.max_detections,
-        }, kind, category)
+        return self.task(title, index, operation, {
+            "category": category, "kind": kind, "settings": settings}, kind, category)
 
     def train(self, index: Index) -> Task:
         return self.task("Full training", index, "train", {})
@@ -151,7 +152,7 @@ class Session:
             return self.runner.run(task.job, progress=progress, cancel=cancel, changed=changed)
         except EngineError:
             # the engine died: changes it committed but could not report yet are read back
-            ids = {i for run_id in task.runs for i in task.index.run_observation_ids(run_id)}
+            ids = {i for run_id in task.runs for i in task.index.runs.observation_ids(run_id)}
             if ids:
                 task.index.announce(Change("observations", "updated", tuple(sorted(ids))))
             raise
@@ -162,7 +163,7 @@ class Session:
     def accept(self, index: Index, proposals: Sequence[Proposal], *,
                min_score: float | None = None) -> CompleteResult:
         """Save reviewed proposals (no torch: runs here, at once) and remember it for Undo."""
-        from .engine.complete import accept
+        from .engine.proposals import accept
 
         result = accept(index, proposals, min_score=min_score)
         self.last_run = (index, result.run_id)
@@ -175,12 +176,10 @@ class Session:
     def undo_last(self) -> int:
         """Put back what the last Complete or accept of this session changed; returns how many
         observations were removed or restored. Refused when there is nothing to undo."""
-        from .engine.complete import undo
-
         if self.last_run is None:
             raise RefusedError("nothing to undo: no Complete or accept was run here")
         index, run_id = self.last_run
-        count = undo(index, run_id)
+        count = index.runs.undo(run_id)
         self.last_run = None
         return count
 

@@ -103,8 +103,6 @@ def test_split_size_and_reproducibility(sample_index):
     assert split(images, 0, seed=0) == (images, [])
     with pytest.raises(BadInputError, match="leaves none of the 1 image"):
         split(images[:1], 60, seed=0)
-    with pytest.raises(BadInputError, match=r"test percent must be in \[0, 100\)"):
-        split(images, 100, seed=0)
 
 
 def test_mix_in_draws_labelled_images_from_outside_the_scope(sample_index):

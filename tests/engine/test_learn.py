@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -25,7 +24,7 @@ def _model(index, *, keypoints=False, purpose="locate", **training):
     handle = create_model(index, keypoints=keypoints, purpose=purpose, min_size=96)
     settings = {"batch_size": 2, "warmup_iters": 1,
                 "augment": Augment(scale_jitter=(1.0, 1.0), color_jitter=0.0), **training}
-    config = replace(handle.config, training=replace(handle.config.training, **settings))
+    config = handle.config.replace(training=handle.config.training.replace(**settings))
     config.save(handle.folder / "config.json")
     return active_model(index)
 
@@ -35,7 +34,7 @@ def _weights(handle, number):
 
 
 def _backbone_names(handle):
-    return [name for name, _ in backbone_parameters(handle.load())]
+    return [name for name, _ in backbone_parameters(handle.load()[0])]
 
 
 def _run(index, run_id):
@@ -269,7 +268,7 @@ def test_short_learn_improves_held_out_ap(tmp_path):
         handle = active_model(index)
         loader = make_loader(DetectionDataset(index, held_out, handle.config), batch_size=6,
                              shuffle=False)
-        targets, predictions = predict(handle.load(), loader, torch.device("cpu"))
+        targets, predictions = predict(handle.load()[0], loader, torch.device("cpu"))
         return coco_metrics(targets, predictions, 1)["box_AP50"]
 
     before = held_out_ap50()

@@ -153,10 +153,9 @@ def test_a_killed_engine_is_an_error_and_the_index_keeps_its_batches(engine, mod
     assert _statuses(modelled) == [("complete", "failed")]
     assert 2 <= len(modelled.observations(source="model")) < 18  # committed batches stay
     assert _integrity(modelled) == "ok"
-    from napari_learn_complete.engine.complete import undo
 
     run_id = modelled.query("SELECT id FROM runs")[0]["id"]
-    assert undo(modelled, run_id) >= 2 and not modelled.observations(source="model")
+    assert modelled.runs.undo(run_id) >= 2 and not modelled.observations(source="model")
     assert engine.run(Job(path, "complete", {"images": [7], "category": "disc"})).written == 1
     assert engine.pid != killed[0]
 

@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import BadInputError
-from ..index import Category, ImageRecord, Index, Observation
+from ..index import Category, ImageRecord, Index, Observation, keypoint_extent
 from ..index.media import to_rgb_uint8
 from ..model.config import Augment, ModelConfig
 from .scope import trainable
@@ -59,8 +59,7 @@ def mirror_permutation(names: Sequence[str], patterns: Sequence[tuple[str, str]]
 def keypoint_box(keypoints: Sequence[tuple[float, float, int]], width: int, height: int):
     """A box around the labelled keypoints, padded, inside the image: for keypoint-only
     observations, since the detector needs a box for every object."""
-    pts = np.array([(x, y) for x, y, v in keypoints if v > 0], dtype=np.float64)
-    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+    x0, y0, x1, y1 = keypoint_extent(keypoints)
     pad_x = max(MIN_PAD, KEYPOINT_BOX_PAD * (x1 - x0))
     pad_y = max(MIN_PAD, KEYPOINT_BOX_PAD * (y1 - y0))
     return (max(0.0, x0 - pad_x), max(0.0, y0 - pad_y),

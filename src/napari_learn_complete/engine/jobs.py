@@ -27,7 +27,7 @@ OPERATIONS: dict[str, str] = {
     "learn": "napari_learn_complete.engine.train:learn",
     "train": "napari_learn_complete.engine.train:train",
     "complete": "napari_learn_complete.engine.complete:complete",
-    "propose": "napari_learn_complete.engine.complete:propose",
+    "propose": "napari_learn_complete.engine.proposals:propose",
     "create_model": "napari_learn_complete.engine.jobs:create_model",
     "rollback": "napari_learn_complete.engine.jobs:rollback",
 }
@@ -39,7 +39,7 @@ PREDICTING = ("complete", "propose")  # of those, the ones that take a warm ``pr
 @dataclass(frozen=True)
 class Job:
     """One operation on one index: ``args`` are the operation's keyword arguments, plain data
-    (ids, names, settings dataclasses) that pickle without torch."""
+    (ids, names, the pydantic settings models) that pickle without torch."""
 
     index: str
     operation: str

@@ -57,9 +57,9 @@ class Predictor:
 
         handle = active_model(index)
         dev = choose_device(device)
-        model = handle.load(dev)
+        model, config = handle.load(dev)
         return cls(
-            model, handle.config, index.categories(), device=dev,
+            model, config, index.categories(), device=dev,
             model_version=f"{handle.name}:v{handle.active_version}", model_id=handle.id,
         )
 

@@ -188,7 +188,7 @@ class EngineProcess:
     def _end_runs(job: Job, runs: list[int], status: str) -> None:
         if runs:
             with Index(job.index) as index:
-                index.end_interrupted_runs(runs, status)
+                index.runs.end_interrupted(runs, status)
 
 
 def _rebuild(name: str, text: str, trace: str) -> Exception:

@@ -12,14 +12,7 @@ import random
 from collections.abc import Sequence
 
 from ..errors import BadInputError, RefusedError
-from ..index import Category, ImageRecord, Index, Observation
-
-KINDS = ("roi", "keypoints")
-
-
-def check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise BadInputError(f"kind must be 'roi' or 'keypoints', not {kind!r}")
+from ..index import Category, ImageRecord, Index, Observation, check_kind
 
 
 def learn_scope(
@@ -39,10 +32,7 @@ def learn_scope(
         raise BadInputError("Learn needs either images or a category (not both)")
     if category is not None:
         cat = index.category(category)
-        if kind == "keypoints" and not cat.keypoints_enabled:
-            raise RefusedError(f"keypoints are not enabled for category {cat.name!r}")
-        if kind == "roi" and not cat.roi_enabled:
-            raise RefusedError(f"ROI is not enabled for category {cat.name!r}")
+        cat.require(kind)
         found = index.images(category=cat.id)
         where = f"category {cat.name!r} has no observations on images"
     else:
@@ -75,7 +65,7 @@ def require_kind(index: Index, images: Sequence[ImageRecord], kind: str) -> None
 
 def labelled_images(index: Index) -> list[ImageRecord]:
     """Every image with at least one observation, in id order: the full training set."""
-    with_obs = {r[0] for r in index.query("SELECT DISTINCT image_id FROM observations")}
+    with_obs = index.observation_counts()
     return [image for image in index.images() if image.id in with_obs and not image.is_video]
 
 
@@ -85,9 +75,8 @@ def split(
     """``(train, test)``: ``round(n * test_percent / 100)`` images held back, chosen by ``seed``.
 
     The choice depends only on the image ids and the seed, not on the order they were given in.
+    ``test_percent`` was checked with the settings it comes from (Learn's or the model's).
     """
-    if not 0 <= test_percent < 100:
-        raise BadInputError(f"test percent must be in [0, 100), not {test_percent:g}")
     ordered = sorted(images, key=lambda image: image.id)
     n_test = round(len(ordered) * test_percent / 100)
     if n_test and n_test >= len(ordered):
@@ -106,8 +95,6 @@ def mix_in(
 ) -> list[ImageRecord]:
     """Up to ``count`` labelled images from outside ``scope``, drawn by ``seed``: a guard against
     forgetting what the model knew about images Learn does not look at."""
-    if count < 0:
-        raise BadInputError(f"mix-in must be zero or more images, not {count}")
     inside = {image.id for image in scope}
     others = [image for image in labelled_images(index) if image.id not in inside]
     chosen = random.Random(seed).sample(others, min(count, len(others)))

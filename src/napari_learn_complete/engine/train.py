@@ -17,24 +17,25 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
 from ..errors import Cancelled, RefusedError
-from ..index import Category, ImageRecord, Index
+from ..index import Category, ImageRecord, Index, check_kind
 from ..model.build import freeze_backbone
-from ..model.config import TrainingSettings
+from ..model.config import ModelConfig, TrainingSettings
 from ..model.registry import ModelHandle, active_model
 from .data import DetectionDataset, make_loader
 from .device import autocast, choose_device
 from .metrics import coco_metrics, predict
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import TrainResult
-from .scope import check_kind, labelled_images, learn_scope, mix_in, require_kind, split
+from .scope import labelled_images, learn_scope, mix_in, require_kind, split
 from .settings import LearnSettings
 
 GRAD_CLIP = 10.0  # max gradient norm: a few odd boxes must not throw the weights off
@@ -86,7 +87,6 @@ def learn(
     predict, an empty scope and a scope without observations of ``kind``.
     """
     settings = settings or LearnSettings()
-    settings.validate()
     check_kind(kind)
     handle = active_model(index)
     _refuse_identify(handle, "Learn")
@@ -99,8 +99,8 @@ def learn(
     require_kind(index, scope, kind)
     train_images, test_images = split(scope, settings.test_percent, settings.seed)
     mixed = mix_in(index, scope, settings.mix_in, settings.seed)
-    training = replace(handle.config.training, epochs=settings.epochs, lr_decay="cosine",
-                       patience=0, test_percent=settings.test_percent)
+    training = handle.config.training.replace(epochs=settings.epochs, lr_decay="cosine",
+                                              patience=0, test_percent=settings.test_percent)
     cat_name = None if category is None else index.category(category).name
     plan = _Plan(
         operation="learn", kind=kind, mode=settings.mode, training=training, seed=settings.seed,
@@ -108,7 +108,8 @@ def learn(
         test_images=test_images,
         scope={"category": cat_name, "images": _scope_record(scope),
                "test": _scope_record(test_images), "mix_in": _scope_record(mixed)},
-        settings={**asdict(settings), "training": asdict(training)},
+        settings={**settings.model_dump(mode="json"),
+                  "training": training.model_dump(mode="json")},
     )
     return _fit(index, handle, plan, progress=progress, cancel=cancel, device=device)
 
@@ -135,7 +136,7 @@ def train(
         num_workers=num_workers, train_images=train_images, test_images=test_images,
         scope={"category": None, "images": _scope_record(images),
                "test": _scope_record(test_images), "mix_in": []},
-        settings={"mode": "full", "seed": 0, "training": asdict(training)},
+        settings={"mode": "full", "seed": 0, "training": training.model_dump(mode="json")},
     )
     return _fit(index, handle, plan, progress=progress, cancel=cancel, device=device)
 
@@ -197,11 +198,55 @@ def _loss_names(kind: str | None) -> set[str] | None:
     }
 
 
-def _evaluate(
-    model: nn.Module, loader, device: torch.device, num_classes: int, keypoint_classes: list[int]
-) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device,
+             config: ModelConfig, keypoint_classes: list[int]) -> dict[str, float]:
+    """COCO box (and keypoint) AP of ``model`` on a held-out loader."""
     targets, predictions = predict(model, loader, device)
-    return coco_metrics(targets, predictions, num_classes, keypoint_classes=keypoint_classes)
+    return coco_metrics(targets, predictions, len(config.categories),
+                        keypoint_classes=keypoint_classes)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    loader: Iterable,
+    device: torch.device,
+    *,
+    losses_used: set[str] | None,
+    on_step: Callable[[float, float], None],
+    cancel: CancelFn | None,
+) -> float:
+    """One pass over the training images (one optimizer step per batch, gradients clipped, the
+    learning rate scheduled per step); returns the mean loss. ``on_step(loss, lr)`` after each
+    step; a non-finite loss stops the run (it has diverged)."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    step_losses = []
+    for images, targets in loader:
+        check_cancel(cancel)
+        images = [image.to(device) for image in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        with autocast(device):
+            parts = model(images, targets)
+        loss = sum(v for k, v in parts.items() if losses_used is None or k in losses_used)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss became {loss.item()}: training diverged; lower the learning "
+                "rate in the model configuration"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+        scaler.step(optimizer)
+        scaler.update()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+        scheduler.step()
+        step_losses.append(loss.item())
+        on_step(step_losses[-1], lr)
+    return sum(step_losses) / max(1, len(step_losses))
 
 
 def _score(metrics: dict[str, float], kind: str | None) -> float:
@@ -209,6 +254,89 @@ def _score(metrics: dict[str, float], kind: str | None) -> float:
     if kind == "keypoints" and "keypoint_AP" in metrics:
         return metrics["keypoint_AP"]
     return metrics.get("box_AP", 0.0)
+
+
+@dataclass
+class _Trainer:
+    """A run's model, data and optimisation, built before the run is recorded."""
+
+    plan: _Plan
+    model: nn.Module
+    config: ModelConfig
+    device: torch.device
+    loader: Any
+    test_loader: Any
+    keypoint_classes: list[int]
+
+    @classmethod
+    def build(cls, index: Index, handle: ModelHandle, plan: _Plan,
+              device: str | torch.device | None) -> _Trainer:
+        dev = choose_device(device)
+        model, config = handle.load(dev)  # the active weights: Learn never starts from scratch
+        training = plan.training
+        keypoint_classes = [
+            config.categories.index(c.name) + 1 for c in index.categories()
+            if c.keypoints_enabled and config.keypoint_names and c.name in config.categories
+        ]
+        train_set = DetectionDataset(index, plan.train_images, config, augment=training.augment)
+        loader = make_loader(train_set, batch_size=training.batch_size, shuffle=True,
+                             seed=plan.seed, num_workers=plan.num_workers)
+        test_loader = None
+        if plan.test_images:
+            test_loader = make_loader(DetectionDataset(index, plan.test_images, config),
+                                      batch_size=training.batch_size, shuffle=False,
+                                      num_workers=plan.num_workers)
+        return cls(plan, model, config, dev, loader, test_loader, keypoint_classes)
+
+    def evaluate(self) -> dict[str, float]:
+        if self.test_loader is None:
+            return {}
+        return evaluate(self.model, self.test_loader, self.device, self.config,
+                        self.keypoint_classes)
+
+    def fit(self, losses: list[float], progress: ProgressFn | None,
+            cancel: CancelFn | None) -> dict[str, float]:
+        """Train for the planned epochs, appending each epoch's mean loss to ``losses``; with
+        patience and a held-out part, stop early and keep the best epoch's weights. Returns the
+        held-out metrics of the weights kept."""
+        plan, training = self.plan, self.plan.training
+        params = _trainable(self.model, plan.mode, plan.kind)
+        optimizer = make_optimizer(params, training)
+        total = training.epochs * len(self.loader)
+        scheduler = make_scheduler(optimizer, training, total, len(self.loader))
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda")
+        started, done = time.monotonic(), 0
+        best: tuple[float, dict, dict[str, float]] | None = None
+        since_best = 0
+        for epoch in range(1, training.epochs + 1):
+
+            def on_step(loss: float, lr: float, epoch: int = epoch) -> None:
+                nonlocal done
+                done += 1
+                report(progress, Progress(
+                    plan.operation, done, total, message=f"epoch {epoch}/{training.epochs}",
+                    epoch=epoch, epochs=training.epochs, loss=loss, lr=lr,
+                    eta_s=(time.monotonic() - started) / done * (total - done),
+                ))
+
+            losses.append(train_one_epoch(
+                self.model, optimizer, scheduler, scaler, self.loader, self.device,
+                losses_used=_loss_names(plan.kind), on_step=on_step, cancel=cancel))
+            if not (training.patience and self.test_loader is not None):
+                continue
+            metrics = self.evaluate()
+            if best is None or _score(metrics, plan.kind) > best[0]:
+                best = (_score(metrics, plan.kind), copy.deepcopy(self.model.state_dict()),
+                        metrics)
+                since_best = 0
+            else:
+                since_best += 1
+                if since_best >= training.patience:
+                    break
+        if best is None:
+            return self.evaluate()
+        self.model.load_state_dict(best[1])  # early stopping keeps the best held-out epoch
+        return best[2]
 
 
 def _fit(
@@ -220,108 +348,34 @@ def _fit(
     cancel: CancelFn | None,
     device: str | torch.device | None,
 ) -> TrainResult:
-    dev = choose_device(device)
+    """Record the run, train, and commit the weights as a new version; a cancelled or failed
+    run is recorded as such and leaves the active version as it was."""
     start_version = handle.active_version
-    model = handle.load(dev)  # the current active weights: Learn never starts from scratch
-    config = handle.config
-    training = plan.training
-    keypoint_classes = [
-        config.categories.index(c.name) + 1 for c in index.categories()
-        if c.keypoints_enabled and config.keypoint_names and c.name in config.categories
-    ]
-    train_set = DetectionDataset(index, plan.train_images, config, augment=training.augment)
-    loader = make_loader(train_set, batch_size=training.batch_size, shuffle=True, seed=plan.seed,
-                         num_workers=plan.num_workers)
-    test_loader = None
-    if plan.test_images:
-        test_set = DetectionDataset(index, plan.test_images, config)
-        test_loader = make_loader(test_set, batch_size=training.batch_size, shuffle=False,
-                                  num_workers=plan.num_workers)
-    steps_per_epoch = len(loader)
-    total = training.epochs * steps_per_epoch
-    params = _trainable(model, plan.mode, plan.kind)
-    optimizer = make_optimizer(params, training)
-    scheduler = make_scheduler(optimizer, training, total, steps_per_epoch)
-    scaler = torch.amp.GradScaler(dev.type, enabled=dev.type == "cuda")
-    wanted = _loss_names(plan.kind)
-    stage = plan.operation
-
-    run_id = index.start_run(plan.operation, model_id=handle.id,
-                             kind=plan.kind or ",".join(handle.config.kinds),
-                             scope=plan.scope, settings=plan.settings)
+    trainer = _Trainer.build(index, handle, plan, device)
+    run_id = index.runs.start(plan.operation, model_id=handle.id,
+                              kind=plan.kind or ",".join(handle.config.kinds),
+                              scope=plan.scope, settings=plan.settings)
     started = time.monotonic()
     losses: list[float] = []
     metrics: dict[str, float] = {}
+    status = "failed"
     try:
-        best: tuple[float, dict, dict[str, float]] | None = None
-        since_best = 0
-        done = 0
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda"
+                                   else []):
             torch.manual_seed(plan.seed)  # augmentations and shuffling repeat; caller's RNG kept
-            for epoch in range(1, training.epochs + 1):
-                model.train()
-                epoch_losses = []
-                for images, targets in loader:
-                    check_cancel(cancel)
-                    images = [image.to(dev) for image in images]
-                    targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
-                    with autocast(dev):
-                        parts = model(images, targets)
-                    loss = sum(v for k, v in parts.items() if wanted is None or k in wanted)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"the training loss became {loss.item()} at epoch {epoch}: training "
-                            "diverged; lower the learning rate in the model configuration"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-                    scheduler.step()
-                    done += 1
-                    epoch_losses.append(loss.item())
-                    elapsed = time.monotonic() - started
-                    report(progress, Progress(
-                        stage, done, total, message=f"epoch {epoch}/{training.epochs}",
-                        epoch=epoch, epochs=training.epochs, loss=epoch_losses[-1],
-                        eta_s=elapsed / done * (total - done),
-                        lr=lr,
-                    ))
-                losses.append(sum(epoch_losses) / max(1, len(epoch_losses)))
-                if training.patience and test_loader is not None:
-                    metrics = _evaluate(model, test_loader, dev, len(config.categories),
-                                        keypoint_classes)
-                    score = _score(metrics, plan.kind)
-                    if best is None or score > best[0]:
-                        best, since_best = (score, copy.deepcopy(model.state_dict()), metrics), 0
-                    else:
-                        since_best += 1
-                        if since_best >= training.patience:
-                            break
-        if best is not None:  # early stopping keeps the best epoch on the held-out part
-            model.load_state_dict(best[1])
-            metrics = best[2]
-        elif test_loader is not None:
-            metrics = _evaluate(model, test_loader, dev, len(config.categories),
-                                        keypoint_classes)
+            metrics = trainer.fit(losses, progress, cancel)
         check_cancel(cancel)
-        model.eval()
         note = (f"{plan.operation} ({plan.kind or 'all'}, {plan.mode}) on "
                 f"{len(plan.train_images)} image(s) from v{start_version}")
-        version = handle.commit_version(model.cpu(), config, note=note, parent=start_version)
+        version = handle.commit_version(trainer.model.eval().cpu(), trainer.config, note=note,
+                                        parent=start_version)
+        status = "done"
     except Cancelled:
-        index.finish_run(run_id, "cancelled", seconds=time.monotonic() - started,
-                         metrics=metrics, losses=losses)
+        status = "cancelled"
         raise
-    except BaseException:
-        index.finish_run(run_id, "failed", seconds=time.monotonic() - started,
-                         metrics=metrics, losses=losses)
-        raise
-    seconds = time.monotonic() - started
-    index.finish_run(run_id, "done", seconds=seconds, metrics=metrics, losses=losses,
-                     version=version)
+    finally:
+        seconds = time.monotonic() - started
+        index.runs.finish(run_id, status, seconds=seconds, metrics=metrics, losses=losses,
+                          version=version if status == "done" else None)
     return TrainResult(run_id=run_id, version=version, seconds=seconds, losses=losses,
                        metrics=metrics, images=len(plan.train_images))
