@@ -10,217 +10,43 @@ stand still, so one edit makes exactly one write and nothing echoes.
 
 Layer rows and observations are tied by the ``observation_id`` feature: napari keeps feature rows
 aligned with data rows through adds, deletes and moves, so the mapping survives any edit.
-Box and keypoint coordinates in the layers are the index's own (pixel corners, like COCO); the two
-layers are translated by half a pixel so that they line up with the pixels of the image layer.
+The layer data itself is built by :mod:`.layer_data`; readers bind theirs through :mod:`.binding`.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-import uuid
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
-import pandas as pd
 from napari.layers import Image, Layer, Points, Shapes
 from napari.layers.base import ActionType
-from napari.utils.colormaps.standardize_color import transform_color
 from napari.utils.events import EmitterGroup
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 from superqt.utils import ensure_main_thread
 
 from ..errors import LearnCompleteError
-from ..index import Category, Change, ImageRecord, Index, Observation
-from ..index.media import to_rgb_uint8
+from ..index import Category, Change, ImageRecord, Index, Observation, attach_target
+from .layer_data import (
+    BOX_FACE_ALPHA,
+    NO_OBSERVATION,
+    box_rows,
+    box_vertices,
+    defaults_dict,
+    fill_features,
+    keypoint_rows,
+    layer_data,
+    rgba,
+    stackable,
+)
 
-MARKER = "napari_learn_complete"
-NO_OBSERVATION = -1
-ROLES = ("image", "boxes", "keypoints")
-# Pixel corners (index) -> pixel centres (napari): boxes and keypoints sit half a pixel up-left.
-HALF_PIXEL = (0.0, -0.5, -0.5)
-BOX_FACE_ALPHA = 0.12
 ARRIVALS_MS = 250  # observations written by other threads appear in the layers within this
 
 _OPEN: list[IndexLayers] = []
-# Layer data handed to napari by the reader or the sample, waiting to be inserted in a viewer.
-_PENDING: dict[str, tuple[Index, dict[str, Layer]]] = {}
-_WATCHED: weakref.WeakSet = weakref.WeakSet()
-
-
-# ---------------------------------------------------------------------------- layer data
-def _rgba(colour: str, alpha: float = 1.0) -> np.ndarray:
-    rgba = transform_color(colour)[0].copy()
-    rgba[3] = alpha
-    return rgba
-
-
-def _stackable(index: Index) -> list[ImageRecord]:
-    """The images shown as planes (video clips have no pixels of their own)."""
-    return [r for r in index.images() if not r.is_video]
-
-
-def image_stack(index: Index, images: Sequence[ImageRecord]) -> da.Array:
-    """A lazy (N, H, W, 3) uint8 stack: one image is decoded when its plane is shown.
-
-    Each image is padded to the largest height and width, anchored top-left, so that its pixel
-    coordinates are the same as in the file and nothing is resampled.
-    """
-    if not images:
-        return da.zeros((1, 1, 1, 3), dtype=np.uint8)
-    height = max(r.height for r in images)
-    width = max(r.width for r in images)
-
-    def load(block_id: tuple[int, ...]) -> np.ndarray:
-        record = images[block_id[0]]
-        plane = np.zeros((1, height, width, 3), np.uint8)
-        try:
-            pixels = to_rgb_uint8(index.read_image(record))
-        except LearnCompleteError as exc:  # a file gone since it was added: show a black plane
-            show_warning(str(exc))
-            return plane
-        plane[0, : pixels.shape[0], : pixels.shape[1]] = pixels[:height, :width]
-        return plane
-
-    return da.map_blocks(
-        load, chunks=((1,) * len(images), (height,), (width,), (3,)), dtype=np.uint8,
-        meta=np.empty((0, 0, 0, 0), np.uint8),
-    )
-
-
-def box_vertices(plane: int, box: Sequence[float]) -> np.ndarray:
-    """The four (plane, y, x) corners of a napari rectangle for an (x0, y0, x1, y1) box."""
-    x0, y0, x1, y1 = box
-    return np.array([[plane, y0, x0], [plane, y0, x1], [plane, y1, x1], [plane, y1, x0]], float)
-
-
-def _strings(values: Iterable[str]) -> pd.Series:
-    """A text column that stays text when empty (pandas would make an empty list float)."""
-    return pd.Series(list(values), dtype=object)
-
-
-def _box_rows(obs: Iterable[Observation], plane: dict[int, int], cats: dict[int, Category]):
-    rows = [(o, cats[o.category_id]) for o in obs if o.box is not None and o.image_id in plane]
-    data = [box_vertices(plane[o.image_id], o.box) for o, _ in rows]
-    features = pd.DataFrame({
-        "observation_id": np.array([o.id for o, _ in rows], np.int64),
-        "category": _strings(c.name for _, c in rows),
-        "source": _strings(o.source for o, _ in rows),
-        "score": np.array([np.nan if o.score is None else o.score for o, _ in rows], float),
-    })
-    edge = np.array([_rgba(c.colour) for _, c in rows]).reshape(-1, 4)
-    face = np.array([_rgba(c.colour, BOX_FACE_ALPHA) for _, c in rows]).reshape(-1, 4)
-    return data, features, edge, face
-
-
-def _keypoint_rows(obs: Iterable[Observation], plane: dict[int, int], cats: dict[int, Category]):
-    rows = []
-    for o in obs:
-        if o.keypoints is None or o.image_id not in plane:
-            continue
-        cat = cats[o.category_id]
-        for name, (x, y, v) in zip(cat.keypoint_names, o.keypoints, strict=True):
-            if v > 0:
-                rows.append((o, cat, name, (plane[o.image_id], y, x)))
-    data = np.array([r[3] for r in rows], float).reshape(-1, 3)
-    features = pd.DataFrame({
-        "observation_id": np.array([o.id for o, *_ in rows], np.int64),
-        "category": _strings(c.name for _, c, *_ in rows),
-        "keypoint": _strings(n for _, _, n, _ in rows),
-        "source": _strings(o.source for o, *_ in rows),
-        "score": np.array([np.nan if o.score is None else o.score for o, *_ in rows], float),
-    })
-    colour = np.array([_rgba(c.colour) for _, c, *_ in rows]).reshape(-1, 4)
-    return data, features, colour
-
-
-def _marker(index: Index, role: str, session: str | None) -> dict[str, Any]:
-    marker = {"index": str(index.path), "role": role}
-    if session:
-        marker["session"] = session
-    return {MARKER: marker}
-
-
-def layer_data(index: Index, *, session: str | None = None) -> list[tuple[Any, dict, str]]:
-    """The three layer data tuples (image, boxes, keypoints) of an index, marked in metadata."""
-    images = _stackable(index)
-    plane = {r.id: z for z, r in enumerate(images)}
-    cats = {c.id: c for c in index.categories()}
-    first = next(iter(cats.values()), None)
-    observations = index.observations()
-    name = index.path.name
-    size = max(3.0, round(max((max(r.height, r.width) for r in images), default=64) / 50))
-    boxes, box_features, edge, face = _box_rows(observations, plane, cats)
-    points, kp_features, colour = _keypoint_rows(observations, plane, cats)
-    defaults = {"observation_id": NO_OBSERVATION, "category": first.name if first else "",
-                "source": "human", "score": np.nan}
-    return [
-        (image_stack(index, images),
-         {"name": f"{name} images", "rgb": True, "contrast_limits": [0, 255],
-          "metadata": _marker(index, "image", session)}, "image"),
-        (boxes,
-         {"name": f"{name} boxes", "ndim": 3, "shape_type": "rectangle", "edge_width": 2,
-          "edge_color": edge if len(edge) else "white", "face_color": face if len(face) else
-          "transparent", "features": box_features, "feature_defaults": defaults,
-          "text": {"string": "{category}", "anchor": "upper_left", "size": 8, "color": "white"},
-          "translate": HALF_PIXEL, "metadata": _marker(index, "boxes", session)}, "shapes"),
-        (points,
-         {"name": f"{name} keypoints", "ndim": 3, "size": size, "border_width": 0.1,
-          "face_color": colour if len(colour) else "white",
-          "border_color": colour if len(colour) else "white", "features": kp_features,
-          "feature_defaults": {**defaults, "keypoint": ""}, "translate": HALF_PIXEL,
-          "metadata": _marker(index, "keypoints", session)}, "points"),
-    ]
-
-
-# ------------------------------------------------------------------------ binding to viewers
-def _viewers() -> list[Any]:
-    """Every open napari viewer (the reader cannot know which one will insert its layers)."""
-    import napari
-
-    found = list(getattr(napari.Viewer, "_instances", ()))
-    current = napari.current_viewer()
-    if current is not None and current not in found:
-        found.append(current)
-    return found
-
-
-def bindable_layer_data(index: Index) -> list[tuple[Any, dict, str]]:
-    """Layer data tuples that start live sync once napari has inserted them into a viewer.
-
-    Readers and sample data must return tuples, not layers; the tuples carry a session token in
-    their metadata marker, and the first viewer that inserts all three layers binds them.
-    """
-    session = uuid.uuid4().hex
-    _PENDING[session] = (index, {})
-    for viewer in _viewers():
-        if viewer not in _WATCHED:
-            _WATCHED.add(viewer)
-            viewer.layers.events.inserted.connect(_binder(weakref.ref(viewer)))
-    return layer_data(index, session=session)
-
-
-def _binder(viewer_ref: weakref.ref):
-    def on_inserted(event: Any) -> None:
-        layer = event.value
-        marker = layer.metadata.get(MARKER) or {}
-        pending = _PENDING.get(marker.get("session", ""))
-        viewer = viewer_ref()
-        if pending is None or viewer is None:
-            return
-        index, layers = pending
-        layers[marker["role"]] = layer
-        if len(layers) == len(ROLES):
-            del _PENDING[marker["session"]]
-            IndexLayers(viewer, index, layers["image"], layers["boxes"], layers["keypoints"])
-
-    return on_inserted
 
 
 def real_viewer(viewer: Any) -> Any:
@@ -297,7 +123,7 @@ class IndexLayers:
         cat = None if name is None else self._category(name)  # BadInputError when unknown
         self._active_category = None if cat is None else cat.name
         for layer in (self.boxes_layer, self.keypoints_layer):
-            layer.feature_defaults = {**_defaults_dict(layer), "category": name or ""}
+            layer.feature_defaults = {**defaults_dict(layer), "category": name or ""}
         if cat is not None:
             self.boxes_layer.current_edge_color = cat.colour
             self.keypoints_layer.current_face_color = cat.colour
@@ -320,7 +146,7 @@ class IndexLayers:
             )
         self._active_keypoint = name
         layer = self.keypoints_layer
-        layer.feature_defaults = {**_defaults_dict(layer), "keypoint": name or ""}
+        layer.feature_defaults = {**defaults_dict(layer), "keypoint": name or ""}
         self.events.active_keypoint(value=name)
 
     def image_ids(self) -> list[int]:
@@ -373,7 +199,7 @@ class IndexLayers:
 
     # --------------------------------------------------------------------- helpers
     def _load_catalogue(self) -> None:
-        self._images = _stackable(self.index)
+        self._images = stackable(self.index)
         self._plane = {r.id: z for z, r in enumerate(self._images)}
         self._cats = {c.id: c for c in self.index.categories()}
         self._cats_by_name = {c.name: c for c in self._cats.values()}
@@ -427,8 +253,13 @@ class IndexLayers:
                     layer.remove(orphans)
         self._sync_observations(ids)
 
-    def _drop_rows(self, layer: Layer, rows: list[int], items: list[tuple]) -> list[tuple]:
-        """Remove the new rows that were refused; return the kept items with their new rows."""
+    def _drop_rows(self, layer: Layer, rows: list[int], items: list[tuple], problems: list[str],
+                   what: str) -> list[tuple]:
+        """Remove the new rows that were refused, saying why (the first problem); return the
+        kept items with their new rows."""
+        if not problems:
+            return items
+        show_warning(f"{what} not saved: {problems[0]}")
         kept = {item[0] for item in items}
         dropped = [row for row in rows if row not in kept]
         with self._quiet():
@@ -493,7 +324,7 @@ class IndexLayers:
             # napari has no public call to replace one shape in place
             layer._data_view.edit(
                 row, vertices if vertices is not None else current, new_type="rectangle",
-                edge_color=_rgba(cat.colour), face_color=_rgba(cat.colour, BOX_FACE_ALPHA),
+                edge_color=rgba(cat.colour), face_color=rgba(cat.colour, BOX_FACE_ALPHA),
             )
             layer.refresh()
 
@@ -515,9 +346,7 @@ class IndexLayers:
                 problems.append(f"the box lies outside image {image.name}")
             else:
                 items.append((row, image, cat, box))
-        if problems:
-            show_warning(f"box not saved: {problems[0]}")
-            items = self._drop_rows(layer, rows, items)
+        items = self._drop_rows(layer, rows, items, problems, "box")
         if not items:
             return
         added: list[Observation] = []
@@ -571,11 +400,8 @@ class IndexLayers:
             return
 
         def write() -> None:
-            for obs in self.index.observations(ids=ids):
-                if obs.has_keypoints:
-                    self.index.update_observation(obs.id, box=None)
-                else:
-                    self.index.delete_observations([obs.id])
+            for obs_id in ids:
+                self.index.remove_parts(obs_id, box=True)
 
         if not self._write({}, "box deletion", write):
             self._sync_observations(ids)
@@ -584,20 +410,14 @@ class IndexLayers:
         self, cat: Category, image: ImageRecord, slot: int, x: float, y: float, taken: set[int]
     ) -> Observation | None:
         """The observation a new keypoint belongs to: same category and image, lacking that
-        keypoint; one whose box holds the point first, then the nearest."""
+        keypoint; the one :func:`~napari_learn_complete.index.attach_target` picks by its box,
+        else one without a box (a skeleton being labelled point by point)."""
         candidates = [
             o for o in self.index.observations(images=[image.id], category=cat.id)
             if o.id not in taken and (o.keypoints is None or o.keypoints[slot][2] == 0)
         ]
-
-        def rank(o: Observation) -> tuple[int, float]:
-            if o.box is None:
-                return (1, math.inf)
-            x0, y0, x1, y1 = o.box
-            inside = x0 <= x <= x1 and y0 <= y <= y1
-            return (0 if inside else 1, math.hypot((x0 + x1) / 2 - x, (y0 + y1) / 2 - y))
-
-        return min(candidates, key=rank, default=None)
+        boxless = (o for o in candidates if o.box is None)
+        return attach_target((x, y, x, y), candidates) or next(boxless, None)
 
     def _keypoints_added(self, rows: list[int]) -> None:
         layer = self.keypoints_layer
@@ -618,9 +438,7 @@ class IndexLayers:
                 x = float(np.clip(x, 0, image.width))
                 y = float(np.clip(y, 0, image.height))
                 items.append((row, image, cat, kp, x, y))
-        if problems:
-            show_warning(f"keypoint not saved: {problems[0]}")
-            items = self._drop_rows(layer, rows, items)
+        items = self._drop_rows(layer, rows, items, problems, "keypoint")
         if not items:
             return
         results: list[Observation] = []
@@ -655,8 +473,8 @@ class IndexLayers:
         layer = self.keypoints_layer
         with self._quiet():
             layer.data[row] = (plane, y, x)
-            layer.face_color[row] = _rgba(cat.colour)
-            layer.border_color[row] = _rgba(cat.colour)
+            layer.face_color[row] = rgba(cat.colour)
+            layer.border_color[row] = rgba(cat.colour)
             layer.refresh()
 
     def _refresh_features(self, observations: dict[int, Observation]) -> None:
@@ -709,14 +527,10 @@ class IndexLayers:
         touched: list[Observation] = []
 
         def write() -> None:
-            for obs in self.index.observations(ids=list(gone)):
-                cat = self._cats[obs.category_id]
-                kps = [(0.0, 0.0, 0) if name in gone[obs.id] else tuple(kp)
-                       for name, kp in zip(cat.keypoint_names, obs.keypoints, strict=True)]
-                if obs.box is None and not any(v > 0 for _, _, v in kps):
-                    self.index.delete_observations([obs.id])  # nothing left of it
-                else:
-                    touched.append(self.index.update_observation(obs.id, keypoints=kps))
+            for obs_id, names in gone.items():
+                left = self.index.remove_parts(obs_id, keypoints=names)
+                if left is not None:
+                    touched.append(left)
 
         if self._write({}, "keypoint deletion", write):
             self._refresh_features({o.id: o for o in touched})
@@ -781,13 +595,13 @@ class IndexLayers:
                     selected = layer.selected_data
                     layer.remove(stale)
                     layer.selected_data = {i for i in selected if i < len(layer.data)}
-            data, features, edge, face = _box_rows(current, self._plane, self._cats)
+            data, features, edge, face = box_rows(current, self._plane, self._cats)
             if data:
                 start = len(self.boxes_layer.data)
                 self.boxes_layer.add(data, shape_type="rectangle", edge_color=edge,
                                      face_color=face)
-                _fill_features(self.boxes_layer, start, features)
-            points, features, colour = _keypoint_rows(current, self._plane, self._cats)
+                fill_features(self.boxes_layer, start, features)
+            points, features, colour = keypoint_rows(current, self._plane, self._cats)
             if len(points):
                 layer = self.keypoints_layer
                 start, selected = len(layer.data), set(layer.selected_data)
@@ -795,7 +609,7 @@ class IndexLayers:
                 layer.selected_data = selected
                 layer.face_color[start:] = colour
                 layer.border_color[start:] = colour
-                _fill_features(layer, start, features)
+                fill_features(layer, start, features)
                 layer.refresh()
         self._recount()
 
@@ -803,14 +617,3 @@ class IndexLayers:
         """Stop syncing once none of the three layers is left in the viewer."""
         if not any(layer in self.viewer.layers for layer in self.layers):
             self.close()
-
-
-def _defaults_dict(layer: Layer) -> dict[str, Any]:
-    return {k: v.iloc[0] for k, v in layer.feature_defaults.items()}
-
-
-def _fill_features(layer: Layer, start: int, values: pd.DataFrame) -> None:
-    features = layer.features
-    for key in values.columns:
-        features.iloc[start:, features.columns.get_loc(key)] = values[key].to_numpy()
-    layer.refresh_text()

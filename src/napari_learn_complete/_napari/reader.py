@@ -9,7 +9,7 @@ from typing import Any
 
 from ..index import Index
 from ..index.store import DB_NAME
-from .layers import bindable_layer_data
+from .binding import bindable_layer_data
 
 PathOrPaths = str | list[str]
 

@@ -11,7 +11,7 @@ from typing import Any
 from ..index import Index
 from ..index.store import DB_NAME
 from ..sample import make_sample_index
-from .layers import bindable_layer_data
+from .binding import bindable_layer_data
 
 # Bump when make_sample_index changes what it builds, so that old caches are not reused.
 SAMPLE_NAME = "sample-index-v1"

@@ -7,7 +7,7 @@ from typing import Any
 from ..errors import BadInputError
 from ..index import Index
 from ..index.coco import export_coco
-from .layers import MARKER
+from .layer_data import MARKER
 
 
 def write_coco(path: str, layer_data: list[tuple[Any, dict, str]]) -> list[str]:

@@ -10,7 +10,6 @@ re-reads the registry when the index reports a change to its models, from whatev
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -45,6 +44,7 @@ from ..engine.progress import Progress
 from ..engine.results import TrainResult
 from ..errors import LearnCompleteError, RefusedError
 from ..index import Change, Index
+from ..index.runs import Run
 from ..model.config import BACKBONES
 from ..model.registry import (
     ModelHandle,
@@ -298,7 +298,6 @@ class ModelPanel(QWidget):
         self.progress_label.setText(f"{task.title}: starting")
         self._running, self._cancelling = task, False
         self.worker = run_in_worker(
-            self.viewer,
             partial(self.session.run, task),
             title=task.title,
             on_done=lambda result: (self.progress_label.setText(""), on_done(result)),
@@ -363,12 +362,10 @@ class ModelPanel(QWidget):
                 self.versions.setItem(row, column, QTableWidgetItem(str(value)))
 
     def _fill_runs(self) -> None:
-        rows = [] if self.handle is None else self.index.query(
-            "SELECT id, operation, kind, scope, settings, losses, metrics, version, status, "
-            "started_at, seconds FROM runs WHERE model_id = ? AND operation IN ('learn', 'train') "
-            "ORDER BY id DESC", (self.handle.id,)
-        )
-        records = [RunRecord.from_row(row) for row in rows]
+        records = [] if self.handle is None else [
+            RunRow(run) for run in self.index.runs.list(model_id=self.handle.id,
+                                                         operations=("learn", "train"))
+        ]
         self._run_records = [record.details() for record in records]
         self.runs.setRowCount(len(records))
         for row, record in enumerate(records):
@@ -462,7 +459,7 @@ def _table(columns: tuple[str, ...], stretch: str) -> QTableWidget:
 def free_model_name(index: Index, keypoints: bool) -> str:
     """"default" for an index's first model, then "boxes-2", "keypoints-3"... (the first number
     that neither a model nor a leftover folder of the index uses)."""
-    taken = {row["name"] for row in index.query("SELECT name FROM models")}
+    taken = {record.name for record in index.models.list()}
 
     def free(name: str) -> bool:
         return name not in taken and not (index.models_dir / name).exists()
@@ -473,40 +470,23 @@ def free_model_name(index: Index, keypoints: bool) -> str:
     return next(f"{base}-{n}" for n in itertools.count(2) if free(f"{base}-{n}"))
 
 
-@dataclass
-class RunRecord:
-    """One row of the index's ``runs`` table, its JSON columns decoded."""
+@dataclass(frozen=True)
+class RunRow:
+    """How the runs table shows one recorded run (the record itself: ``index.runs``)."""
 
-    id: int
-    operation: str
-    kind: str | None
-    scope: dict
-    settings: dict
-    losses: list[float]
-    metrics: dict[str, Any]
-    version: int | None
-    status: str
-    started_at: str
-    seconds: float | None
-
-    @classmethod
-    def from_row(cls, row: Any) -> RunRecord:
-        values = dict(row)
-        for key in ("scope", "settings", "losses", "metrics"):
-            values[key] = json.loads(values[key])
-        return cls(**values)
+    run: Run
 
     @property
     def training(self) -> dict[str, Any]:
-        return self.settings.get("training", {})
+        return self.run.settings.get("training", {})
 
     def scope_summary(self) -> str:
         """E.g. "category triangle, 8 images, 25% held out, +2 mixed in"."""
-        scope = self.scope
+        scope = self.run.scope
         parts = [f"category {scope['category']}"] if scope.get("category") else []
         parts.append(f"{len(scope.get('images', []))} images")
         if scope.get("test"):
-            percent = self.settings.get("test_percent", self.training.get("test_percent"))
+            percent = self.run.settings.get("test_percent", self.training.get("test_percent"))
             parts.append(f"{percent:g}% held out" if percent else
                          f"{len(scope['test'])} held out")
         if scope.get("mix_in"):
@@ -515,45 +495,46 @@ class RunRecord:
 
     def main_metric(self) -> str:
         """The held-out figure that matters for the kind: keypoint AP or box AP."""
-        key = "keypoint_AP" if self.kind == "keypoints" and "keypoint_AP" in self.metrics \
+        key = "keypoint_AP" if self.run.kind == "keypoints" and "keypoint_AP" in self.run.metrics \
             else "box_AP"
-        value = self.metrics.get(key)
+        value = self.run.metrics.get(key)
         return f"{key} {value:.3f}" if isinstance(value, float) else ""
 
     def cells(self) -> tuple[str, ...]:
         """The values of :data:`RUN_COLUMNS`."""
-        epochs = self.settings.get("epochs", self.training.get("epochs"))
+        epochs = self.run.settings.get("epochs", self.training.get("epochs"))
         return (
-            "" if self.version is None else str(self.version),
-            self.operation,
-            self.kind or "",
+            "" if self.run.version is None else str(self.run.version),
+            self.run.operation,
+            self.run.kind or "",
             self.scope_summary(),
-            " × ".join(str(v) for v in (epochs, self.settings.get("mode")) if v is not None),
-            f"{self.losses[-1]:.4f}" if self.losses else "",
+            " × ".join(str(v) for v in (epochs, self.run.settings.get("mode")) if v is not None),
+            f"{self.run.losses[-1]:.4f}" if self.run.losses else "",
             self.main_metric(),
-            "" if self.seconds is None else f"{self.seconds:.1f}",
-            self.status,
+            "" if self.run.seconds is None else f"{self.run.seconds:.1f}",
+            self.run.status,
         )
 
     def details(self) -> str:
         """The full record, for the detail box and the row tooltips."""
 
         def names(key: str) -> str:
-            return ", ".join(image["name"] for image in self.scope.get(key, [])) or "none"
+            return ", ".join(image["name"] for image in self.run.scope.get(key, [])) or "none"
 
-        settings = {k: v for k, v in self.settings.items() if k != "training"}
+        run = self.run
+        settings = {k: v for k, v in run.settings.items() if k != "training"}
         return "\n".join([
-            f"Run {self.id}: {self.operation} ({self.kind or 'all'}), {self.status}, started "
-            f"{self.started_at}" + ("" if self.seconds is None else f", {self.seconds:.1f} s")
-            + ("" if self.version is None else f", wrote version {self.version}"),
+            f"Run {run.id}: {run.operation} ({run.kind or 'all'}), {run.status}, started "
+            f"{run.started_at}" + ("" if run.seconds is None else f", {run.seconds:.1f} s")
+            + ("" if run.version is None else f", wrote version {run.version}"),
             f"Scope: {self.scope_summary()}",
             f"Images: {names('images')}",
             f"Held out: {names('test')}",
             f"Mixed in: {names('mix_in')}",
             "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
             "Training: " + ", ".join(f"{k}={v}" for k, v in self.training.items()),
-            "Losses: " + (", ".join(f"{v:.4f}" for v in self.losses) or "none"),
+            "Losses: " + (", ".join(f"{v:.4f}" for v in self.run.losses) or "none"),
             "Metrics: " + (", ".join(
                 f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                for k, v in self.metrics.items()) or "none"),
+                for k, v in self.run.metrics.items()) or "none"),
         ])

@@ -48,7 +48,8 @@ from .._napari.layers import (
 )
 from ..engine.results import CompleteResult, Proposal
 from ..errors import LearnCompleteError
-from ..index import Index
+from ..index import Index, keypoint_extent
+from ..index.media import to_rgb_uint8
 from ..session import session_for
 
 THUMB_PX = 64
@@ -427,14 +428,8 @@ class ReviewWidget(QWidget):
 
 def proposal_bounds(proposal: Proposal) -> tuple[float, float, float, float]:
     """The proposal's box, or the bounds of its labelled keypoints when it has no box."""
-    if proposal.box is not None:
-        x0, y0, x1, y1 = proposal.box
-        return float(x0), float(y0), float(x1), float(y1)
-    xy = np.array([(x, y) for x, y, v in proposal.keypoints or () if v > 0]).reshape(-1, 2)
-    if not len(xy):
-        return 0.0, 0.0, 0.0, 0.0
-    (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
-    return float(x0), float(y0), float(x1), float(y1)
+    box = proposal.box or keypoint_extent(proposal.keypoints or ()) or (0.0, 0.0, 0.0, 0.0)
+    return tuple(float(v) for v in box)
 
 
 def _thumbnail(pixels: np.ndarray, box: tuple[float, float, float, float]) -> QPixmap:
@@ -444,14 +439,7 @@ def _thumbnail(pixels: np.ndarray, box: tuple[float, float, float, float]) -> QP
     margin = max(x1 - x0, y1 - y0, 8) / 2
     left, top = max(int(x0 - margin), 0), max(int(y0 - margin), 0)
     right, bottom = min(int(np.ceil(x1 + margin)), width), min(int(np.ceil(y1 + margin)), height)
-    crop = pixels[top:max(bottom, top + 1), left:max(right, left + 1)]
-    if crop.ndim == 2:
-        crop = np.repeat(crop[..., None], 3, axis=2)
-    crop = crop[..., :3] if crop.shape[2] >= 3 else np.repeat(crop[..., :1], 3, axis=2)
-    if crop.dtype != np.uint8:
-        low, high = float(crop.min()), float(crop.max())
-        crop = ((crop - low) * (255.0 / max(high - low, 1e-9))).astype(np.uint8)
-    crop = np.ascontiguousarray(crop)
+    crop = to_rgb_uint8(pixels[top:max(bottom, top + 1), left:max(right, left + 1)])
     image = QImage(crop.data, crop.shape[1], crop.shape[0], crop.strides[0],
                    QImage.Format.Format_RGB888).copy()
     return QPixmap.fromImage(image).scaled(

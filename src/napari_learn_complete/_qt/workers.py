@@ -41,7 +41,6 @@ def describe(event: Progress) -> str:
 
 
 def run_in_worker(
-    viewer: Any,
     fn: Callable[..., Any],
     *,
     title: str,
@@ -57,9 +56,8 @@ def run_in_worker(
     value, ``on_finished(worker)`` at the end whatever the outcome (connected before the worker
     starts: a job that fails at once must not finish unheard). Cancellation (activity dock,
     ``worker.quit()``) ends with an info notification; an error goes to ``on_error`` or, without
-    one, to an error notification. ``viewer`` is the viewer whose activity dock shows the bar.
+    one, to an error notification. The activity dock of every open viewer shows the bar.
     """
-    del viewer  # the activity dock of every open viewer lists napari progress bars
     bar = cancelable_progress(total=0, desc=title)
     workers: list[Worker] = []
 
