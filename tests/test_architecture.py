@@ -5,6 +5,7 @@ imports the widgets in ``_qt``, and no two modules of ours import each other, ev
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import napari_learn_complete
@@ -81,3 +82,24 @@ def test_no_import_cycles() -> None:
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|PRAGMA|CREATE|ALTER|DROP|WITH)\s")
+
+
+def test_only_the_index_speaks_sql() -> None:
+    """The store and its table modules own the database: no SQL string and no use of its
+    connection (``query``, ``_conn``, ``_write``) anywhere else."""
+    found = {}
+    for name, path in MODULES.items():
+        if name.startswith(f"{NAME}.index"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        hits = [node.lineno for node in ast.walk(tree)
+                if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and SQL.match(node.value))
+                or (isinstance(node, ast.Attribute) and node.attr in ("query", "_conn", "_write")
+                    and re.search("index|idx", ast.unparse(node.value)))]
+        if hits:
+            found[name] = hits
+    assert found == {}

@@ -14,9 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..index import Category, ImageRecord, Index
+from ..index import Box, Category, ImageRecord, Index, Keypoint
 from ..index.media import to_rgb_uint8
-from ..index.store import Box, Keypoint
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..index.store import Box, Keypoint
+from ..index import Box, Keypoint
 
 
 @dataclass

@@ -1,7 +1,18 @@
 """The index store: images, categories and observations in one SQLite database (no Qt/napari)."""
 
-from .geometry import Box, Keypoint, attach_target, iou, keypoint_extent
-from .records import KIND_WORDS, KINDS, Category, Change, ImageRecord, Observation, check_kind
+from .geometry import attach_target, iou
+from .records import (
+    KIND_WORDS,
+    KINDS,
+    Box,
+    Category,
+    Change,
+    ImageRecord,
+    Keypoint,
+    Observation,
+    check_kind,
+    keypoint_extent,
+)
 from .store import Index
 
 __all__ = [

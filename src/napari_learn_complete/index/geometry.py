@@ -1,30 +1,15 @@
-"""The geometry rules of annotations, in one place: the box around keypoints, box overlap, and
-which observation a keypoint belongs to. numpy only: napari's process uses them (no torch)."""
+"""The geometry rules of annotations, in one place: box overlap and which observation a keypoint
+belongs to (the box around keypoints is :func:`.records.keypoint_extent`). numpy only: napari's
+process uses them (no torch)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .records import Observation
-
-Box = tuple[float, float, float, float]
-Keypoint = tuple[float, float, int]
-
-
-def keypoint_extent(keypoints: Sequence[Sequence[float]]) -> Box | None:
-    """The box around the labelled keypoints (v > 0) of ``(x, y, v)`` triples; None when none is
-    labelled. Learn's targets, Complete's duplicate test, COCO's ``bbox`` and the review thumbnail
-    all use this one box."""
-    labelled = [(x, y) for x, y, v in keypoints if v > 0]
-    if not labelled:
-        return None
-    xs, ys = zip(*labelled, strict=True)
-    return (min(xs), min(ys), max(xs), max(ys))
+from .records import Box, Observation
 
 
 def iou(box: Sequence[float], boxes: Sequence[Sequence[float]]) -> np.ndarray:

@@ -15,7 +15,7 @@ from ..errors import BadInputError
 if TYPE_CHECKING:
     import sqlite3
 
-    from .store import Index
+    from .database import Database
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class VersionRecord:
 class Models:
     """The ``models`` and ``model_versions`` tables of one index (``index.models``)."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: Database) -> None:
         self._index = index
 
     def list(self) -> list[ModelRecord]:

@@ -7,10 +7,13 @@ has a kind switched on, so the engine, the enablement rules and the CLI refuse i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import BadInputError, RefusedError
-from .geometry import Box, Keypoint, keypoint_extent
+
+Box = tuple[float, float, float, float]  # pixel corners x0, y0, x1, y1
+Keypoint = tuple[float, float, int]  # x, y, v (COCO visibility: 0 not labelled, 1 hidden, 2 seen)
 
 KINDS = ("roi", "keypoints")
 KIND_WORDS = {"roi": "ROI", "keypoints": "keypoints"}
@@ -21,7 +24,6 @@ def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise BadInputError(f"kind must be 'roi' or 'keypoints', not {kind!r}")
     return kind
-
 
 
 @dataclass(frozen=True)
@@ -109,3 +111,13 @@ class Change:
     action: str
     ids: tuple[int, ...]
 
+
+def keypoint_extent(keypoints: Sequence[Sequence[float]]) -> Box | None:
+    """The box around the labelled keypoints (v > 0) of ``(x, y, v)`` triples; None when none is
+    labelled. Learn's targets, Complete's duplicate test, COCO's ``bbox`` and the review thumbnail
+    all use this one box."""
+    labelled = [(x, y) for x, y, v in keypoints if v > 0]
+    if not labelled:
+        return None
+    xs, ys = zip(*labelled, strict=True)
+    return (min(xs), min(ys), max(xs), max(ys))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInputError, RefusedError
 
 if TYPE_CHECKING:
-    from .store import Index
+    from .database import Database
 
 UNDOABLE = ("complete", "accept")  # the operations that write observations and can be undone
 STATUSES = ("running", "done", "cancelled", "failed", "undone")
@@ -50,7 +50,7 @@ class Run:
 class Runs:
     """The ``runs`` and ``run_changes`` tables of one index (``index.runs``)."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: Database) -> None:
         self._index = index
 
     # ------------------------------------------------------------------ records

@@ -1,0 +1,156 @@
+"""The database under an index: one SQLite file, a connection per thread, transactions and the
+listeners that hear every committed change. The store (:mod:`.store`) and the table modules
+(:mod:`.runs`, :mod:`.models`) write through :meth:`Database._write`; nothing outside this package
+sees the connection.
+
+Every write is a transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``); a failure rolls the whole
+operation back, so bad input leaves the index exactly as it was. Each thread gets its own
+connection, so the UI thread and a worker read and write at once (WAL mode). Listeners registered
+with :meth:`Database.subscribe` hear about every committed change, from whatever thread committed
+it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError, IndexLockedError
+from .records import Change
+from .schema import migrate
+
+DB_NAME = "index.sqlite"
+
+log = logging.getLogger(__name__)
+
+
+class Database:
+    """An index's SQLite file, brought up to the current schema when opened."""
+
+    def __init__(self, file: Path, *, lock_timeout: float = 10.0) -> None:
+        self.file = file
+        self.lock_timeout = lock_timeout
+        self._local = threading.local()
+        self._listeners: list[Callable[[Change], None]] = []
+        self._listeners_lock = threading.Lock()
+        try:
+            migrate(self._conn())
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise BadInputError(f"{file}: not a readable index database ({exc})") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.file,
+                timeout=self.lock_timeout,
+                isolation_level=None,
+                check_same_thread=True,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+            self._local.depth = 0
+            self._local.pending = []
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads close theirs when they end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes (of the store and its tables) into one atomic commit: all or nothing.
+        Nested calls join the outer transaction; listeners hear the changes after the outermost
+        commit."""
+        with self._write():
+            yield
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`transaction`, handing out the connection to this package's writers."""
+        conn = self._conn()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield conn
+            finally:
+                self._local.depth -= 1
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise IndexLockedError(
+                    f"{self.file.parent}: the index is locked for writing by another process "
+                    f"(waited {self.lock_timeout:g} s); close the other program and try again"
+                ) from exc
+            raise
+        self._local.depth = 1
+        self._local.pending = []
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            self._local.pending = []
+            raise
+        finally:
+            self._local.depth = 0
+        pending, self._local.pending = self._local.pending, []
+        for change in pending:
+            self._emit(change)
+
+    def _record_change(self, table: str, action: str, ids: Iterable[int]) -> None:
+        """Queue a change for the listeners, told after the outermost commit (for the table
+        modules of this package: runs, models)."""
+        ids = tuple(int(i) for i in ids)
+        if ids:
+            self._local.pending.append(Change(table, action, ids))
+
+    def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``callback(change)`` after every commit; returns a function that unsubscribes.
+
+        The callback runs in the committing thread: GUI code must hop to its own thread.
+        """
+        with self._listeners_lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, change: Change) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for callback in listeners:
+            try:
+                callback(change)
+            except Exception:  # the change is committed: one broken view must not undo others
+                log.exception("index listener %r failed on %s", callback, change)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Read-only SQL, for inspecting an index (tests, one-off scripts); the package itself
+        reads through the methods of the store and its tables."""
+        if sql.lstrip().split(None, 1)[0].upper() not in ("SELECT", "WITH", "PRAGMA"):
+            raise BadInputError("Index.query reads only; write through the store's methods")
+        return self._conn().execute(sql, params).fetchall()
+
+    def announce(self, change: Change) -> None:
+        """Tell this instance's listeners about a change another process committed (the engine
+        process streams its changes back), as if it had been written here."""
+        self._emit(change)
