@@ -77,13 +77,20 @@ def test_bad_kind_is_refused(boxes_index: Index) -> None:
 
 
 def test_category_needs_an_observation(sample_index: Index) -> None:
-    assert category_action_availability(sample_index, "disc").enabled
+    assert category_action_availability(sample_index, "disc", "roi").enabled
     sample_index.add_category("empty")
-    found = category_action_availability(sample_index, "empty")
+    found = category_action_availability(sample_index, "empty", "roi")
     assert not found.enabled
     assert found.reason == "Category 'empty' has no observations yet"
 
 
+def test_category_needs_the_kind_switched_on(sample_index: Index) -> None:
+    assert category_action_availability(sample_index, "triangle", "keypoints").enabled
+    found = category_action_availability(sample_index, "disc", "keypoints")
+    assert not found.enabled
+    assert found.reason == "Keypoints are not enabled for category 'disc'"
+
+
 def test_unknown_category(sample_index: Index) -> None:
-    found = category_action_availability(sample_index, "nope")
+    found = category_action_availability(sample_index, "nope", "roi")
     assert not found.enabled and found.reason == "Category 'nope' is not in the index"

@@ -40,11 +40,10 @@ def test_rules_come_from_the_specification(scripted: Index) -> None:
     assert session.image_availability(scripted, [1], "roi", "disc")
     assert session.image_availability(scripted, [1], "keypoints", "disc").reason == \
         "The active model does not support keypoints"
-    assert session.category_availability(scripted, "disc")
-    assert session.category_kind(scripted, "triangle") == "roi"  # the model has no keypoints
-    create_model(scripted, keypoints=True, name="kp", min_size=128)
-    assert session.category_kind(scripted, "triangle") == "keypoints"
-    assert session.category_kind(scripted, "disc") == "roi"  # disc has no keypoints
+    assert session.category_availability(scripted, "disc", "roi")
+    assert session.category_availability(scripted, "triangle", "keypoints")
+    assert session.category_availability(scripted, "disc", "keypoints").reason == \
+        "Keypoints are not enabled for category 'disc'"
 
 
 def test_a_task_captures_its_target_and_announces_its_changes(scripted: Index) -> None:
@@ -71,8 +70,10 @@ def test_learn_tasks_carry_the_dialog_settings(scripted: Index) -> None:
     settings = LearnSettings(epochs=3, mode="full")
     assert session.learn_images(scripted, [1, 2], "roi", settings).job.args == {
         "images": [1, 2], "kind": "roi", "settings": settings}
-    task = session.learn_category(scripted, "square")
-    assert task.job.args == {"category": "square", "kind": "roi", "settings": LearnSettings()}
+    task = session.learn_category(scripted, "triangle", "keypoints")
+    assert task.job.args == {"category": "triangle", "kind": "keypoints",
+                             "settings": LearnSettings()}
+    assert (task.category, task.kind) == ("triangle", "keypoints")
     assert session.last_run is None  # Learn is not undone by Undo
 
 

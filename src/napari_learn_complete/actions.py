@@ -60,16 +60,23 @@ def image_action_availability(
     cat = _category(index, category)
     if isinstance(cat, Availability):
         return cat
-    if reason := cat.disabled_reason(kind):
-        return Availability(False, reason[0].upper() + reason[1:])
-    return _OK
+    return _kind_enabled(cat, kind)
 
 
-def category_action_availability(index: Index, category: Category | int | str) -> Availability:
-    """Learn/Complete from a category card: the category has at least one observation."""
+def category_action_availability(
+    index: Index, category: Category | int | str, kind: str
+) -> Availability:
+    """Learn/Complete of ``kind`` from a category card: the category has at least one
+    observation and ``kind`` switched on (the engine refuses a kind the category switched off)."""
+    check_kind(kind)
     cat = _category(index, category)
     if isinstance(cat, Availability):
         return cat
     if not index.has_observations(cat):
         return Availability(False, f"Category {cat.name!r} has no observations yet")
-    return _OK
+    return _kind_enabled(cat, kind)
+
+
+def _kind_enabled(cat: Category, kind: str) -> Availability:
+    reason = cat.disabled_reason(kind)
+    return Availability(False, reason[0].upper() + reason[1:]) if reason else _OK

@@ -64,22 +64,12 @@ class Session:
         return image_action_availability(index, image_ids, kind, category)
 
     @staticmethod
-    def category_availability(index: Index | None, category: str) -> Availability:
-        """Learn/Complete from a category card: the category has an observation."""
+    def category_availability(index: Index | None, category: str, kind: str) -> Availability:
+        """Learn/Complete of ``kind`` from a category card: the category has an observation and
+        ``kind`` switched on."""
         if index is None:
             return Availability(False, "Open an index first")
-        return category_action_availability(index, category)
-
-    @staticmethod
-    def category_kind(index: Index, category: str) -> str:
-        """A category's Learn/Complete works on keypoints when the category and the active model
-        both have them, else on boxes."""
-        from .model.registry import active_model
-
-        cat = index.category(category)
-        if cat.keypoints_enabled and active_model(index).supports("keypoints"):
-            return "keypoints"
-        return "roi"
+        return category_action_availability(index, category, kind)
 
     # ------------------------------------------------------------------- tasks
     @staticmethod
@@ -99,9 +89,9 @@ class Session:
             "images": list(image_ids), "kind": kind, "settings": settings or LearnSettings(),
         }, kind)
 
-    def learn_category(self, index: Index, category: str,
+    def learn_category(self, index: Index, category: str, kind: str,
                        settings: LearnSettings | None = None) -> Task:
-        return self._category_task(f"Learn ({category})", index, "learn", category,
+        return self._category_task(f"Learn ({category})", index, "learn", category, kind,
                                    settings or LearnSettings())
 
     def complete_images(self, index: Index, image_ids: Sequence[int], category: str | None,
@@ -113,16 +103,16 @@ class Session:
             "settings": settings or CompleteSettings(),
         }, kind, category)
 
-    def complete_category(self, index: Index, category: str,
+    def complete_category(self, index: Index, category: str, kind: str,
                           settings: CompleteSettings | None = None) -> Task:
-        """Complete from a category: proposals for review, nothing saved."""
+        """Complete from a category: proposals (boxes or keypoints: ``kind``) for review,
+        nothing saved."""
         return self._category_task(f"Complete from category {category!r}", index, "propose",
-                                   category, settings or CompleteSettings())
+                                   category, kind, settings or CompleteSettings())
 
     def _category_task(self, title: str, index: Index, operation: str, category: str,
-                       settings: LearnSettings | CompleteSettings) -> Task:
-        """A task on a whole category, of the kind the category allows (:meth:`category_kind`)."""
-        kind = self.category_kind(index, category)
+                       kind: str, settings: LearnSettings | CompleteSettings) -> Task:
+        """A task on a whole category, of the kind the user chose in its card's menu."""
         return self.task(title, index, operation, {
             "category": category, "kind": kind, "settings": settings}, kind, category)
 

@@ -3,30 +3,53 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QMenu
 
+from napari_learn_complete._qt.index_panel import ImageTableModel, IndexPanel
 from napari_learn_complete.model.registry import create_model
 
 pytestmark = pytest.mark.gui
 
 
 def _actions(menu: QMenu) -> dict[str, object]:
-    """'ROI/Learn' -> QAction for the image menu, 'Learn' -> QAction for a flat menu."""
+    """'ROI/Learn' -> QAction for the image menu, 'Learn (ROI)' -> QAction for a flat menu."""
     found = {}
     for action in menu.actions():
         if action.menu() is not None:
             for sub in action.menu().actions():
                 found[f"{action.text()}/{sub.text()}"] = sub
-        else:
+        elif not action.isSeparator():
             found[action.text()] = action
     return found
 
 
 def _state(menu: QMenu) -> dict[str, tuple[bool, str]]:
     return {name: (a.isEnabled(), a.toolTip()) for name, a in _actions(menu).items()}
+
+
+def commit_in_thread(write: Callable[..., object], *args: object, **kwargs: object) -> None:
+    """Write to the index from another thread, as a Complete in a worker does, and wait."""
+    thread = threading.Thread(target=write, args=args, kwargs=kwargs)
+    thread.start()
+    thread.join()
+
+
+def shown(panel: IndexPanel) -> list[int]:
+    """Image ids of the rows the table shows, top to bottom (passing the filters, not hidden)."""
+    rows = panel.image_filter
+    return [panel.image_model.image_id(rows.mapToSource(rows.index(row, 0)).row())
+            for row in range(rows.rowCount()) if not panel.table.isRowHidden(row)]
+
+
+def cell(panel: IndexPanel, image_id: int, column: int) -> str:
+    """The text the table shows for an image, read through the view's own model."""
+    rows = panel.image_filter
+    source = panel.image_model.index(panel.image_model.row_of(image_id), column)
+    return rows.data(rows.mapFromSource(source))
 
 
 def test_cards_table_and_counts(opened) -> None:
@@ -37,11 +60,15 @@ def test_cards_table_and_counts(opened) -> None:
     assert panel._cards["disc"].counts.text() == (
         f"{disc['images']} images · {disc['boxes']} boxes · {disc['keypoints']} keypoints"
     )
-    assert panel.table.rowCount() == 12
+    assert panel.table.model().rowCount() == 12
+    assert shown(panel) == [image.id for image in index.images()]
     first = index.images()[0]
     observations = len(index.observations(images=[first.id]))
-    assert [panel.table.item(0, c).text() for c in range(3)] == [
+    assert [cell(panel, first.id, column) for column in range(3)] == [
         first.name, f"{first.width}×{first.height}", str(observations)
+    ]
+    assert [panel.table.model().headerData(c, Qt.Orientation.Horizontal) for c in range(3)] == [
+        "Image", "Size", "Observations"
     ]
 
 
@@ -49,42 +76,127 @@ def test_counts_follow_changes_made_in_another_thread(opened, qtbot) -> None:
     panel, index = opened.panel, opened.index
     before = index.counts()["square"]["boxes"]
     image = index.images()[-1]
-    thread = threading.Thread(
-        target=index.add_observation, args=(image.id, "square"), kwargs={"box": (1, 1, 9, 9)}
-    )
-    thread.start()
-    thread.join()
+    commit_in_thread(index.add_observation, image.id, "square", box=(1, 1, 9, 9))
     qtbot.waitUntil(lambda: f"{before + 1} boxes" in panel._cards["square"].counts.text())
-    assert panel.table.item(11, 2).text() == str(len(index.observations(images=[image.id])))
+    assert cell(panel, image.id, ImageTableModel.COUNT) == str(
+        len(index.observations(images=[image.id]))
+    )
 
 
-def test_filters(opened) -> None:
+def test_counts_change_in_place_and_the_selection_stays(opened, qtbot) -> None:
+    """A Complete batch (observations committed in a worker thread) changes only the count
+    cells of its images: no reset, no layout change, no rebuilt filter choices; the user's
+    selection and current row are kept."""
+    panel, index, model = opened.panel, opened.index, opened.panel.image_model
+    panel.select_images([2, 5, 9])
+    current = panel.image_filter.mapFromSource(model.index(model.row_of(5), 0))
+    panel.table.selectionModel().setCurrentIndex(
+        current, panel.table.selectionModel().SelectionFlag.NoUpdate
+    )
+    changed, rebuilt = [], []
+    model.dataChanged.connect(
+        lambda first, last, roles: changed.append((first.row(), last.row(), first.column(),
+                                                   last.column()))
+    )
+    for signal in (model.modelReset, model.layoutChanged, model.rowsInserted, model.rowsRemoved,
+                   panel.attribute_filter.model().rowsRemoved):  # an open choice list stays
+        signal.connect(lambda *_: rebuilt.append(True))
+    before = {image.id: cell(panel, image.id, ImageTableModel.COUNT) for image in index.images()}
+
+    commit_in_thread(index.add_observations, [
+        {"image": 9, "category": "square", "box": (1, 1, 9, 9)},
+        {"image": 9, "category": "disc", "box": (2, 2, 8, 8)},
+    ])
+    qtbot.waitUntil(lambda: cell(panel, 9, ImageTableModel.COUNT) == str(int(before[9]) + 2))
+
+    row = model.row_of(9)
+    assert changed == [(row, row, ImageTableModel.COUNT, ImageTableModel.COUNT)]
+    assert not rebuilt
+    after = {image.id: cell(panel, image.id, ImageTableModel.COUNT) for image in index.images()}
+    assert {i for i in after if after[i] != before[i]} == {9}
+    assert panel.selected_image_ids() == [2, 5, 9]
+    assert panel.table.currentIndex().row() == current.row()
+
+
+def test_new_images_are_inserted_rows_and_the_selection_stays(opened, qtbot, tmp_path) -> None:
+    panel, index, model = opened.panel, opened.index, opened.panel.image_model
+    panel.select_images([3, 4])
+    inserted, reset = [], []
+    model.rowsInserted.connect(lambda _parent, first, last: inserted.append((first, last)))
+    model.modelReset.connect(lambda: reset.append(True))
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    commit_in_thread(index.add_video, clip, width=64, height=48)
+    qtbot.waitUntil(lambda: model.rowCount() == 13)
+    assert inserted == [(12, 12)] and not reset
+    assert shown(panel)[-1] == index.images()[-1].id
+    assert cell(panel, index.images()[-1].id, ImageTableModel.SIZE) == "64×48"
+    assert panel.selected_image_ids() == [3, 4]
+
+
+def test_filters(opened, qtbot) -> None:
     panel, index = opened.panel, opened.index
     obs = index.observations(category="square")[0]
     index.update_observation(obs.id, attributes={"quality": "blurry"})
-    panel._apply_changes()  # what the change event schedules
+    qtbot.waitUntil(lambda: panel.attribute_filter.findText("quality = blurry") > 0)
     panel.category_filter.setCurrentIndex(panel.category_filter.findData("square"))
     square_ids = [im.id for im in index.images(category="square")]
-    assert panel._ids == square_ids
+    assert shown(panel) == square_ids and len(square_ids) < 12
     panel.category_filter.setCurrentIndex(0)
-    assert panel.attribute_filter.findText("quality = blurry") > 0
+    assert shown(panel) == list(range(1, 13))
     panel.attribute_filter.setCurrentIndex(panel.attribute_filter.findText("quality = blurry"))
-    assert panel._ids == [obs.image_id]
+    assert shown(panel) == [obs.image_id]
+    panel.category_filter.setCurrentIndex(panel.category_filter.findData("disc"))
+    assert shown(panel) == [i for i in [obs.image_id] if i in
+                            {im.id for im in index.images(category="disc")}]
 
+    panel.category_filter.setCurrentIndex(0)
     panel.attribute_filter.setCurrentIndex(0)
     panel.select_images([2, 5])
-    visible = lambda: [i for r, i in enumerate(panel._ids) if not panel.table.isRowHidden(r)]  # noqa: E731
     panel.selection_filter.setCurrentText("Selected")
-    assert visible() == [2, 5]
+    assert shown(panel) == [2, 5]
     panel.selection_filter.setCurrentText("Unselected")
-    assert visible() == [i for i in range(1, 13) if i not in (2, 5)]
+    assert shown(panel) == [i for i in range(1, 13) if i not in (2, 5)]
+    assert panel.selected_image_ids() == [] and panel.selected_image_ids(visible_only=False) == [
+        2, 5]
     panel.selection_filter.setCurrentText("All images")
-    assert len(visible()) == 12 and panel.selected_image_ids() == [2, 5]
+    assert len(shown(panel)) == 12 and panel.selected_image_ids() == [2, 5]
+
+
+def test_filters_follow_the_index_and_keep_the_selection(opened, qtbot) -> None:
+    """With a category filter on, an image that gets an observation of that category (a
+    Complete writing into it) joins the table; the rows already selected stay selected; and a
+    new row under "Selected" stays hidden until it is selected."""
+    panel, index = opened.panel, opened.index
+    panel.category_filter.setCurrentIndex(panel.category_filter.findData("triangle"))
+    triangles = [im.id for im in index.images(category="triangle")]
+    assert 10 not in triangles and shown(panel) == triangles
+    panel.select_images(triangles[:2])
+    panel.selection_filter.setCurrentText("Selected")
+    assert shown(panel) == triangles[:2]
+
+    commit_in_thread(index.add_observation, 10, "triangle", box=(1, 1, 9, 9))
+    qtbot.waitUntil(lambda: panel.image_filter.rowCount() == len(triangles) + 1)
+    assert shown(panel) == triangles[:2]  # 10 is in, but not selected: hidden
+    panel.selection_filter.setCurrentText("All images")
+    assert shown(panel) == sorted([*triangles, 10])
+    assert panel.selected_image_ids() == triangles[:2]
 
 
 def test_selecting_a_row_shows_the_image(opened) -> None:
     opened.panel.table.selectRow(4)
-    assert opened.layers.current_image_id() == opened.panel._ids[4]
+    assert opened.layers.current_image_id() == shown(opened.panel)[4]
+
+
+def test_a_filter_does_not_move_the_viewer(opened) -> None:
+    """Rows the table moves itself (filtered out, inserted) move its current row, but only the
+    user's moves show another image."""
+    panel, layers = opened.panel, opened.layers
+    panel.table.selectRow(10)  # image 11: no observation, so the category filter drops it
+    assert layers.current_image_id() == 11
+    panel.category_filter.setCurrentIndex(panel.category_filter.findData("disc"))
+    assert 11 not in shown(panel)
+    assert layers.current_image_id() == 11
 
 
 def test_clicking_a_card_sets_the_active_category(opened, qtbot) -> None:
@@ -141,13 +253,27 @@ def test_image_menu_keypoints_not_enabled_for_category(opened) -> None:
 
 
 def test_category_menu_needs_an_observation(opened) -> None:
-    opened.index.add_category("empty")
+    opened.index.add_category("empty", keypoints=["tip"])
     opened.panel._apply_changes()
+    no_observation = (False, "Category 'empty' has no observations yet")
     assert _state(opened.panel.category_menu("empty")) == {
-        "Learn": (False, "Category 'empty' has no observations yet"),
-        "Complete": (False, "Category 'empty' has no observations yet"),
+        "Learn (ROI)": no_observation, "Complete (ROI)": no_observation,
+        "Learn (Keypoints)": no_observation, "Complete (Keypoints)": no_observation,
     }
-    assert all(enabled for enabled, _ in _state(opened.panel.category_menu("disc")).values())
+
+
+def test_category_menu_keypoints_need_keypoints_on_the_category(opened) -> None:
+    """Learn and Complete of each kind, directly in the card's menu; the Keypoints ones are
+    enabled only for a category with keypoints switched on, with the reason as tooltip."""
+    disc = _state(opened.panel.category_menu("disc"))
+    assert list(disc) == ["Learn (ROI)", "Complete (ROI)", "Learn (Keypoints)",
+                          "Complete (Keypoints)"]
+    assert disc["Learn (ROI)"] == (True, "Learn (ROI) for category 'disc'")
+    assert disc["Complete (ROI)"][0]
+    assert disc["Learn (Keypoints)"] == disc["Complete (Keypoints)"] == (
+        False, "Keypoints are not enabled for category 'disc'"
+    )
+    assert all(enabled for enabled, _ in _state(opened.panel.category_menu("triangle")).values())
 
 
 def test_image_names_get_the_room_and_numbers_fit(opened, qtbot) -> None:
@@ -157,10 +283,10 @@ def test_image_names_get_the_room_and_numbers_fit(opened, qtbot) -> None:
     qtbot.waitExposed(panel.table)
     table = panel.table
     metrics = table.fontMetrics()
-    longest = max(metrics.horizontalAdvance(table.item(r, 0).text())
-                  for r in range(table.rowCount()))
-    assert table.columnWidth(0) >= longest + 8  # whole names, not "sample_000...."
+    longest = max(metrics.horizontalAdvance(cell(panel, i, ImageTableModel.NAME))
+                  for i in shown(panel))
+    assert table.columnWidth(ImageTableModel.NAME) >= longest + 8  # whole names, not "sample_0…"
     header = table.horizontalHeader()
-    for column in (1, 2):  # as wide as their header or values need, not stretched
+    for column in (ImageTableModel.SIZE, ImageTableModel.COUNT):  # as wide as they need
         fitted = max(header.sectionSizeHint(column), table.sizeHintForColumn(column))
         assert table.columnWidth(column) == fitted

@@ -1,20 +1,42 @@
 """The Index panel: categories as cards, the image table, and the Learn / Complete entry points.
 
 Right-click on selected images offers ROI and Keypoints submenus with Learn and Complete;
-right-click on a category card offers Learn and Complete for that category. Both are enabled
-exactly by the rules in :mod:`napari_learn_complete.actions`, and a disabled entry shows why as
-its tooltip. Work runs in thread workers (:mod:`.workers`); the panel only starts it and reports
-the outcome, and the layers follow the index through its change events.
+right-click on a category card offers Learn and Complete of each kind for that category. Both are
+enabled exactly by the rules in :mod:`napari_learn_complete.actions`, and a disabled entry shows
+why as its tooltip. Work runs in thread workers (:mod:`.workers`); the panel only starts it and
+reports the outcome, and the layers follow the index through its change events.
+
+The image table is a ``QTableView`` over :class:`ImageTableModel` (every image of the index) and
+:class:`ImageFilter` (the category and attribute filters): the index's changes become inserted
+rows and changed count cells, never a rebuilt table, so an index of tens of thousands of images
+opens at once, a Complete streaming results costs what it changed, and the selection stays. What
+a change makes the panel re-read (counts, attributes, the images a filter passes: queries that
+grow with the index) is read in a thread of the panel's own, and only shown on the main thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
+from itertools import groupby
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import (
+    QAbstractTableModel,
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+)
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -25,8 +47,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QMenu,
     QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
+    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -38,7 +59,7 @@ from ..actions import Availability
 from ..engine.progress import Progress
 from ..engine.results import CompleteResult, Proposal, TrainResult
 from ..errors import LearnCompleteError
-from ..index import Change, Index
+from ..index import Change, ImageRecord, Index
 from ..session import Task, session_for
 from . import dialogs
 from .review import show_review
@@ -51,6 +72,152 @@ KIND_TITLES = {"roi": "ROI", "keypoints": "Keypoints"}
 KIND_WORDS = {"roi": "boxes", "keypoints": "keypoints"}
 SELECTION_FILTERS = ("All images", "Selected", "Unselected")
 _REFRESH_MS = 150  # coalesce the change events of a Complete batch into one repaint
+_NO_COUNTS = {"images": 0, "boxes": 0, "keypoints": 0}
+_FIT_ROWS = 100  # rows read to fit the Size and Observations columns to their contents
+_DISPLAY = Qt.ItemDataRole.DisplayRole
+log = logging.getLogger(__name__)
+
+
+def _runs(rows: Iterable[int]) -> Iterator[tuple[int, int]]:
+    """(first, last) of each block of consecutive numbers in the sorted ``rows``: one signal or
+    selection range per block instead of one per row."""
+    for _, block in groupby(enumerate(rows), key=lambda pair: pair[1] - pair[0]):
+        found = [row for _, row in block]
+        yield found[0], found[-1]
+
+
+class ImageTableModel(QAbstractTableModel):
+    """Every image of the index in id order: name, size and how many observations it has.
+
+    It changes in place: new images are inserted rows, new counts are changed cells, so a view
+    keeps its selection, current row and scroll position while Complete streams results in, and
+    an update costs what changed, not the size of the index.
+    """
+
+    COLUMNS = ("Image", "Size", "Observations")
+    NAME, SIZE, COUNT = range(3)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._images: list[ImageRecord] = []
+        self._ids: list[int] = []  # ascending, as the rows: a row is found by bisection
+        self._counts: dict[int, int] = {}  # image id -> observations (images with none left out)
+
+    def reset(self, images: Sequence[ImageRecord]) -> None:
+        """Show another index's images (counts come with :meth:`set_counts`)."""
+        self.beginResetModel()
+        self._images = sorted(images, key=attrgetter("id"))
+        self._ids = [image.id for image in self._images]
+        self._counts = {}
+        self.endResetModel()
+
+    def image_id(self, row: int) -> int:
+        return self._ids[row]
+
+    def row_of(self, image_id: int) -> int | None:
+        row = bisect_left(self._ids, image_id)
+        return row if row < len(self._ids) and self._ids[row] == image_id else None
+
+    def add_images(self, images: Iterable[ImageRecord]) -> None:
+        """Insert the images not shown yet at their places in id order, a block at a time."""
+        known = set(self._ids)
+        new = sorted((im for im in images if im.id not in known), key=attrgetter("id"))
+        blocks = [(row, list(block)) for row, block in
+                  groupby(new, key=lambda image: bisect_left(self._ids, image.id))]
+        for row, block in reversed(blocks):  # from the end: the places before it stay valid
+            self.beginInsertRows(QModelIndex(), row, row + len(block) - 1)
+            self._images[row:row] = block
+            self._ids[row:row] = [image.id for image in block]
+            self.endInsertRows()
+
+    def set_counts(self, counts: dict[int, int]) -> None:
+        """Take the observation count of every image; only the count cells that changed are
+        announced (one ``dataChanged`` per block of neighbouring rows)."""
+        old, self._counts = self._counts, counts
+        rows = sorted(
+            row for image_id in old.keys() | counts.keys()
+            if old.get(image_id, 0) != counts.get(image_id, 0)
+            and (row := self.row_of(image_id)) is not None
+        )
+        for first, last in _runs(rows):
+            self.dataChanged.emit(self.index(first, self.COUNT), self.index(last, self.COUNT),
+                                  [_DISPLAY])
+
+    # -- Qt model interface
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._images)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = _DISPLAY) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == _DISPLAY:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = _DISPLAY) -> Any:
+        if role != _DISPLAY or not index.isValid():  # asked for many roles: answer fast
+            return None
+        image, column = self._images[index.row()], index.column()
+        if column == self.NAME:
+            return image.name
+        if column == self.SIZE:
+            return f"{image.width}×{image.height}"
+        return str(self._counts.get(image.id, 0))
+
+
+class ImageFilter(QSortFilterProxyModel):
+    """Shows the images that pass the category and attribute filters: the index finds their ids
+    (:meth:`Index.images`), so the filter rules stay in the store."""
+
+    def __init__(self, source: ImageTableModel) -> None:
+        super().__init__()
+        self.setSourceModel(source)
+        self.image_ids: set[int] | None = None  # None: no filter, every image passes
+
+    def set_image_ids(self, image_ids: set[int] | None) -> None:
+        """Show these images only; rows that stay keep their selection."""
+        if image_ids != self.image_ids:
+            self.image_ids = image_ids
+            self.invalidateFilter()
+
+    def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:
+        return self.image_ids is None or self.sourceModel().image_id(row) in self.image_ids
+
+
+Filters = tuple[str | None, tuple[str, str] | None]  # (category, (key, value)); None: any
+
+
+def _passing(index: Index | None, filters: Filters) -> set[int] | None:
+    """Ids of the images with an observation of the category and attribute (None: no filter)."""
+    category, attribute = filters
+    if index is None or filters == (None, None):
+        return None
+    return {image.id for image in index.images(category=category, attribute=attribute)}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the panel shows that the index decides, read in one go: inline when the panel
+    opens, in the panel's reader thread after a change (these queries grow with the index)."""
+
+    index: Index | None
+    images: list[ImageRecord] | None  # every image, when images were added
+    counts: dict[str, dict[str, int]]  # per category: images, boxes, keypoints
+    per_image: dict[int, int]  # observations per image
+    attributes: dict[str, list[str]]  # attribute key -> values
+    filters: Filters  # the filter choices ``passing`` was read for
+    passing: set[int] | None
+
+    @classmethod
+    def of(cls, index: Index | None, filters: Filters, *, images: bool = False) -> Reading:
+        """Read ``index`` (None: nothing to show); ``images``: every image too (some were
+        added)."""
+        if index is None:
+            return cls(None, None, {}, {}, {}, filters, None)
+        return cls(index, index.images() if images else None, index.counts(),
+                   index.observation_counts(), index.attribute_values(), filters,
+                   _passing(index, filters))
 
 
 class CategoryCard(QFrame):
@@ -104,16 +271,18 @@ class IndexPanel(QWidget):
         self.layers: IndexLayers | None = None
         self.workers: list[Worker] = []
         self._unsubscribe: Callable[[], None] | None = None
-        self._ids: list[int] = []  # image id of each table row
+        self._moving_rows = False  # the table changes rows itself: the viewer stays put
         self._cards: dict[str, CategoryCard] = {}
         self._pending: set[str] = set()  # tables changed since the last refresh
         self._refresh_timer = QTimer(self, singleShot=True, interval=_REFRESH_MS)
         self._refresh_timer.timeout.connect(self._apply_changes)
+        self._reader = ThreadPoolExecutor(1, "index-panel-reader")  # one connection, in order
         self._build()
         self.viewer.layers.events.inserted.connect(self._follow_viewer)
         self.viewer.layers.events.removed.connect(self._follow_viewer)
         self.viewer.layers.selection.events.active.connect(self._follow_viewer)
         self.destroyed.connect(self._disconnect_index)
+        self.destroyed.connect(self._stop_reading)
         self._follow_viewer()
 
     # ------------------------------------------------------------------ layout
@@ -133,8 +302,8 @@ class IndexPanel(QWidget):
         self.attribute_filter = QComboBox()
         self.selection_filter = QComboBox()
         self.selection_filter.addItems(SELECTION_FILTERS)
-        self.category_filter.currentIndexChanged.connect(self._reload_images)
-        self.attribute_filter.currentIndexChanged.connect(self._reload_images)
+        self.category_filter.currentIndexChanged.connect(self._refilter)
+        self.attribute_filter.currentIndexChanged.connect(self._refilter)
         self.selection_filter.currentIndexChanged.connect(self._apply_selection_filter)
         filters = QHBoxLayout()
         for combo, tip in (
@@ -145,22 +314,29 @@ class IndexPanel(QWidget):
             combo.setToolTip(tip)
             filters.addWidget(combo)
 
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["Image", "Size", "Observations"])
+        self.image_model = ImageTableModel()
+        self.image_filter = ImageFilter(self.image_model)
+        self.table = QTableView()
+        self.table.setModel(self.image_filter)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()  # names get the room, the numbers what they need
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in (1, 2):
+        header.setSectionResizeMode(ImageTableModel.NAME, QHeaderView.ResizeMode.Stretch)
+        for column in (ImageTableModel.SIZE, ImageTableModel.COUNT):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        # a count that changes re-fits its column: from the rows around the shown ones, not
+        # from 1000 rows (Qt's default), which took 0.1 s per change on a large index
+        header.setResizeContentsPrecision(_FIT_ROWS)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(
             lambda pos: self.image_menu().exec(self.table.viewport().mapToGlobal(pos))
         )
-        self.table.currentCellChanged.connect(self._show_current)
-        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.table.selectionModel().currentRowChanged.connect(self._show_current)
+        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.image_filter.rowsInserted.connect(self._selection_changed)  # new rows: hide or not
+        self.image_filter.modelReset.connect(self._selection_changed)
 
         self.status = QLabel()  # live readout: stage, epoch, loss
         self.status.setWordWrap(True)
@@ -214,8 +390,10 @@ class IndexPanel(QWidget):
         self.index_label.setText(
             f"Index: <b>{layers.index.path.name}</b>" if layers else "No index open"
         )
+        with self._rows_moving():
+            self.image_model.reset(layers.index.images() if layers else [])
         self._reload_categories()
-        self._reload_images()
+        self._show(Reading.of(self.index, self._filters()))  # at once: it opens complete
 
     def _disconnect_index(self, *_: object) -> None:
         if self._unsubscribe is not None:
@@ -243,41 +421,71 @@ class IndexPanel(QWidget):
         pending, self._pending = self._pending, set()
         if "categories" in pending:
             self._reload_categories()
-        if pending & {"images", "categories"}:
-            self._reload_images()
-        elif "observations" in pending:
-            self._reload_attributes()
-            self._update_counts()
+        if pending & {"images", "categories", "observations"} and self.index is not None:
+            self._reader.submit(
+                Reading.of, self.index, self._filters(), images="images" in pending
+            ).add_done_callback(self._read_done)
         if "runs" in pending:  # a Complete or an accepted review can now be undone
             self.undo_button.setEnabled(self.session.can_undo)
+
+    def _read_done(self, reading: Future[Reading]) -> None:
+        """Runs in the reader thread: a failed read is logged (the next change reads again)."""
+        if reading.cancelled():  # the panel closed before it ran
+            return
+        try:
+            self._show_reading(reading.result())
+        except Exception:
+            log.exception("the Index panel could not read the index")
+
+    @ensure_main_thread
+    def _show_reading(self, reading: Reading) -> None:
+        if reading.index is self.index:  # not an index the panel has left meanwhile
+            self._show(reading)
+
+    def _show(self, reading: Reading) -> None:
+        """Show a reading: new rows, attribute choices, counts, the images the filters pass."""
+        if reading.images is not None:
+            with self._rows_moving():
+                self.image_model.add_images(reading.images)
+        self._refill(self.attribute_filter, "Any attribute", [
+            (f"{key} = {value}", (key, value))
+            for key, values in reading.attributes.items() for value in values
+        ])
+        for name, card in self._cards.items():
+            card.set_counts(reading.counts.get(name, _NO_COUNTS))
+        self.image_model.set_counts(reading.per_image)
+        if reading.filters == self._filters():
+            with self._rows_moving():
+                self.image_filter.set_image_ids(reading.passing)
+        else:  # the user chose another filter meanwhile, or a choice is gone from the index
+            self._refilter()
+
+    def _stop_reading(self, *_: object) -> None:
+        """The panel is gone: a reading still to come is for no index now, and not shown."""
+        self._reader.shutdown(wait=False, cancel_futures=True)
+        self.layers = None
 
     # --------------------------------------------------------------- categories
     def _reload_categories(self) -> None:
         for card in self._cards.values():
             card.deleteLater()
         self._cards.clear()
-        index = self.index
-        names = [c.name for c in index.categories()] if index else []
-        if index is not None:
-            for cat in index.categories():
-                card = CategoryCard(self, cat.name, cat.colour)
-                self._cards[cat.name] = card
-                self.cards.addWidget(card)
-        self._refill(self.category_filter, "All categories", [(n, n) for n in names])
-        self._reload_attributes()
-        self._update_counts()
+        categories = self.index.categories() if self.index else []
+        for cat in categories:
+            card = CategoryCard(self, cat.name, cat.colour)
+            self._cards[cat.name] = card
+            self.cards.addWidget(card)
+        self._refill(self.category_filter, "All categories", [(c.name, c.name) for c in categories])
         self._mark_active()
 
-    def _reload_attributes(self) -> None:
-        values = self.index.attribute_values() if self.index else {}
-        if self._refill(self.attribute_filter, "Any attribute", [
-            (f"{key} = {value}", (key, value)) for key, vals in values.items() for value in vals
-        ]):
-            self._reload_images()
-
     @staticmethod
-    def _refill(combo: QComboBox, everything: str, items: list[tuple[str, Any]]) -> bool:
-        """Replace the choices, keeping the current one; True when it had to fall back."""
+    def _refill(combo: QComboBox, everything: str, items: list[tuple[str, Any]]) -> None:
+        """Replace the choices, keeping the current one (else the first: no filter). The same
+        choices are left alone: a Complete's changes must not close an open choice list."""
+        if combo.count() and items == [
+            (combo.itemText(i), combo.itemData(i)) for i in range(1, combo.count())
+        ]:
+            return
         current = combo.currentData()
         combo.blockSignals(True)
         combo.clear()
@@ -287,7 +495,6 @@ class IndexPanel(QWidget):
         found = combo.findData(current) if current is not None else -1
         combo.setCurrentIndex(max(found, 0))
         combo.blockSignals(False)
-        return current is not None and found < 0
 
     def _mark_active(self, *_: object) -> None:
         active = self.layers.active_category if self.layers else None
@@ -301,80 +508,73 @@ class IndexPanel(QWidget):
             self._mark_active()
 
     # ------------------------------------------------------------------- images
-    def _reload_images(self, *_: object) -> None:
-        """Fill the table with the images passing the category and attribute filters."""
-        index = self.index
-        keep = set(self.selected_image_ids(visible_only=False))
-        images = index.images(
-            category=self.category_filter.currentData(),
-            attribute=self.attribute_filter.currentData(),
-        ) if index else []
-        self.table.blockSignals(True)
-        self.table.clearContents()
-        self.table.setRowCount(len(images))
-        self._ids = [image.id for image in images]
-        for row, image in enumerate(images):
-            self.table.setItem(row, 0, QTableWidgetItem(image.name))
-            self.table.setItem(row, 1, QTableWidgetItem(f"{image.width}×{image.height}"))
-            self.table.setItem(row, 2, QTableWidgetItem())
-            if image.id in keep:
-                self.table.selectRow(row)
-        self.table.blockSignals(False)
-        self._update_counts()
-        self._apply_selection_filter()
+    @contextmanager
+    def _rows_moving(self) -> Iterator[None]:
+        """Rows inserted, filtered or reset can move the current row: the viewer follows the
+        user's moves only, not the table's own."""
+        self._moving_rows = True
+        try:
+            yield
+        finally:
+            self._moving_rows = False
 
-    def _update_counts(self) -> None:
-        index = self.index
-        if index is None:
-            return
-        counts = index.counts()
-        for name, card in self._cards.items():
-            card.set_counts(counts.get(name, {"images": 0, "boxes": 0, "keypoints": 0}))
-        per_image = dict(
-            index.query("SELECT image_id, COUNT(*) FROM observations GROUP BY image_id")
-        )
-        for row, image_id in enumerate(self._ids):
-            item, text = self.table.item(row, 2), str(per_image.get(image_id, 0))
-            if item.text() != text:  # a set text re-fits the column and repaints: changed only
-                item.setText(text)
+    def _filters(self) -> Filters:
+        return self.category_filter.currentData(), self.attribute_filter.currentData()
+
+    def _refilter(self, *_: object) -> None:
+        """Show the images with an observation of the chosen category and attribute (at once:
+        the user chose it)."""
+        with self._rows_moving():
+            self.image_filter.set_image_ids(_passing(self.index, self._filters()))
+
+    def _image_id(self, row: int) -> int:
+        """The image of a table row (a row of the filter)."""
+        return self.image_model.image_id(self.image_filter.mapToSource(
+            self.image_filter.index(row, 0)).row())
 
     def _selected_rows(self) -> set[int]:
         return {i.row() for i in self.table.selectionModel().selectedRows()}
 
     def selected_image_ids(self, *, visible_only: bool = True) -> list[int]:
-        """Ids of the selected images (those the filters hide are left out by default)."""
+        """Ids of the selected images (those the selection filter hides are left out by
+        default)."""
         return [
-            self._ids[row] for row in sorted(self._selected_rows())
+            self._image_id(row) for row in sorted(self._selected_rows())
             if not (visible_only and self.table.isRowHidden(row))
         ]
 
-    def select_images(self, image_ids: list[int]) -> None:
+    def select_images(self, image_ids: Iterable[int]) -> None:
         """Select exactly these images in the table (for scripts and tests)."""
-        wanted = set(image_ids)
-        self.table.clearSelection()
-        mode = self.table.selectionMode()
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
-        for row, image_id in enumerate(self._ids):
-            if image_id in wanted:
-                self.table.selectRow(row)
-        self.table.setSelectionMode(mode)
+        shown = (self.image_filter.mapFromSource(self.image_model.index(row, 0)).row()
+                 for image_id in set(image_ids)
+                 if (row := self.image_model.row_of(image_id)) is not None)
+        selection = QItemSelection()
+        for first, last in _runs(sorted(row for row in shown if row >= 0)):  # -1: filtered out
+            selection.select(self.image_filter.index(first, 0),
+                             self.image_filter.index(last, len(ImageTableModel.COLUMNS) - 1))
+        self.table.selectionModel().select(
+            selection, QItemSelectionModel.SelectionFlag.ClearAndSelect
+            | QItemSelectionModel.SelectionFlag.Rows,
+        )
 
     def _apply_selection_filter(self, *_: object) -> None:
+        """Hide rows (rather than filter them out) so that hidden rows stay selected."""
         which = self.selection_filter.currentText()
         selected = self._selected_rows()
-        for row in range(self.table.rowCount()):
+        for row in range(self.image_filter.rowCount()):
             hide = (which == "Selected" and row not in selected) or (
                 which == "Unselected" and row in selected
             )
-            self.table.setRowHidden(row, hide)
+            if self.table.isRowHidden(row) != hide:
+                self.table.setRowHidden(row, hide)
 
-    def _selection_changed(self) -> None:
+    def _selection_changed(self, *_: object) -> None:
         if self.selection_filter.currentText() != "All images":
             self._apply_selection_filter()
 
-    def _show_current(self, row: int, *_: int) -> None:
-        if self.layers is not None and 0 <= row < len(self._ids):
-            self.layers.show_image(self._ids[row])
+    def _show_current(self, current: QModelIndex, *_: object) -> None:
+        if self.layers is not None and current.isValid() and not self._moving_rows:
+            self.layers.show_image(self._image_id(current.row()))
 
     # -------------------------------------------------------------------- menus
     def image_availability(self, kind: str) -> Availability:
@@ -396,13 +596,18 @@ class IndexPanel(QWidget):
         return menu
 
     def category_menu(self, name: str) -> QMenu:
-        """Learn and Complete for one category, enabled when it has an observation."""
+        """Learn and Complete of each kind for one category, directly in the menu (no submenu,
+        as the specification shows it); the kind, as in the image menu, says what they work on.
+        Enabled when the category has an observation and the kind switched on."""
         menu = QMenu(self)
         menu.setToolTipsVisible(True)
-        found = self.session.category_availability(self.index, name)
-        _add_actions(menu, found, {"Learn": partial(self.learn_category, name),
-                                   "Complete": partial(self.complete_category, name)},
-                     f"for category {name!r}")
+        for kind, title in KIND_TITLES.items():
+            if menu.actions():
+                menu.addSeparator()
+            _add_actions(menu, self.session.category_availability(self.index, name, kind),
+                         {f"Learn ({title})": partial(self.learn_category, name, kind),
+                          f"Complete ({title})": partial(self.complete_category, name, kind)},
+                         f"for category {name!r}")
         return menu
 
     # -------------------------------------------------------------------- work
@@ -416,7 +621,7 @@ class IndexPanel(QWidget):
             show_error(str(exc))
             return None
         worker = run_in_worker(
-            self.viewer, partial(self.session.run, task), title=task.title,
+            partial(self.session.run, task), title=task.title,
             on_done=partial(on_done, task), on_progress=self._show_progress,
             on_finished=self._finished,
         )
@@ -458,16 +663,18 @@ class IndexPanel(QWidget):
         return self._start(partial(self.session.learn_images, index, ids, kind, settings),
                            self._learned)
 
-    def learn_category(self, name: str, *_: object) -> Worker | None:
-        """Learn on every image of category ``name``, after the dialog."""
-        if self._refuse(self.session.category_availability(self.index, name)):
+    def learn_category(self, name: str, kind: str, *_: object) -> Worker | None:
+        """Learn (``kind``) on every image of category ``name``, after the dialog."""
+        if self._refuse(self.session.category_availability(self.index, name, kind)):
             return None
-        settings = dialogs.ask_learn(f"Learn on all images of category {name!r}", self)
+        settings = dialogs.ask_learn(
+            f"Learn {KIND_WORDS[kind]} on all images of category {name!r}", self
+        )
         if settings is None:
             return None
-        return self._start(
-            partial(self.session.learn_category, self.layers.index, name, settings), self._learned
-        )
+        return self._start(partial(
+            self.session.learn_category, self.layers.index, name, kind, settings
+        ), self._learned)
 
     def _learned(self, _task: Task, result: TrainResult) -> None:
         parts = [f"Learn finished on {result.images} image(s) in {result.seconds:.0f} s"]
@@ -522,20 +729,20 @@ class IndexPanel(QWidget):
         show_info(f"Undo: put back {count} observation(s) changed by the last Complete")
         return count
 
-    def complete_category(self, name: str, *_: object) -> Worker | None:
-        """Look for ``name`` on the images of other categories; proposals open in the review."""
-        if self._refuse(self.session.category_availability(self.index, name)):
+    def complete_category(self, name: str, kind: str, *_: object) -> Worker | None:
+        """Look for ``name`` (its ``kind``) on the images of other categories; the proposals
+        open in the review."""
+        if self._refuse(self.session.category_availability(self.index, name, kind)):
             return None
         settings = dialogs.ask_complete(
-            f"Find category {name!r} on images that do not have it yet", from_category=True,
-            parent=self,
+            f"Find category {name!r} ({KIND_WORDS[kind]}) on images that do not have it yet",
+            from_category=True, parent=self,
         )
         if settings is None:
             return None
-        return self._start(
-            partial(self.session.complete_category, self.layers.index, name, settings),
-            self._review,
-        )
+        return self._start(partial(
+            self.session.complete_category, self.layers.index, name, kind, settings
+        ), self._review)
 
     def _review(self, task: Task, proposals: list[Proposal]) -> None:
         if not proposals:

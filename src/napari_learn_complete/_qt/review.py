@@ -39,13 +39,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._napari.layers import (
-    HALF_PIXEL,
-    box_vertices,
-    index_layers,
-    open_index,
-    real_viewer,
-)
+from .._napari.layer_data import HALF_PIXEL, box_vertices
+from .._napari.layers import index_layers, open_index, real_viewer
 from ..engine.results import CompleteResult, Proposal
 from ..errors import LearnCompleteError
 from ..index import Index, keypoint_extent
