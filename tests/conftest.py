@@ -20,6 +20,20 @@ from napari_learn_complete.index.store import DB_NAME
 from napari_learn_complete.sample import make_sample_index
 from napari_learn_complete.session import set_default_runner
 
+TESTS = Path(__file__).parent
+DISPLAY_DIRS = ("gui", "napari")  # every test under these drives the real viewer or Qt widgets
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``gui`` every test that needs a display, so ``-m "not gui"`` is a headless run: the
+    tests under tests/gui and tests/napari, and any other that uses a Qt application (``qapp``,
+    which ``qtbot`` and ``make_napari_viewer`` build on)."""
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) \
+            else None
+        if folder in DISPLAY_DIRS or "qapp" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gui)
+
 
 @pytest.fixture(autouse=True)
 def in_process_runner() -> Iterator[None]:

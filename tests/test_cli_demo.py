@@ -38,6 +38,7 @@ def _truth(index: Index, image_ids: set[int]) -> dict:
     return truth
 
 
+@pytest.mark.slow  # a real Learn from random weights
 def test_demo_writes_and_reports_what_it_did(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), *ARGS]) == 0

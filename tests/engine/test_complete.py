@@ -14,17 +14,14 @@ import pytest
 import torch
 
 from doubles import ScriptedDetector
-from napari_learn_complete.engine.complete import (
-    CompleteSettings,
-    complete,
-    undo,
-)
+from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.detections import Detection
 from napari_learn_complete.engine.predict import Predictor
+from napari_learn_complete.engine.settings import CompleteSettings
 from napari_learn_complete.errors import BadInputError, Cancelled, RefusedError
 from napari_learn_complete.index import Index
 from napari_learn_complete.index.store import DB_NAME
-from napari_learn_complete.model import create_model
+from untrained import untrained_model
 
 KPS = ((60.0, 40.0, 2), (50.0, 66.0, 2), (80.0, 66.0, 2))  # apex, left, right on sample_000
 
@@ -43,7 +40,8 @@ def run_row(index: Index, run_id: int) -> sqlite3.Row:
 
 
 def test_defaults_keep_the_best_detection_of_the_target_category(sample_index):
-    assert CompleteSettings() == CompleteSettings(0.0, 1, False)
+    assert CompleteSettings() == CompleteSettings(min_score=0.0, max_detections=1,
+                                                  remove_existing=False)
     detector = ScriptedDetector(sample_index, {"sample_006.png": [
         det("disc", (10, 10, 30, 30), 0.5), det("disc", (50, 50, 80, 80), 0.9),
         det("square", (5, 60, 40, 95), 0.99), det("disc", (90, 10, 100, 20), 0.01),
@@ -218,10 +216,10 @@ def test_video_in_the_selection_is_refused_before_anything_changes(
     (["sample_006.png"], {"kind": "keypoints"}, RefusedError,
      "keypoints are not enabled for category 'disc'"),
     (["sample_006.png"], {"kind": "boxes"}, BadInputError, "kind must be"),
-    (["sample_006.png"], {"settings": CompleteSettings(max_detections=0)}, BadInputError,
-     "max detections must be an integer >= 1"),
-    (["sample_006.png"], {"settings": CompleteSettings(min_score=2)}, BadInputError,
-     "min score must be between 0 and 1"),
+    (["sample_006.png"], {"settings": {"max_detections": 0}}, BadInputError,
+     "max_detections: must be greater than or equal to 1, not 0"),
+    (["sample_006.png"], {"settings": {"min_score": 2}}, BadInputError,
+     "min_score: must be less than or equal to 1, not 2"),
     (["nope.png"], {}, BadInputError, "no image 'nope.png'"),
 ])
 def test_bad_requests_are_refused_and_change_nothing(
@@ -229,6 +227,8 @@ def test_bad_requests_are_refused_and_change_nothing(
     detector = ScriptedDetector(sample_index, {}, kinds=("roi",))
     before = db_dump(sample_index)
     with pytest.raises(error, match=message):
+        if "settings" in kwargs:  # the dialog's values, refused when the settings are made
+            kwargs = {"settings": CompleteSettings(**kwargs["settings"])}
         complete(sample_index, args, "disc", predictor=detector, **kwargs)
     assert db_dump(sample_index) == before
 
@@ -306,12 +306,12 @@ def test_undo_restores_the_exact_previous_state(sample_index, db_dump):
         assert db_dump(sample_index) != before
         changed = []
         sample_index.subscribe(changed.append)
-        assert undo(sample_index, result.run_id) > 0
+        assert sample_index.runs.undo(result.run_id) > 0
         assert without_runs(db_dump(sample_index)) == without_runs(before)
-        assert changed and all(c.table == "observations" for c in changed)
+        assert {c.table for c in changed} == {"observations", "runs"}  # runs: "undone"
         assert run_row(sample_index, result.run_id)["status"] == "undone"
         with pytest.raises(RefusedError, match="is undone"):
-            undo(sample_index, result.run_id)
+            sample_index.runs.undo(result.run_id)
 
 
 def test_undo_is_refused_after_a_later_edit(sample_index, db_dump):
@@ -320,42 +320,84 @@ def test_undo_is_refused_after_a_later_edit(sample_index, db_dump):
     sample_index.update_observation(result.observation_ids[0], box=(6, 6, 40, 40))
     before = db_dump(sample_index)
     with pytest.raises(RefusedError, match=f"observation {result.observation_ids[0]} was changed"):
-        undo(sample_index, result.run_id)
+        sample_index.runs.undo(result.run_id)
     with pytest.raises(BadInputError, match="no run 99"):
-        undo(sample_index, 99)
+        sample_index.runs.undo(99)
     assert db_dump(sample_index) == before
 
 
 # ---------------------------------------------------------------- with a real model
-def test_end_to_end_with_a_registry_model(sample_index):
-    torch.manual_seed(0)
-    handle = create_model(sample_index, min_size=64)
-    predictor = Predictor.from_index(sample_index)
-    result = complete(sample_index, ["sample_006.png", "sample_007.png"], "square",
-                      settings=CompleteSettings(max_detections=2), predictor=predictor)
-    written = sample_index.observations(ids=result.observation_ids)
-    assert 1 <= len(written) <= 4
+# An untrained model that keeps every detection (tests/untrained.py): Complete writes exactly its
+# maximum per image, and what it writes must be the model's own best detections of the category.
+def best_detections(predictor, index: Index, names: list[str], category: str, count: int,
+                    kind: str = "roi") -> dict[str, list[Detection]]:
+    """The model's ``count`` best ``category`` detections per image (keypoint work: those with
+    keypoints), predicted in one batch as Complete batches them."""
+    found = predictor.predict([index.read_image(name) for name in names])
+    return {
+        name: sorted((d for d in dets if d.category == category
+                      and (kind == "roi" or d.keypoints is not None)),
+                     key=lambda d: -d.score)[:count]
+        for name, dets in zip(names, found, strict=True)
+    }
+
+
+def assert_written(index: Index, result, expected: dict[str, list[Detection]], category: str,
+                   kind: str = "roi") -> None:
+    """Complete wrote exactly ``expected`` (boxes or keypoints, scores) on each image, into
+    ``category``, from the model, recorded under its run."""
+    written = index.observations(ids=result.observation_ids)
+    assert len(written) == result.written == sum(map(len, expected.values()))
+    for name, detections in expected.items():
+        on_image = sorted((o for o in written if o.image_id == index.image(name).id),
+                          key=lambda o: -o.score)
+        assert [o.score for o in on_image] == pytest.approx([d.score for d in detections])
+        for obs, detection in zip(on_image, detections, strict=True):
+            if kind == "roi":
+                assert obs.box == pytest.approx(detection.box) and obs.keypoints is None
+            else:
+                assert obs.box is None
+                assert [p for kp in obs.keypoints for p in kp] == pytest.approx(
+                    [p for kp in detection.keypoints for p in kp])
     for obs in written:
-        assert (obs.source, obs.model_version) == ("model", "default:v1")
-        assert obs.category_id == sample_index.category("square").id and obs.keypoints is None
-    assert run_row(sample_index, result.run_id)["model_id"] == handle.id
+        assert index.category(obs.category_id).name == category
+        assert (obs.source, obs.model_version, obs.run_id) == ("model", "default:v1",
+                                                               result.run_id)
+
+
+def test_end_to_end_writes_the_models_best_boxes(sample_index):
+    handle = untrained_model(sample_index, min_size=64)
+    predictor = Predictor.from_index(sample_index)
+    names = ["sample_006.png", "sample_007.png"]
+    expected = best_detections(predictor, sample_index, names, "square", 2)
+    result = complete(sample_index, names, "square", settings=CompleteSettings(max_detections=2),
+                      predictor=predictor)
+    assert (result.images, result.written, result.removed) == (2, 4, 0)
+    assert_written(sample_index, result, expected, "square")
+    run = run_row(sample_index, result.run_id)
+    assert (run["model_id"], run["operation"], run["status"]) == (handle.id, "complete", "done")
 
 
 def test_end_to_end_keypoints_in_category_order(sample_index):
-    torch.manual_seed(0)
-    create_model(sample_index, keypoints=True, min_size=64)
+    untrained_model(sample_index, keypoints=True, min_size=64, max_detections=4)  # a quick head
     predictor = Predictor.from_index(sample_index)
     heads = predictor.model.roi_heads
-    heads.detections_per_img = 4  # keeps the untrained keypoint head quick
     with torch.no_grad():  # untrained, every class scores alike: make it see triangles
         heads.box_predictor.cls_score.bias[predictor.config.categories.index("triangle") + 1] += 5
+    expected = best_detections(predictor, sample_index, ["sample_007.png"], "triangle", 1,
+                               kind="keypoints")
+    assert len(expected["sample_007.png"][0].keypoints) == 3  # apex, left, right
     result = complete(sample_index, ["sample_007.png"], "triangle", kind="keypoints",
                       predictor=predictor)
-    [obs] = sample_index.observations(ids=result.observation_ids)
-    assert obs.box is None and len(obs.keypoints) == 3 and obs.source == "model"
+    assert (result.images, result.written) == (1, 1)  # no triangle there: keypoints only
+    assert_written(sample_index, result, expected, "triangle", kind="keypoints")
 
 
 def test_predictor_is_loaded_from_the_index_when_not_given(sample_index):
-    create_model(sample_index, min_size=64)
+    handle = untrained_model(sample_index, min_size=64)
+    expected = best_detections(Predictor.from_index(sample_index, "cpu"), sample_index,
+                               ["sample_006.png"], "square", 1)
     result = complete(sample_index, ["sample_006.png"], "square", device="cpu")
-    assert result.images == 1 and result.run_id is not None
+    assert (result.images, result.written, result.removed) == (1, 1, 0)
+    assert_written(sample_index, result, expected, "square")  # the active model's best box
+    assert run_row(sample_index, result.run_id)["model_id"] == handle.id

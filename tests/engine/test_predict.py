@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from doubles import ScriptedDetector
+from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.detections import stream_images
 from napari_learn_complete.engine.predict import Predictor
+from napari_learn_complete.engine.settings import CompleteSettings
 from napari_learn_complete.errors import BadInputError, RefusedError
 from napari_learn_complete.model.config import ModelConfig
 
@@ -81,31 +83,99 @@ def test_stream_yields_every_image_in_order_in_batches(sample_index):
                                                                records[0].width, 3)
 
 
+class Timeline:
+    """What Complete's two threads did, in order: ("decoding", b) and ("decoded", b) around
+    each image of batch b read by the reader thread, ("predict", b) and ("predicted", b) around
+    each model call."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+        self._changed = threading.Condition()
+
+    def add(self, event: tuple[str, int]) -> None:
+        with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    def wait_for(self, event: tuple[str, int], count: int, timeout: float) -> bool:
+        """Wait until ``event`` happened ``count`` times; False after ``timeout`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.events.count(event) >= count, timeout)
+
+    def first(self, event: tuple[str, int]) -> int:
+        return self.events.index(event)
+
+    def last(self, event: tuple[str, int]) -> int:
+        return len(self.events) - 1 - self.events[::-1].index(event)
+
+
+class WatchedDetector(ScriptedDetector):
+    """Finds nothing; while it predicts batch b it waits until the reader has decoded batch b + 1
+    (up to 20 s), then gives the reader 0.3 s to start on batch b + 2 if it (wrongly) would."""
+
+    def __init__(self, index, timeline: Timeline, batch_size: int, batches: int) -> None:
+        super().__init__(index, {})
+        self.timeline, self.batch_size, self.batches = timeline, batch_size, batches
+
+    def predict(self, images):
+        batch = self.calls
+        self.timeline.add(("predict", batch))
+        if batch + 1 < self.batches:
+            self.timeline.wait_for(("decoded", batch + 1), self.batch_size, timeout=20)
+        if batch + 2 < self.batches:
+            self.timeline.wait_for(("decoding", batch + 2), 1, timeout=0.3)
+        found = super().predict(images)
+        self.timeline.add(("predicted", batch))
+        return found
+
+
+def test_complete_decodes_the_next_batch_while_the_model_predicts_and_no_further(
+        sample_index, monkeypatch):
+    names = [image.name for image in sample_index.images()[:8]]
+    batch_size, batches = 2, 4
+    batch_of = {name: i // batch_size for i, name in enumerate(names)}
+    timeline = Timeline()
+    detector = WatchedDetector(sample_index, timeline, batch_size, batches)
+    read = sample_index.read_image
+
+    def reading(image):  # the stream reads image records
+        batch = batch_of[image.name]
+        timeline.add(("decoding", batch))
+        array = read(image)
+        timeline.add(("decoded", batch))
+        return array
+
+    monkeypatch.setattr(sample_index, "read_image", reading)
+    complete(sample_index, names, "disc", predictor=detector,
+             settings=CompleteSettings(batch_size=batch_size))
+
+    events = timeline.events
+    assert [e for e in events if e[0] == "predict"] == [("predict", b) for b in range(batches)]
+    for b in range(batches - 1):  # the next batch is ready before the model is done with this
+        assert timeline.last(("decoded", b + 1)) < timeline.first(("predicted", b)), events
+    for b in range(batches - 2):  # and the one after waits until the model is done with it
+        assert timeline.first(("decoding", b + 2)) > timeline.first(("predicted", b)), events
+
+
 class CountingIndex:
-    """Counts decoded images, to see how far the reader runs ahead of the consumer."""
+    """Counts decoded images."""
 
     def __init__(self, index) -> None:
         self.index = index
         self.reads = 0
-        self.lock = threading.Lock()
 
     def read_image(self, record):
-        with self.lock:
-            self.reads += 1
+        self.reads += 1
         return self.index.read_image(record)
 
 
-def test_stream_reads_at_most_two_batches_ahead_and_stops_when_closed(sample_index):
+def test_closing_the_stream_stops_the_reader(sample_index):
     counting = CountingIndex(sample_index)
     stream = stream_images(counting, sample_index.images(), 2)
     next(stream)
-    time.sleep(0.5)  # let the reader run as far as it may
-    assert counting.reads <= 3 * 2  # the batch in hand, one queued, one being decoded
-    stream.close()
-    reads = counting.reads
-    time.sleep(0.2)
-    assert counting.reads == reads
+    stream.close()  # returns once the reader thread has ended
     assert not any(t.name == "napari-learn-complete-reader" for t in threading.enumerate())
+    assert counting.reads < len(sample_index.images())  # it stopped before the end
 
 
 def test_stream_raises_a_read_error_in_the_consumer(sample_index):

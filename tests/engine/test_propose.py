@@ -7,23 +7,20 @@ import json
 from dataclasses import replace
 
 import pytest
-import torch
 
 from doubles import ScriptedDetector
 from napari_learn_complete.cli import main
-from napari_learn_complete.engine.complete import (
-    accept,
-    load_proposals,
-    propose,
-    save_proposals,
-    undo,
-)
 from napari_learn_complete.engine.detections import Detection
+from napari_learn_complete.engine.proposals import accept, load_proposals, propose, save_proposals
+from napari_learn_complete.engine.settings import CompleteSettings
 from napari_learn_complete.errors import BadInputError, RefusedError
 from napari_learn_complete.index import Index
 from napari_learn_complete.model import create_model
+from untrained import untrained_model
 
 KPS = ((20.0, 10.0, 2), (10.0, 30.0, 2), (30.0, 30.0, 2))
+
+FIVE = CompleteSettings(max_detections=5)  # up to five proposals per image
 
 
 def scripted(index: Index) -> ScriptedDetector:
@@ -40,7 +37,7 @@ def scripted(index: Index) -> ScriptedDetector:
 def test_propose_saves_nothing_and_covers_images_without_the_category(sample_index, db_dump):
     before = db_dump(sample_index)
     events = []
-    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index),
+    proposals = propose(sample_index, "disc", settings=FIVE, predictor=scripted(sample_index),
                         progress=events.append)
     assert db_dump(sample_index) == before
     assert [(p.id, p.image_name, p.score) for p in proposals] == [
@@ -66,7 +63,7 @@ def test_propose_leaves_out_video_and_refuses_an_unlabelled_category(
 
 
 def test_accept_writes_only_the_target_category(sample_index, db_dump):
-    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index))
+    proposals = propose(sample_index, "disc", settings=FIVE, predictor=scripted(sample_index))
     others = [o for o in sample_index.observations() if o.category_id != 1]
     result = accept(sample_index, [proposals[0], proposals[2]])
     written = sample_index.observations(ids=result.observation_ids)
@@ -80,7 +77,7 @@ def test_accept_writes_only_the_target_category(sample_index, db_dump):
 
 
 def test_accept_all_above_a_score_in_one_call_and_twice_is_not_stacked(sample_index, db_dump):
-    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index))
+    proposals = propose(sample_index, "disc", settings=FIVE, predictor=scripted(sample_index))
     result = accept(sample_index, proposals, min_score=0.35)
     assert [o.score for o in sample_index.observations(ids=result.observation_ids)] == [0.7, 0.4]
     again = accept(sample_index, proposals, min_score=0.35)
@@ -93,9 +90,9 @@ def test_accept_all_above_a_score_in_one_call_and_twice_is_not_stacked(sample_in
 
 def test_accept_is_undoable_and_all_or_nothing(sample_index, db_dump):
     before = db_dump(sample_index)
-    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index))
+    proposals = propose(sample_index, "disc", settings=FIVE, predictor=scripted(sample_index))
     result = accept(sample_index, proposals)
-    undo(sample_index, result.run_id)
+    sample_index.runs.undo(result.run_id)
     after = db_dump(sample_index)
     assert {k: v for k, v in after.items() if k not in ("runs", "run_changes")} == {
         k: v for k, v in before.items() if k not in ("runs", "run_changes")}
@@ -118,7 +115,7 @@ def test_accept_keypoint_proposals_attaches_to_a_box_drawn_since(sample_index):
 
 
 def test_accept_refuses_inconsistent_proposals(sample_index, db_dump):
-    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index))
+    proposals = propose(sample_index, "disc", settings=FIVE, predictor=scripted(sample_index))
     before = db_dump(sample_index)
     with pytest.raises(BadInputError, match="proposal 1 is given twice"):
         accept(sample_index, [proposals[0], proposals[0]])
@@ -132,7 +129,7 @@ def test_accept_refuses_inconsistent_proposals(sample_index, db_dump):
 
 
 def test_proposals_file_round_trip_and_refusals(sample_index, tmp_path):
-    proposals = propose(sample_index, "disc", max_detections=5, predictor=scripted(sample_index))
+    proposals = propose(sample_index, "disc", settings=FIVE, predictor=scripted(sample_index))
     path = tmp_path / "p.json"
     save_proposals(path, proposals, index=sample_index, category="disc", kind="roi")
     data = json.loads(path.read_text())
@@ -155,27 +152,40 @@ def _last_json(capsys) -> dict:
 
 
 def test_cli_complete_propose_accept_undo(sample_index, tmp_path, capsys, db_dump):
-    torch.manual_seed(0)
-    create_model(sample_index, min_size=64)
+    untrained_model(sample_index, min_size=64)  # keeps every detection: the counts are exact
     path = str(sample_index.path)
     before = db_dump(sample_index)
     assert main(["complete", path, "--images", "sample_00[67].png", "--category", "square",
                  "--max-detections", "2"]) == 0
     summary = _last_json(capsys)
-    assert summary["images"] == 2 and 1 <= summary["written"] <= 4 and summary["removed"] == 0
     assert set(summary) == {"images", "written", "removed", "seconds", "run_id"}
+    assert (summary["images"], summary["written"], summary["removed"]) == (2, 4, 0)
+    written = sample_index.observations(source="model")
+    assert sorted(sample_index.image(o.image_id).name for o in written) == [
+        "sample_006.png", "sample_006.png", "sample_007.png", "sample_007.png"]
+    assert {(sample_index.category(o.category_id).name, o.run_id) for o in written} == {
+        ("square", summary["run_id"])}
     assert main(["undo", path, str(summary["run_id"])]) == 0
-    assert _last_json(capsys)["restored"] == summary["written"]
+    assert _last_json(capsys)["restored"] == 4
     after_undo = db_dump(sample_index)
     assert {k: v for k, v in after_undo.items() if k not in ("runs", "run_changes")} == {
         k: v for k, v in before.items() if k not in ("runs", "run_changes")}
 
     out = tmp_path / "proposals.json"
     assert main(["propose", path, "--category", "disc", "--out", str(out)]) == 0
-    count = _last_json(capsys)["proposals"]
-    assert count == len(load_proposals(out)) > 0
+    proposals = load_proposals(out)
+    without_disc = {image.id for image in sample_index.images()} - {
+        o.image_id for o in sample_index.observations(category="disc")}
+    assert _last_json(capsys)["proposals"] == len(proposals) == len(without_disc)
+    assert sorted(p.image_id for p in proposals) == sorted(without_disc)  # the best one each
+    assert {p.category for p in proposals} == {"disc"}
     assert main(["accept", path, str(out), "--ids", "1"]) == 0
     assert _last_json(capsys)["written"] == 1
+    [accepted] = sample_index.observations(source="model")
+    first = next(p for p in proposals if p.id == 1)
+    assert (accepted.image_id, accepted.box, accepted.score) == (
+        first.image_id, pytest.approx(first.box), pytest.approx(first.score))
+    assert sample_index.category(accepted.category_id).name == "disc"
     assert main(["accept", path, str(out), "--ids", "999"]) == 2
     assert "no proposal with id 999" in capsys.readouterr().err
 

@@ -108,9 +108,10 @@ def main(scenario: str, folder: Path) -> dict:
         report["complete_layer_boxes"] = boxes() - before
         card = panel._cards["square"]
         answer_next_dialog(one_epoch)
-        run(lambda: trigger(panel.category_menu(card.name), "Learn"), "Learn from a card")
+        run(lambda: trigger(panel.category_menu(card.name), "Learn (ROI)"), "Learn from a card")
         answer_next_dialog(lambda d: setattr(d._magic_widget.max_detections, "value", 1))
-        run(lambda: trigger(panel.category_menu(card.name), "Complete"), "Complete from a card")
+        run(lambda: trigger(panel.category_menu(card.name), "Complete (ROI)"),
+            "Complete from a card")
         from napari_learn_complete._qt.review import ReviewWidget
 
         review = next(w for w in viewer.window.dock_widgets.values()

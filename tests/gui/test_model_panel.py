@@ -3,7 +3,6 @@ and runs, roll back, and run a short full training in a worker while the UI keep
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
@@ -12,6 +11,8 @@ from qtpy.QtCore import Qt
 
 from napari_learn_complete._napari.layers import open_index
 from napari_learn_complete._qt.model_panel import ModelPanel
+from napari_learn_complete.engine.settings import LearnSettings
+from napari_learn_complete.errors import BadInputError, Cancelled
 from napari_learn_complete.index import Index
 from napari_learn_complete.model.registry import (
     CONFIG_FILE,
@@ -101,8 +102,7 @@ def test_create_refusal_is_shown_and_changes_nothing(panel: ModelPanel, sample_i
 def test_versions_listed_and_rollback(panel: ModelPanel, sample_index: Index, qtbot) -> None:
     handle = create_model(sample_index)  # the panel hears about it through the index
     qtbot.waitUntil(lambda: panel.versions.rowCount() == 1)
-    model = handle.load()
-    handle.commit_version(model, handle.config, note="second")
+    handle.commit_version(*handle.load(), note="second")
     qtbot.waitUntil(lambda: panel.versions.rowCount() == 2)
     assert _column(panel.versions, 2)[1] == "second"
     assert _column(panel.versions, 4) == ["", "yes"]
@@ -167,54 +167,89 @@ def test_create_a_second_model_under_a_free_name(panel: ModelPanel, sample_index
     assert db_dump(sample_index) == before
 
 
-def _record_run(index: Index, model_id: int, **values) -> None:
-    """A finished run as the engine records it (see engine/train.py)."""
-    with index.transaction() as conn:
-        conn.execute(
-            "INSERT INTO runs(model_id, operation, kind, scope, settings, losses, metrics, "
-            "version, status, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'done', ?)",
-            (model_id, values["operation"], values["kind"], json.dumps(values["scope"]),
-             json.dumps(values["settings"]), json.dumps(values["losses"]),
-             json.dumps(values["metrics"]), values["version"], values["seconds"]),
-        )
+ONE_EPOCH = LearnSettings(epochs=1)
 
 
-def test_runs_table_is_compact_with_the_full_record_below(panel: ModelPanel,
-                                                          sample_index: Index) -> None:
-    images = [{"id": r.id, "name": r.name} for r in sample_index.images()]
-    earlier = create_model(sample_index, name="earlier")
-    _record_run(sample_index, earlier.id, operation="train", kind=None, version=2, seconds=1.0,
-                scope={"category": None, "images": images, "test": [], "mix_in": []},
-                settings={"mode": "full", "training": {"epochs": 5, "test_percent": 10}},
-                losses=[1.0], metrics={"box_AP": 0.25})
-    handle = create_model(sample_index, keypoints=True)  # the active model from now on
-    _record_run(sample_index, handle.id, operation="learn", kind="roi", version=2, seconds=3.0,
-                scope={"category": None, "images": images[:6], "test": [], "mix_in": []},
-                settings={"epochs": 2, "mode": "heads", "test_percent": 0, "mix_in": 0,
-                          "training": {"lr": 0.01}},
-                losses=[2.0, 1.5], metrics={})
-    _record_run(sample_index, handle.id, operation="learn", kind="keypoints", version=3,
-                seconds=12.34,
-                scope={"category": "triangle", "images": images[:4], "test": images[3:4],
-                       "mix_in": images[4:6]},
-                settings={"epochs": 2, "mode": "full", "test_percent": 25, "mix_in": 2,
-                          "training": {"lr": 0.005}},
-                losses=[0.9, 0.5], metrics={"box_AP": 0.3, "keypoint_AP": 0.42})
-    panel.refresh()
-    rows = [[panel.runs.item(r, c).text() for c in range(panel.runs.columnCount())]
-            for r in range(panel.runs.rowCount())]
-    assert rows == [  # the active model's runs only, newest first
-        ["3", "learn", "keypoints", "category triangle, 4 images, 25% held out, +2 mixed in",
-         "2 × full", "0.5000", "keypoint_AP 0.420", "12.3", "done"],
-        ["2", "learn", "roi", "6 images", "2 × heads", "1.5000", "", "3.0", "done"],
+def _rows(table) -> list[list[str]]:
+    return [[table.item(r, c).text() for c in range(table.columnCount())]
+            for r in range(table.rowCount())]
+
+
+def test_learns_show_in_the_runs_table_as_they_end(panel: ModelPanel, sample_index: Index,
+                                                   qtbot) -> None:
+    """Real Learns started as the Index panel starts them (through the viewer's session), done,
+    cancelled or failed: each shows as soon as it ends (the panel only hears the index), one
+    compact row per run of the active model, newest first."""
+    session, tasks = panel.session, []
+
+    def learn(**run):
+        tasks.append(session.learn_images(sample_index, [1, 2], "roi", ONE_EPOCH))
+        return session.run(tasks[-1], **run)
+
+    create_model(sample_index, name="earlier", min_size=64)
+    with pytest.raises(Cancelled):
+        learn(cancel=lambda: True)
+    qtbot.waitUntil(lambda: _column(panel.runs, 8) == ["cancelled"])
+    create_model(sample_index, min_size=64)  # the active model from now on
+    qtbot.waitUntil(lambda: panel.runs.rowCount() == 0)  # the earlier model's run is not shown
+
+    done = learn()
+    qtbot.waitUntil(lambda: _column(panel.runs, 8) == ["done"])
+    steps: list = []
+    with pytest.raises(Cancelled):
+        learn(progress=steps.append, cancel=lambda: bool(steps))  # after its first step
+    qtbot.waitUntil(lambda: _column(panel.runs, 8) == ["cancelled", "done"])
+    image = sample_index.resolve(sample_index.image(2))
+    away = image.rename(image.with_suffix(".away"))
+    try:
+        with pytest.raises(BadInputError, match="image file not found"):
+            learn()
+    finally:
+        away.rename(image)
+    qtbot.waitUntil(lambda: _column(panel.runs, 8) == ["failed", "cancelled", "done"])
+
+    assert tasks[1].runs == [done.run_id]
+    failed, cancelled, finished = (sample_index.runs.get(t.runs[0]) for t in tasks[:0:-1])
+    assert finished.losses == done.losses and not failed.losses  # it failed at its first step
+
+    def last_loss(run) -> str:  # a cancelled run keeps the losses of the epochs it finished
+        return f"{run.losses[-1]:.4f}" if run.losses else ""
+
+    assert _rows(panel.runs) == [
+        ["", "learn", "roi", "2 images", "1 × heads", "", "", f"{failed.seconds:.1f}", "failed"],
+        ["", "learn", "roi", "2 images", "1 × heads", last_loss(cancelled), "",
+         f"{cancelled.seconds:.1f}", "cancelled"],
+        ["2", "learn", "roi", "2 images", "1 × heads", f"{done.losses[-1]:.4f}", "",
+         f"{finished.seconds:.1f}", "done"],
     ]
+
+
+@pytest.mark.slow
+def test_the_full_record_of_a_run_is_shown_below(panel: ModelPanel, sample_index: Index,
+                                                 qtbot) -> None:
+    create_model(sample_index, keypoints=True, min_size=64)
+    session = panel.session
+    task = session.learn_category(sample_index, "triangle", "keypoints", LearnSettings(
+        epochs=1, mode="full", test_percent=50, mix_in=2))
+    result = session.run(task)
+    qtbot.waitUntil(lambda: _column(panel.runs, 8) == ["done"])
+    run = sample_index.runs.get(result.run_id)
+    triangles = sample_index.images(category="triangle")
+    held_out, mixed_in = run.scope["test"], run.scope["mix_in"]
+    assert (len(triangles), len(held_out), len(mixed_in)) == (2, 1, 2)
+    assert _rows(panel.runs) == [[
+        "2", "learn", "keypoints",
+        "category triangle, 2 images, 50% held out, +2 mixed in", "1 × full",
+        f"{result.losses[-1]:.4f}", f"keypoint_AP {result.metrics['keypoint_AP']:.3f}",
+        f"{run.seconds:.1f}", "done"]]
     assert panel.run_details.toPlainText() == "Select a run to see its full record."
     panel.runs.selectRow(0)
     details = panel.run_details.toPlainText()
-    assert f"Held out: {images[3]['name']}" in details
-    assert f"Mixed in: {images[4]['name']}, {images[5]['name']}" in details
-    assert "Training: lr=0.005" in details and "Losses: 0.9000, 0.5000" in details
-    assert "keypoint_AP 0.420" in details
+    assert f"Held out: {', '.join(i['name'] for i in held_out)}" in details
+    assert f"Mixed in: {', '.join(i['name'] for i in mixed_in)}" in details
+    assert "Losses: " + ", ".join(f"{v:.4f}" for v in result.losses) in details
+    assert f"keypoint_AP {result.metrics['keypoint_AP']:.3f}" in details
+    assert f"learning_rate={run.settings['training']['learning_rate']}" in details
     assert panel.runs.item(0, 0).toolTip() == details
 
 
@@ -223,12 +258,10 @@ def _items(combo) -> list[str]:
 
 
 def test_switch_back_to_an_earlier_model(panel: ModelPanel, sample_index: Index, qtbot) -> None:
-    first = create_model(sample_index)
-    first.commit_version(first.load(), first.config, note="learned")
-    _record_run(sample_index, first.id, operation="train", kind=None, version=2, seconds=1.0,
-                scope={"category": None, "images": [], "test": [], "mix_in": []},
-                settings={"mode": "full"}, losses=[1.0], metrics={})
-    panel.refresh()
+    create_model(sample_index, min_size=64)
+    session = panel.session
+    session.run(session.learn_images(sample_index, [1, 2], "roi", ONE_EPOCH))  # version 2
+    qtbot.waitUntil(lambda: _column(panel.runs, 1) == ["learn"])
     panel.architecture.setCurrentIndex(1)  # boxes + keypoints
     _click_and_wait(qtbot, panel, panel.create_button)
     assert _items(panel.model_select) == ["default", "keypoints-2"]
@@ -237,9 +270,9 @@ def test_switch_back_to_an_earlier_model(panel: ModelPanel, sample_index: Index,
     panel.model_select.setCurrentIndex(0)  # as a choice in the drop-down does
     handle = active_model(sample_index)
     assert (handle.name, handle.active_version) == ("default", 2)
-    assert _column(panel.versions, 2)[1] == "learned"
+    assert _column(panel.versions, 2)[1] == handle.versions()[1].note
     assert _column(panel.versions, 0) == ["1", "2"] and _column(panel.versions, 4) == ["", "yes"]
-    assert _column(panel.runs, 1) == ["train"]
+    assert _column(panel.runs, 1) == ["learn"]
     assert panel.model_label.text().startswith("default: fasterrcnn")
     assert panel.model_select.currentText() == "default"
 
@@ -261,15 +294,3 @@ def test_model_selector_follows_the_index(panel: ModelPanel, sample_index: Index
     assert panel.choose_model("missing") is None  # refused and shown; nothing changes
     assert db_dump(sample_index) == before
     assert panel.model_select.currentText() == "default"
-
-
-def test_a_learn_cancelled_elsewhere_shows_in_the_runs_table(panel: ModelPanel,
-                                                             sample_index: Index, qtbot) -> None:
-    from napari_learn_complete.engine.train import learn
-    from napari_learn_complete.errors import Cancelled
-
-    create_model(sample_index, min_size=128)
-    qtbot.waitUntil(lambda: panel.versions.rowCount() == 1)
-    with pytest.raises(Cancelled):  # e.g. from the Index panel: the Model panel is not told
-        learn(sample_index, images=[1, 2], cancel=lambda: True)
-    qtbot.waitUntil(lambda: _column(panel.runs, 8) == ["cancelled"])  # the run's change is

@@ -16,7 +16,7 @@ PLUGIN = "napari-learn-complete"
 
 
 def test_panels_docked_from_the_plugins_menu_find_the_index(
-    make_napari_viewer, sample_index: Index, qtbot
+    make_napari_viewer, sample_index: Index, qtbot, monkeypatch
 ) -> None:
     viewer = make_napari_viewer()
     layers = open_index(viewer, sample_index)
@@ -25,12 +25,16 @@ def test_panels_docked_from_the_plugins_menu_find_the_index(
     assert isinstance(index_panel, IndexPanel) and isinstance(model_panel, ModelPanel)
     qtbot.waitUntil(lambda: model_panel.index is sample_index)
     assert index_panel.layers is layers
-    assert index_panel.table.rowCount() == len(sample_index.images())
+    assert index_panel.table.model().rowCount() == len(sample_index.images())
     assert "No index open" not in model_panel.index_label.text()
 
-    viewer.add_points([[0, 10, 10]], name="unrelated")  # inserted and made active
-    viewer.layers.selection.active = viewer.layers["unrelated"]
-    qtbot.wait(10)  # the model panel looks again after napari's insert is done
+    looked: list[bool] = []  # the model panel looks again once napari's insert is done
+    follow = model_panel._follow_open_index
+    with monkeypatch.context() as watch:
+        watch.setattr(model_panel, "_follow_open_index", lambda: (follow(), looked.append(True)))
+        viewer.add_points([[0, 10, 10]], name="unrelated")  # inserted and made active
+        viewer.layers.selection.active = viewer.layers["unrelated"]
+        qtbot.waitUntil(lambda: bool(looked))
     assert index_panel.layers is layers
     assert index_panel.index_label.text() == f"Index: <b>{sample_index.path.name}</b>"
     assert model_panel.index is sample_index

@@ -18,7 +18,7 @@ from napari_learn_complete._qt.review import (
     ReviewWidget,
     show_review,
 )
-from napari_learn_complete.engine.complete import Proposal
+from napari_learn_complete.engine.results import Proposal
 from napari_learn_complete.index import Index
 
 pytestmark = pytest.mark.gui

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from napari_learn_complete.model.registry import CONFIG_FILE, create_model
 from napari_learn_complete.sample import make_sample_index
+from untrained import untrained_model
 
 pytestmark = pytest.mark.gui
 USER = Path(__file__).with_name("napari_user.py")
@@ -31,18 +30,15 @@ def napari_user(scenario: str, index: Path) -> dict:
 
 
 def _index_with_model(folder: Path, n_images: int) -> Path:
-    """A sample index whose model keeps every detection (score threshold 0, up to 1000 per image),
-    so Complete writes exactly its maximum per image whatever the tiny random model believes."""
+    """A sample index whose model keeps every detection (tests/untrained.py), so Complete writes
+    exactly its maximum per image whatever the tiny random model believes."""
     index = make_sample_index(folder, n_images=n_images, labelled=6, seed=0)
-    torch.manual_seed(0)
-    handle = create_model(index, weights="none", min_size=128)
-    handle.config.inference.score_threshold = 0.0
-    handle.config.inference.max_detections = 1000
-    handle.config.save(handle.folder / CONFIG_FILE)
+    untrained_model(index)
     index.close()
     return folder
 
 
+@pytest.mark.slow  # two Learns in the engine process
 def test_learn_complete_review_and_undo_through_the_menus(tmp_path: Path,
                                                           process_gone) -> None:
     seen = napari_user("flow", _index_with_model(tmp_path / "index", 12))

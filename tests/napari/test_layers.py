@@ -184,6 +184,26 @@ def test_new_keypoint_prefers_the_box_that_holds_it(opened) -> None:
     assert on_disk(synced).observation(far.id).keypoints is None
 
 
+def test_a_keypoint_far_from_every_box_starts_its_own_observation(opened) -> None:
+    """The layer and keypoint Complete share one rule (index.geometry.attach_target): a point
+    near a box (within its diagonal) joins it, one far from every box does not."""
+    synced, _ = opened
+    index, points = synced.index, synced.keypoints_layer
+    synced.active_category = "triangle"
+    synced.active_keypoint = "apex"
+    image = index.image(synced.image_ids()[0])
+    index.delete_observations(o.id for o in index.observations(images=[image.id]))
+    box = index.add_observation(image.id, "triangle", box=(10, 10, 20, 20))
+    points.add([0, 25, 25])  # outside the box, within one diagonal of its centre
+    assert int(points.features["observation_id"].iloc[-1]) == box.id
+    synced.active_keypoint = "left"
+    points.add([0, 110, 110])  # far from the only box
+    loose = int(points.features["observation_id"].iloc[-1])
+    assert loose != box.id
+    assert on_disk(synced).observation(loose).box is None
+    assert on_disk(synced).observation(box.id).keypoints[1][2] == 0
+
+
 def test_api_edits_from_a_thread_reach_the_layers(opened, qtbot) -> None:
     synced, _ = opened
     index, boxes = synced.index, synced.boxes_layer

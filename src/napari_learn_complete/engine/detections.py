@@ -49,28 +49,26 @@ def stream_images(
     At most two decoded batches exist at a time (the one in use and the next), whatever the
     number of images. Closing the generator early stops the reader.
     """
-    ahead: queue.Queue = queue.Queue(maxsize=1)
+    ahead: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(2)  # decoded batches alive: the one in use and the next
     stop = threading.Event()
 
-    def put(item: object) -> bool:
+    def take_slot() -> bool:
         while not stop.is_set():
-            try:
-                ahead.put(item, timeout=0.1)
+            if slots.acquire(timeout=0.1):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def read() -> None:
         try:
             for start in range(0, len(images), batch_size):
-                chunk = list(images[start:start + batch_size])
-                arrays = [to_rgb_uint8(index.read_image(r)) for r in chunk]
-                if not put((chunk, arrays)):
+                if not take_slot():
                     return
-            put(None)
+                chunk = list(images[start:start + batch_size])
+                ahead.put((chunk, [to_rgb_uint8(index.read_image(r)) for r in chunk]))
+            ahead.put(None)
         except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
+            ahead.put(exc)
 
     reader = threading.Thread(target=read, name="napari-learn-complete-reader", daemon=True)
     reader.start()
@@ -82,7 +80,8 @@ def stream_images(
             if isinstance(item, BaseException):
                 raise item
             yield item
-            del item  # drop our reference before waiting for the next batch
+            del item  # drop our reference, then let the reader decode the one after next
+            slots.release()
     finally:
         stop.set()
         reader.join()
