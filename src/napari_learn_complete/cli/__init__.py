@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,16 @@ EXIT_OK, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2
 def emit_json(summary: dict[str, Any]) -> None:
     """Print the one-line JSON summary that scripts read from the last stdout line."""
     print(json.dumps(summary, separators=(",", ":"), default=str), flush=True)
+
+
+def command(subparsers: argparse._SubParsersAction, name: str,
+            run: Callable[[argparse.Namespace], int], help: str, *,
+            index_help: str = "index folder") -> argparse.ArgumentParser:
+    """A subcommand on one index folder (its first argument) that ``run`` carries out."""
+    parser = subparsers.add_parser(name, help=help)
+    parser.add_argument("index", type=Path, help=index_help)
+    parser.set_defaults(run=run)
+    return parser
 
 
 class ProgressBar:

@@ -16,15 +16,13 @@ from ..engine.results import CompleteResult
 from ..engine.settings import CompleteSettings
 from ..errors import BadInputError
 from ..index import KINDS, Index
-from . import EXIT_OK, ProgressBar, emit_json
+from . import EXIT_OK, ProgressBar, command, emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = CompleteSettings()
-    run = subparsers.add_parser(
-        "complete", help="run the active model over images and save boxes or keypoints"
-    )
-    run.add_argument("index", type=Path, help="index folder")
+    run = command(subparsers, "complete", run_complete,
+                  "run the active model over images and save boxes or keypoints")
     run.add_argument("--images", nargs="+", required=True, metavar="NAME",
                      help="image names (shell patterns such as 'frame_*' allowed)")
     _target(run, defaults)
@@ -32,31 +30,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="clear that kind of the category on the images first")
     run.add_argument("--batch-size", type=int, default=defaults.batch_size,
                      help="images per device batch and per saved transaction")
-    run.set_defaults(run=run_complete)
 
-    prop = subparsers.add_parser(
-        "propose", help="find a category on images that do not have it yet (nothing is saved)"
-    )
-    prop.add_argument("index", type=Path, help="index folder")
+    prop = command(subparsers, "propose", run_propose,
+                   "find a category on images that do not have it yet (nothing is saved)")
     _target(prop, defaults)
     prop.add_argument("--out", type=Path, required=True, metavar="PROPOSALS_JSON",
                       help="where to write the proposals")
-    prop.set_defaults(run=run_propose)
 
-    acc = subparsers.add_parser("accept", help="save proposals from a proposals file")
-    acc.add_argument("index", type=Path, help="index folder")
+    acc = command(subparsers, "accept", run_accept, "save proposals from a proposals file")
     acc.add_argument("proposals", type=Path, metavar="PROPOSALS_JSON")
     which = acc.add_mutually_exclusive_group()
     which.add_argument("--min-score", type=float, default=None,
                        help="accept all proposals scoring at least this")
     which.add_argument("--ids", type=int, nargs="+", metavar="ID",
                        help="accept only these proposal ids")
-    acc.set_defaults(run=run_accept)
 
-    back = subparsers.add_parser("undo", help="undo a complete or accept run")
-    back.add_argument("index", type=Path, help="index folder")
+    back = command(subparsers, "undo", run_undo, "undo a complete or accept run")
     back.add_argument("run_id", type=int, metavar="RUN_ID")
-    back.set_defaults(run=run_undo)
 
 
 def _target(parser: argparse.ArgumentParser, defaults: CompleteSettings) -> None:

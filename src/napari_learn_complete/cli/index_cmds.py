@@ -11,33 +11,26 @@ from typing import Any
 from ..index import Index
 from ..index.coco import export_coco, import_coco
 from ..sample import make_sample_index
-from . import EXIT_OK, emit_json
+from . import EXIT_OK, command, emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    create = subparsers.add_parser("create", help="create an empty index folder")
-    create.add_argument("index", type=Path, help="index folder to create")
-    create.set_defaults(run=run_create)
+    command(subparsers, "create", run_create,
+            "create an empty index folder", index_help="index folder to create")
 
-    imp = subparsers.add_parser(
-        "import-coco", help="add the images, categories and annotations of a COCO file")
-    imp.add_argument("index", type=Path, help="index folder")
+    imp = command(subparsers, "import-coco", run_import,
+                  "add the images, categories and annotations of a COCO file")
     imp.add_argument("coco_json", type=Path, help="COCO JSON file (instances or keypoints)")
     imp.add_argument("--images", type=Path, required=True, metavar="DIR",
                      help="folder the file_name entries are relative to")
     imp.add_argument("--copy", action="store_true",
                      help="copy the image files into the index's images/ folder")
-    imp.set_defaults(run=run_import)
 
-    exp = subparsers.add_parser("export-coco", help="write the index as a COCO JSON file")
-    exp.add_argument("index", type=Path, help="index folder")
+    exp = command(subparsers, "export-coco", run_export, "write the index as a COCO JSON file")
     exp.add_argument("out_json", type=Path, help="COCO JSON file to write")
-    exp.set_defaults(run=run_export)
 
-    info = subparsers.add_parser(
-        "info", help="counts per category: images, boxes and keypoint observations")
-    info.add_argument("index", type=Path, help="index folder")
-    info.set_defaults(run=run_info)
+    command(subparsers, "info", run_info,
+            "counts per category: images, boxes and keypoint observations")
 
 
 def build_demo_index(out: Path | None = None, **sample: int) -> Index:

@@ -9,22 +9,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from ..engine.progress import ProgressFn
 from ..engine.settings import MODES, LearnSettings
 from ..engine.train import TrainResult, learn, train
 from ..errors import LearnCompleteError
 from ..index import KINDS, Index
-from . import EXIT_FAILURE, EXIT_OK, ProgressBar, emit_json
+from . import EXIT_FAILURE, EXIT_OK, ProgressBar, command, emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = LearnSettings()
-    lrn = subparsers.add_parser(
-        "learn", help="fine-tune the active model on selected images or on a category"
-    )
-    lrn.add_argument("index", type=Path, help="index folder")
+    lrn = command(subparsers, "learn", run_learn,
+                  "fine-tune the active model on selected images or on a category")
     scope = lrn.add_mutually_exclusive_group(required=True)
     scope.add_argument("--images", nargs="+", metavar="NAME",
                        help="image names as stored in the index (shell patterns allowed)")
@@ -46,14 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="seed of the test split, mix-in and augmentations "
                           f"(default {defaults.seed})")
     lrn.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best present)")
-    lrn.set_defaults(run=run_learn)
 
-    trn = subparsers.add_parser(
-        "train", help="full training run on every labelled image with the model's own settings"
-    )
-    trn.add_argument("index", type=Path, help="index folder")
+    trn = command(subparsers, "train", run_train,
+                  "full training run on every labelled image with the model's own settings")
     trn.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best present)")
-    trn.set_defaults(run=run_train)
 
 
 def _summary(result: TrainResult) -> dict:

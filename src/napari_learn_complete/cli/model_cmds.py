@@ -9,7 +9,7 @@ from pathlib import Path
 from ..index import Index
 from ..model import active_model, create_model, set_active_model
 from ..model.config import BACKBONES, PURPOSES
-from . import EXIT_OK, emit_json
+from . import EXIT_OK, command, emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = parser.add_subparsers(dest="model_command", required=True, metavar="ACTION")
 
-    create = sub.add_parser("create", help="make the active model for the index's categories")
-    create.add_argument("index", type=Path, help="index folder")
+    create = command(sub, "create", run_create,
+                     "make the active model for the index's categories")
     create.add_argument("--keypoints", action="store_true",
                         help="predict keypoints too (Keypoint R-CNN)")
     create.add_argument("--backbone", choices=BACKBONES, default=BACKBONES[0])
@@ -30,21 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="short side in pixels the images are scaled to "
                              "(default: chosen from the index's images)")
     create.add_argument("--name", default="default", help="model name (a folder under models/)")
-    create.set_defaults(run=run_create)
 
-    versions = sub.add_parser("versions", help="list the active model's weight versions")
-    versions.add_argument("index", type=Path, help="index folder")
-    versions.set_defaults(run=run_versions)
+    command(sub, "versions", run_versions, "list the active model's weight versions")
 
-    rollback = sub.add_parser("rollback", help="make an earlier weight version active again")
-    rollback.add_argument("index", type=Path, help="index folder")
+    rollback = command(sub, "rollback", run_rollback,
+                       "make an earlier weight version active again")
     rollback.add_argument("version", type=int, help="version number (see `model versions`)")
-    rollback.set_defaults(run=run_rollback)
 
-    activate = sub.add_parser("activate", help="make another model of the index the active one")
-    activate.add_argument("index", type=Path, help="index folder")
+    activate = command(sub, "activate", run_activate,
+                       "make another model of the index the active one")
     activate.add_argument("name", help="model name (see `model create --name`)")
-    activate.set_defaults(run=run_activate)
 
 
 def run_create(args: argparse.Namespace) -> int:
