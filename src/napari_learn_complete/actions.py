@@ -10,9 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import BadInputError, RefusedError
-from .index import Category, Index, check_kind
-
-_KIND_WORDS = {"roi": "boxes", "keypoints": "keypoints"}
+from .index import KIND_NOUNS, Category, Index, check_kind
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ def image_action_availability(
     except RefusedError:
         return Availability(False, "No active model: create one in the Model panel")
     if not model.supports(kind):
-        return Availability(False, f"The active model does not support {_KIND_WORDS[kind]}")
+        return Availability(False, f"The active model does not support {KIND_NOUNS[kind]}")
     cat = _category(index, category)
     if isinstance(cat, Availability):
         return cat

@@ -22,7 +22,7 @@ from .engine.progress import CancelFn, ProgressFn
 from .engine.results import CompleteResult, Proposal
 from .engine.settings import CompleteSettings, LearnSettings
 from .errors import EngineError, RefusedError
-from .index import Change, Index
+from .index import KIND_TITLES, Change, Index
 
 UNDOABLE = ("complete",)  # operations whose run Undo can take back (plus accept, run here)
 
@@ -85,7 +85,7 @@ class Session:
 
     def learn_images(self, index: Index, image_ids: Sequence[int], kind: str,
                      settings: LearnSettings | None = None) -> Task:
-        return self.task(f"Learn ({_TITLES[kind]})", index, "learn", {
+        return self.task(f"Learn ({KIND_TITLES[kind]})", index, "learn", {
             "images": list(image_ids), "kind": kind, "settings": settings or LearnSettings(),
         }, kind)
 
@@ -98,7 +98,7 @@ class Session:
                         kind: str, settings: CompleteSettings | None = None) -> Task:
         if category is None:
             raise RefusedError("Choose an active category first: Complete writes into it")
-        return self.task(f"Complete ({_TITLES[kind]} → {category})", index, "complete", {
+        return self.task(f"Complete ({KIND_TITLES[kind]} → {category})", index, "complete", {
             "images": list(image_ids), "category": category, "kind": kind,
             "settings": settings or CompleteSettings(),
         }, kind, category)
@@ -174,7 +174,6 @@ class Session:
         return count
 
 
-_TITLES = {"roi": "ROI", "keypoints": "Keypoints"}
 _sessions: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
 _default_runner: Runner | None = None
 

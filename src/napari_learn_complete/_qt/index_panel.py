@@ -59,7 +59,7 @@ from ..actions import Availability
 from ..engine.progress import Progress
 from ..engine.results import CompleteResult, Proposal, TrainResult
 from ..errors import LearnCompleteError
-from ..index import Change, ImageRecord, Index
+from ..index import KIND_NOUNS, KIND_TITLES, Change, ImageRecord, Index
 from ..session import Task, session_for
 from . import dialogs
 from .review import show_review
@@ -68,8 +68,6 @@ from .workers import Worker, describe, run_in_worker
 if TYPE_CHECKING:
     import napari
 
-KIND_TITLES = {"roi": "ROI", "keypoints": "Keypoints"}
-KIND_WORDS = {"roi": "boxes", "keypoints": "keypoints"}
 SELECTION_FILTERS = ("All images", "Selected", "Unselected")
 _REFRESH_MS = 150  # coalesce the change events of a Complete batch into one repaint
 _NO_COUNTS = {"images": 0, "boxes": 0, "keypoints": 0}
@@ -656,7 +654,7 @@ class IndexPanel(QWidget):
             return None
         index, ids = self.layers.index, self.selected_image_ids()
         settings = dialogs.ask_learn(
-            f"Learn {KIND_WORDS[kind]} on {len(ids)} selected image(s)", self
+            f"Learn {KIND_NOUNS[kind]} on {len(ids)} selected image(s)", self
         )
         if settings is None:
             return None
@@ -668,7 +666,7 @@ class IndexPanel(QWidget):
         if self._refuse(self.session.category_availability(self.index, name, kind)):
             return None
         settings = dialogs.ask_learn(
-            f"Learn {KIND_WORDS[kind]} on all images of category {name!r}", self
+            f"Learn {KIND_NOUNS[kind]} on all images of category {name!r}", self
         )
         if settings is None:
             return None
@@ -698,7 +696,7 @@ class IndexPanel(QWidget):
             return None
         count = len(self.selected_image_ids())
         settings = dialogs.ask_complete(
-            f"Complete {KIND_WORDS[kind]} on {count} selected image(s) "
+            f"Complete {KIND_NOUNS[kind]} on {count} selected image(s) "
             f"into category {self.layers.active_category!r}", parent=self,
         )
         if settings is None:
@@ -711,7 +709,7 @@ class IndexPanel(QWidget):
     def _completed(self, task: Task, result: CompleteResult) -> None:
         removed = f", removed {result.removed} existing" if result.removed else ""
         show_info(
-            f"Complete wrote {result.written} observation(s) with {KIND_WORDS[task.kind]} on "
+            f"Complete wrote {result.written} observation(s) with {KIND_NOUNS[task.kind]} on "
             f"{result.images} image(s) into category {task.category!r}{removed}"
         )
 
@@ -735,7 +733,7 @@ class IndexPanel(QWidget):
         if self._refuse(self.session.category_availability(self.index, name, kind)):
             return None
         settings = dialogs.ask_complete(
-            f"Find category {name!r} ({KIND_WORDS[kind]}) on images that do not have it yet",
+            f"Find category {name!r} ({KIND_NOUNS[kind]}) on images that do not have it yet",
             from_category=True, parent=self,
         )
         if settings is None:

@@ -89,8 +89,7 @@ def complete(
             batch_ids, batch_removed = [], 0
             with index.transaction():
                 for image, detections in zip(chunk, found, strict=True):
-                    ids, n = writer.write(image, select(
-                        detections, cat.name, kind, settings.min_score, settings.max_detections))
+                    ids, n = writer.write(image, select(detections, cat.name, kind, settings))
                     batch_ids += ids
                     batch_removed += n
             done += len(chunk)
@@ -114,7 +113,7 @@ def complete(
     finally:
         seconds = time.perf_counter() - start
         index.runs.finish(run_id, status, seconds=seconds,
-                         metrics={"images": done, "written": len(written), "removed": removed})
+                          metrics={"images": done, "written": len(written), "removed": removed})
     return CompleteResult(run_id, done, len(written), removed, seconds, written)
 
 

@@ -38,7 +38,6 @@ def propose(
     apply: nothing is written)."""
     check_kind(kind)
     settings = settings or CompleteSettings()
-    min_score, max_detections = settings.min_score, settings.max_detections
     batch_size = settings.batch_size
     cat = index.category(category)
     cat.require(kind)
@@ -57,7 +56,7 @@ def propose(
         found = predictor.predict(arrays)
         del arrays
         for image, detections in zip(chunk, found, strict=True):
-            for det in select(detections, cat.name, kind, min_score, max_detections):
+            for det in select(detections, cat.name, kind, settings):
                 proposals.append(Proposal(
                     id=len(proposals) + 1, image_id=image.id, image_name=image.name,
                     category=cat.name, box=det.box,

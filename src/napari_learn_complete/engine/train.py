@@ -213,14 +213,15 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler,
     loader: Iterable,
     device: torch.device,
+    epoch: int,
     *,
     losses_used: set[str] | None,
     on_step: Callable[[float, float], None],
     cancel: CancelFn | None,
 ) -> float:
-    """One pass over the training images (one optimizer step per batch, gradients clipped, the
-    learning rate scheduled per step); returns the mean loss. ``on_step(loss, lr)`` after each
-    step; a non-finite loss stops the run (it has diverged)."""
+    """Epoch ``epoch``: one pass over the training images (one optimizer step per batch,
+    gradients clipped, the learning rate scheduled per step); returns the mean loss.
+    ``on_step(loss, lr)`` after each step; a non-finite loss stops the run (it has diverged)."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     step_losses = []
@@ -233,8 +234,8 @@ def train_one_epoch(
         loss = sum(v for k, v in parts.items() if losses_used is None or k in losses_used)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"the training loss became {loss.item()}: training diverged; lower the learning "
-                "rate in the model configuration"
+                f"the training loss became {loss.item()} at epoch {epoch}: training diverged; "
+                "lower the learning rate in the model configuration"
             )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -320,15 +321,14 @@ class _Trainer:
                 ))
 
             losses.append(train_one_epoch(
-                self.model, optimizer, scheduler, scaler, self.loader, self.device,
+                self.model, optimizer, scheduler, scaler, self.loader, self.device, epoch,
                 losses_used=_loss_names(plan.kind), on_step=on_step, cancel=cancel))
             if not (training.patience and self.test_loader is not None):
                 continue
             metrics = self.evaluate()
-            if best is None or _score(metrics, plan.kind) > best[0]:
-                best = (_score(metrics, plan.kind), copy.deepcopy(self.model.state_dict()),
-                        metrics)
-                since_best = 0
+            score = _score(metrics, plan.kind)
+            if best is None or score > best[0]:
+                best, since_best = (score, copy.deepcopy(self.model.state_dict()), metrics), 0
             else:
                 since_best += 1
                 if since_best >= training.patience:

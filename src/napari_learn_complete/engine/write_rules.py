@@ -21,19 +21,21 @@ from typing import Any
 
 from ..index import Category, ImageRecord, Index, Observation, attach_target, iou
 from .detections import Detection
+from .settings import CompleteSettings
 
 DUPLICATE_IOU = 0.5  # a detection overlapping an existing annotation this much is the same object
 
 
-def select(detections: Sequence[Detection], category: str, kind: str, min_score: float,
-            max_detections: int) -> list[Detection]:
-    """The target category's detections above ``min_score``, best first, at most ``max``."""
+def select(detections: Sequence[Detection], category: str, kind: str,
+           settings: CompleteSettings) -> list[Detection]:
+    """The target category's detections scoring at least ``settings.min_score``, best first, at
+    most ``settings.max_detections``."""
     kept = [
         d for d in detections
-        if d.category == category and d.score >= min_score
+        if d.category == category and d.score >= settings.min_score
         and (kind == "roi" or d.keypoints is not None)
     ]
-    return sorted(kept, key=lambda d: -d.score)[:max_detections]
+    return sorted(kept, key=lambda d: -d.score)[:settings.max_detections]
 
 
 class ObservationWriter:

@@ -2,7 +2,8 @@
 
 from .geometry import attach_target, iou
 from .records import (
-    KIND_WORDS,
+    KIND_NOUNS,
+    KIND_TITLES,
     KINDS,
     Box,
     Category,
@@ -16,6 +17,6 @@ from .records import (
 from .store import Index
 
 __all__ = [
-    "KINDS", "KIND_WORDS", "Box", "Category", "Change", "ImageRecord", "Index", "Keypoint",
-    "Observation", "attach_target", "check_kind", "iou", "keypoint_extent",
+    "KINDS", "KIND_NOUNS", "KIND_TITLES", "Box", "Category", "Change", "ImageRecord", "Index",
+    "Keypoint", "Observation", "attach_target", "check_kind", "iou", "keypoint_extent",
 ]

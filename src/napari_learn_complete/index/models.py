@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import BadInputError
-
 if TYPE_CHECKING:
     import sqlite3
 
@@ -54,13 +52,6 @@ class Models:
         row = self._index._conn().execute(
             "SELECT * FROM models WHERE name = ?", (name,)).fetchone()
         return None if row is None else _model(row)
-
-    def get(self, model_id: int) -> ModelRecord:
-        row = self._index._conn().execute(
-            "SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()
-        if row is None:
-            raise BadInputError(f"no model {model_id} in the index")
-        return _model(row)
 
     def active(self) -> ModelRecord | None:
         row = self._index._conn().execute("SELECT * FROM models WHERE active = 1").fetchone()

@@ -16,7 +16,8 @@ Box = tuple[float, float, float, float]  # pixel corners x0, y0, x1, y1
 Keypoint = tuple[float, float, int]  # x, y, v (COCO visibility: 0 not labelled, 1 hidden, 2 seen)
 
 KINDS = ("roi", "keypoints")
-KIND_WORDS = {"roi": "ROI", "keypoints": "keypoints"}
+KIND_TITLES = {"roi": "ROI", "keypoints": "Keypoints"}  # menu entries, task titles
+KIND_NOUNS = {"roi": "boxes", "keypoints": "keypoints"}  # what work of a kind writes
 
 
 def check_kind(kind: str) -> str:
@@ -64,8 +65,8 @@ class Category:
         """Why work of ``kind`` may not run on this category ("" when it may)."""
         if self.enables(kind):
             return ""
-        verb = "is" if kind == "roi" else "are"
-        return f"{KIND_WORDS[kind]} {verb} not enabled for category {self.name!r}"
+        subject = "ROI is" if kind == "roi" else "keypoints are"
+        return f"{subject} not enabled for category {self.name!r}"
 
     def require(self, kind: str) -> None:
         """Refuse work of a ``kind`` this category has switched off."""

@@ -45,7 +45,7 @@ _UNSET: Any = object()
 
 
 class Index(Database):
-    """An annotation index on disk. Open with :meth:`create` or :meth:`open` (or ``Index(path)``).
+    """An annotation index on disk. Open with :meth:`create` or ``Index(path)``.
 
     Instances are safe to share between threads; use one per process and folder.
     """

@@ -110,7 +110,7 @@ class ModelHandle:
                 f"configuration of model {config.name!r} given to model {self.name!r}"
             )
         parent = self.active_version if parent is None else parent
-        number = 1 + max((v.number for v in self.versions()), default=0)
+        number = self.index.models.next_version(self.id)
         file = self._file(number, ".pt")
         save_weights(file, model, config, {"version": number, "parent": parent, "note": note})
         try:
@@ -126,7 +126,8 @@ class ModelHandle:
 
     def rollback(self, number: int) -> None:
         """Make an earlier (or later) existing version active again, with its configuration."""
-        config = self._version_config(self.version(number).number)
+        self.version(number)  # an unknown number is refused, naming the versions there are
+        config = self._version_config(number)
         self.index.models.set_active_version(self.id, number)
         self._activated(number, config)
 
@@ -137,7 +138,7 @@ class ModelHandle:
         config.save(self.folder / CONFIG_FILE)
 
     def _file(self, number: int, suffix: str) -> Path:
-        return self.folder / VERSIONS_DIR / f"{number:04d}{suffix}"
+        return _version_file(self.folder, number, suffix)
 
     def _version_config(self, number: int) -> ModelConfig:
         """The configuration a version was saved with: its ``NNNN.json`` (no torch needed), or
@@ -236,9 +237,9 @@ def create_model(
     source = str(weights)
     try:
         (folder / VERSIONS_DIR).mkdir(parents=True)
-        file = folder / VERSIONS_DIR / "0001.pt"
+        file = _version_file(folder, 1, ".pt")
         save_weights(file, model, config, {"version": 1, "parent": None, "weights": source})
-        config.save(folder / VERSIONS_DIR / "0001.json")
+        config.save(_version_file(folder, 1, ".json"))
         config.save(folder / CONFIG_FILE)
         index.models.add(name, config_path=_relative(index, folder / CONFIG_FILE),
                          first_version=_relative(index, file), note=f"initial weights: {source}")
@@ -246,6 +247,11 @@ def create_model(
         _remove_tree(folder)
         raise
     return active_model(index)
+
+
+def _version_file(folder: Path, number: int, suffix: str) -> Path:
+    """``versions/NNNN.pt`` (weights) or ``versions/NNNN.json`` (configuration) of a model."""
+    return folder / VERSIONS_DIR / f"{number:04d}{suffix}"
 
 
 def _remove_tree(folder: Path) -> None:
