@@ -34,16 +34,31 @@ def scripted(sample_index: Index, monkeypatch) -> Index:
 
 def test_rules_come_from_the_specification(scripted: Index) -> None:
     session = Session(InProcessRunner())
-    assert not session.image_availability(None, [1], "roi", "disc")
-    assert session.image_availability(scripted, [], "roi", "disc").reason == \
+    assert not session.image_availability(None, [1], "roi", "disc", action="learn")
+    assert session.image_availability(scripted, [], "roi", "disc", action="learn").reason == \
         "Select at least one image"
-    assert session.image_availability(scripted, [1], "roi", "disc")
-    assert session.image_availability(scripted, [1], "keypoints", "disc").reason == \
+    assert session.image_availability(scripted, [1], "roi", "disc", action="complete")
+    assert session.image_availability(scripted, [1], "keypoints", "disc",
+                                      action="learn").reason == \
         "The active model does not support keypoints"
-    assert session.category_availability(scripted, "disc", "roi")
-    assert session.category_availability(scripted, "triangle", "keypoints")
-    assert session.category_availability(scripted, "disc", "keypoints").reason == \
+    assert session.category_availability(scripted, "disc", "roi", action="complete")
+    assert session.category_availability(scripted, "triangle", "keypoints",
+                                         action="learn").reason == \
+        "The active model does not support keypoints"
+    assert session.category_availability(scripted, "disc", "keypoints",
+                                         action="learn").reason == \
         "Keypoints are not enabled for category 'disc'"
+
+
+def test_without_a_model_learn_is_offered_and_complete_says_where_to_start(
+        sample_index: Index) -> None:
+    session = Session(InProcessRunner())
+    assert not session.category_availability(None, "disc", "roi", action="learn")
+    assert session.image_availability(sample_index, [1], "roi", "disc", action="learn")
+    assert session.category_availability(sample_index, "disc", "roi", action="learn")
+    for found in (session.image_availability(sample_index, [1], "roi", "disc", action="complete"),
+                  session.category_availability(sample_index, "disc", "roi", action="complete")):
+        assert found.reason.startswith("No model yet: run Learn (it offers to create one)")
 
 
 def test_a_task_captures_its_target_and_announces_its_changes(scripted: Index) -> None:

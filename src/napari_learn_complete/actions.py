@@ -25,6 +25,8 @@ class Availability:
 
 
 _OK = Availability(True)
+ACTIONS = ("learn", "complete")
+NO_MODEL = "No model yet: run Learn (it offers to create one) or create one in the Model panel"
 
 
 def _category(index: Index, category: Category | int | str | None) -> Category | Availability:
@@ -36,25 +38,43 @@ def _category(index: Index, category: Category | int | str | None) -> Category |
         return Availability(False, f"Category {category!r} is not in the index")
 
 
+def _check_action(action: str) -> None:
+    if action not in ACTIONS:
+        raise BadInputError(f"action must be 'learn' or 'complete', not {action!r}")
+
+
+def _model_allows(index: Index, kind: str, action: str) -> Availability:
+    """The model's part of the rules: without any model Learn may start (the UI offers to
+    create one first) and Complete may not; a model that does not predict ``kind`` disables
+    both (the specification)."""
+    from .model.registry import active_model  # reads the configuration; never imports torch
+
+    try:
+        model = active_model(index)
+    except RefusedError:
+        return _OK if action == "learn" else Availability(False, NO_MODEL)
+    if not model.supports(kind):
+        return Availability(False, f"The active model does not support {KIND_NOUNS[kind]}")
+    return _OK
+
+
 def image_action_availability(
     index: Index,
     image_ids: Sequence[int],
     kind: str,
     category: Category | int | str | None,
+    *,
+    action: str,
 ) -> Availability:
-    """Learn/Complete on selected images: at least one image selected, an active model that
-    supports ``kind`` ('roi': boxes, 'keypoints'), and ROI / keypoints enabled on ``category``."""
+    """``action`` ('learn' or 'complete') on selected images: at least one image selected, the
+    model's part (see :func:`_model_allows`) for ``kind`` ('roi': boxes, 'keypoints'), and ROI /
+    keypoints enabled on ``category``."""
     check_kind(kind)
+    _check_action(action)
     if not image_ids:
         return Availability(False, "Select at least one image")
-    from .model.registry import active_model  # imports torch: only when it matters
-
-    try:
-        model = active_model(index)
-    except RefusedError:
-        return Availability(False, "No active model: create one in the Model panel")
-    if not model.supports(kind):
-        return Availability(False, f"The active model does not support {KIND_NOUNS[kind]}")
+    if not (model := _model_allows(index, kind, action)):
+        return model
     cat = _category(index, category)
     if isinstance(cat, Availability):
         return cat
@@ -62,17 +82,21 @@ def image_action_availability(
 
 
 def category_action_availability(
-    index: Index, category: Category | int | str, kind: str
+    index: Index, category: Category | int | str, kind: str, *, action: str
 ) -> Availability:
-    """Learn/Complete of ``kind`` from a category card: the category has at least one
-    observation and ``kind`` switched on (the engine refuses a kind the category switched off)."""
+    """``action`` ('learn' or 'complete') of ``kind`` from a category card: the category has at
+    least one observation and ``kind`` switched on (the engine refuses a kind the category
+    switched off), then the model's part as for images."""
     check_kind(kind)
+    _check_action(action)
     cat = _category(index, category)
     if isinstance(cat, Availability):
         return cat
     if not index.has_observations(cat):
         return Availability(False, f"Category {cat.name!r} has no observations yet")
-    return _kind_enabled(cat, kind)
+    if not (enabled := _kind_enabled(cat, kind)):
+        return enabled
+    return _model_allows(index, kind, action)
 
 
 def _kind_enabled(cat: Category, kind: str) -> Availability:

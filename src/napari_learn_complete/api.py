@@ -130,7 +130,7 @@ def undo(target: Target, run_id: int | None = None, *, index: str | None = None)
     if run_id is None:
         latest = idx.runs.latest_undoable()
         if latest is None:
-            raise RefusedError(f"{idx.path.name}: no Complete run to undo")
+            raise RefusedError(f"no Complete run to undo in the index {idx.path.name}")
         run_id = latest.id
     return idx.runs.undo(run_id)
 

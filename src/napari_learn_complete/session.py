@@ -57,19 +57,21 @@ class Session:
     # ------------------------------------------------------------------- rules
     @staticmethod
     def image_availability(index: Index | None, image_ids: Sequence[int], kind: str,
-                           category: str | None) -> Availability:
-        """Learn/Complete on selected images: the specification's conditions."""
+                           category: str | None, *, action: str) -> Availability:
+        """``action`` ('learn' or 'complete') on selected images: the specification's
+        conditions (Learn without a model: available, it offers to create one)."""
         if index is None:
             return Availability(False, "Open an index first")
-        return image_action_availability(index, image_ids, kind, category)
+        return image_action_availability(index, image_ids, kind, category, action=action)
 
     @staticmethod
-    def category_availability(index: Index | None, category: str, kind: str) -> Availability:
-        """Learn/Complete of ``kind`` from a category card: the category has an observation and
-        ``kind`` switched on."""
+    def category_availability(index: Index | None, category: str, kind: str, *,
+                              action: str) -> Availability:
+        """``action`` of ``kind`` from a category card: the category has an observation and
+        ``kind`` switched on, and the model's part as for images."""
         if index is None:
             return Availability(False, "Open an index first")
-        return category_action_availability(index, category, kind)
+        return category_action_availability(index, category, kind, action=action)
 
     # ------------------------------------------------------------------- tasks
     @staticmethod

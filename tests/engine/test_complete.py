@@ -91,37 +91,75 @@ def test_remove_existing_off_adds_but_does_not_stack_duplicates(sample_index):
     assert (result.written, result.removed) == (1, 0)
 
 
-def test_remove_existing_on_roi_clears_boxes_of_the_category_only(sample_index):
+def test_remove_existing_on_roi_clears_boxes_of_the_category_only(sample_index, db_dump):
     # sample_000: a human triangle with box and keypoints; add a box-only triangle and a disc.
     extra = sample_index.add_observation("sample_000.png", "triangle", box=(100, 100, 120, 120))
     disc = sample_index.add_observation("sample_000.png", "disc", box=(10, 100, 30, 120))
+    human = sample_index.observation(1)
+    before = db_dump(sample_index)
     detector = ScriptedDetector(sample_index, {"sample_000.png": [
         det("triangle", (50, 38, 81, 69), 0.7)]})
     result = complete(sample_index, ["sample_000.png"], "triangle",
                       settings=CompleteSettings(remove_existing=True), predictor=detector)
     by_id = {o.id: o for o in sample_index.observations(images=[1])}
     assert extra.id not in by_id  # box-only: deleted
-    assert by_id[1].box is None and by_id[1].has_keypoints  # keypoints kept, box cleared
-    assert by_id[1].source == "human"
     assert by_id[disc.id] == disc  # another category: untouched
-    [new] = [by_id[i] for i in result.observation_ids]
-    assert new.box == (50.0, 38.0, 81.0, 69.0) and new.keypoints is None
+    # the new box lies on the keypoints whose box was removed: it goes to their observation
+    assert result.observation_ids == [1] and set(by_id) == {1, disc.id}
+    assert by_id[1].box == (50.0, 38.0, 81.0, 69.0) and by_id[1].keypoints == human.keypoints
+    assert (by_id[1].source, by_id[1].score) == ("model", 0.7)
     assert (result.written, result.removed) == (1, 2)
+    assert sample_index.runs.undo(result.run_id) == 2  # observation 1 and the box-only one
+    assert without_runs(db_dump(sample_index)) == without_runs(before)
 
 
-def test_remove_existing_on_keypoints_clears_keypoints_never_boxes(sample_index):
+@pytest.mark.parametrize(("box", "kept_together"), [
+    ((52, 36, 84, 70), True),  # over the keypoints: the same triangle
+    ((90, 90, 125, 125), False),  # elsewhere: another triangle
+])
+def test_remove_existing_roi_never_orphans_keypoints(sample_index, db_dump, box, kept_together):
+    """One human triangle with box and keypoints, ROI Complete with remove existing: the counts
+    reported and undone are exact, and a new box over the keypoints joins them."""
+    human = sample_index.observation(1)
+    before = db_dump(sample_index)
+    detector = ScriptedDetector(sample_index, {"sample_000.png": [det("triangle", box, 0.8)]})
+    result = complete(sample_index, ["sample_000.png"], "triangle",
+                      settings=CompleteSettings(remove_existing=True), predictor=detector)
+    after = sample_index.observations(images=[1])
+    assert (result.written, result.removed) == (1, 1)
+    new_box = tuple(float(v) for v in box)
+    if kept_together:
+        [obs] = after
+        assert (obs.id, obs.box, obs.keypoints) == (1, new_box, human.keypoints)
+        undone = 1
+    else:  # the keypoints stay where they were, without the box that was removed
+        kept, new = after
+        assert (kept.id, kept.box, kept.keypoints) == (1, None, human.keypoints)
+        assert kept.source == "human"
+        assert (new.box, new.keypoints) == (new_box, None)
+        undone = 2
+    assert sample_index.runs.undo(result.run_id) == undone
+    assert without_runs(db_dump(sample_index)) == without_runs(before)
+
+
+def test_remove_existing_on_keypoints_clears_keypoints_never_boxes(sample_index, db_dump):
     human = sample_index.observation(1)  # triangle with box (49, 37, 81, 69) and keypoints
     loose = sample_index.add_observation("sample_000.png", "triangle", keypoints=KPS)
+    boxed = sample_index.add_observation("sample_000.png", "triangle", box=(100, 100, 120, 120))
+    before = db_dump(sample_index)
     detector = ScriptedDetector(sample_index, {"sample_000.png": [
         det("triangle", (45, 30, 85, 70), 0.6, KPS)]})
     result = complete(sample_index, ["sample_000.png"], "triangle", kind="keypoints",
                       settings=CompleteSettings(remove_existing=True), predictor=detector)
     after = {o.id: o for o in sample_index.observations(images=[1])}
     assert loose.id not in after  # keypoints-only: deleted with its keypoints
+    assert after[boxed.id] == boxed  # a box without keypoints: untouched
     assert after[1].box == human.box  # the box is never changed...
     assert after[1].keypoints == KPS  # ...the new keypoints attach to it
     assert (after[1].source, after[1].score, after[1].run_id) == ("model", 0.6, result.run_id)
     assert (result.written, result.removed, result.observation_ids) == (1, 2, [1])
+    assert sample_index.runs.undo(result.run_id) == 2  # observation 1 and the loose keypoints
+    assert without_runs(db_dump(sample_index)) == without_runs(before)
 
 
 def test_roi_completion_never_fills_or_changes_keypoints(sample_index):

@@ -21,6 +21,7 @@ from napari_learn_complete.engine.scope import (
     mix_in,
     require_kind,
     split,
+    split_notes,
 )
 from napari_learn_complete.errors import BadInputError, RefusedError
 from napari_learn_complete.model.config import Augment, ModelConfig
@@ -103,6 +104,20 @@ def test_split_size_and_reproducibility(sample_index):
     assert split(images, 0, seed=0) == (images, [])
     with pytest.raises(BadInputError, match="leaves none of the 1 image"):
         split(images[:1], 60, seed=0)
+
+
+@pytest.mark.parametrize(("count", "percent", "notes"), [
+    (1, 50, ["1 image: nothing held out for testing (50% test data needs at least 2 images)"]),
+    (5, 10, ["5 images: nothing held out for testing (10% test data needs at least 6 images)"]),
+    (6, 10, []),  # 0.6 rounds to one image held out
+    (2, 50, []),
+    (1, 0, []),  # no test data asked for: nothing to say
+])
+def test_split_notes_say_when_the_test_share_holds_out_nothing(sample_index, count, percent,
+                                                               notes):
+    assert split_notes(count, percent) == notes
+    held_none = not split(sample_index.images()[:count], percent, seed=0)[1]
+    assert (percent > 0 and held_none) == bool(notes)  # a note exactly when asked but none held
 
 
 def test_mix_in_draws_labelled_images_from_outside_the_scope(sample_index):

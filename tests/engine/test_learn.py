@@ -126,6 +126,7 @@ def test_run_record_and_result(sample_index):
     assert len(scope["test"]) == 1 and len(scope["mix_in"]) == 1
     assert scope["mix_in"][0]["name"] not in {"sample_001.png", "sample_005.png"}
     assert result.images == 2  # one scope image for training plus one mixed in
+    assert result.notes == [] == scope["notes"]  # one of two images held out, as asked
     assert json.loads(row["losses"]) == result.losses and len(result.losses) == 2
     assert json.loads(row["metrics"]) == result.metrics
     assert set(result.metrics) >= {"box_AP", "box_AP50", "box_AP75"}
@@ -133,6 +134,16 @@ def test_run_record_and_result(sample_index):
     settings = json.loads(row["settings"])
     assert (settings["epochs"], settings["mode"], settings["test_percent"], settings["mix_in"]) \
         == (2, "heads", 50, 1)
+
+
+def test_learn_on_one_image_says_nothing_was_held_out(sample_index):
+    _model(sample_index)
+    result = learn(sample_index, images=SCOPE[:1],
+                   settings=LearnSettings(epochs=1, test_percent=50))
+    note = "1 image: nothing held out for testing (50% test data needs at least 2 images)"
+    assert result.notes == [note] and result.metrics == {}
+    scope = json.loads(_run(sample_index, result.run_id)["scope"])
+    assert scope["notes"] == [note] and scope["test"] == []
 
 
 def test_keypoint_learn_trains_keypoints_and_roi_learn_leaves_them(sample_index):
@@ -157,7 +168,7 @@ def test_keypoint_learn_trains_keypoints_and_roi_learn_leaves_them(sample_index)
          "have no keypoints"),
         ({"keypoints": True}, {"category": "disc", "kind": "keypoints"},
          "keypoints are not enabled for category 'disc'"),
-        (None, {"images": SCOPE}, "has no model yet"),
+        (None, {"images": SCOPE}, "^no model yet: create one in the Model panel"),
     ],
 )
 def test_refusals_change_nothing(sample_index, db_dump, setup, call, message):

@@ -33,6 +33,16 @@ def test_learn_prints_progress_and_a_json_summary_last(small_model, capsys):
     # a progress bar on stderr, run to its end, with the epoch and the loss of the last step
     assert re.search(r"\rlearn: 100%\|[^\r]*\| (\d+)/\1 \[[^\r]*epoch 1/1, loss \d+\.\d{4}\]\n$",
                      err)
+    assert summary["notes"] == []
+
+
+def test_learn_prints_its_notes(small_model, capsys):
+    assert main(["learn", str(small_model.path), "--images", "sample_000.png", "--epochs", "1",
+                 "--test-percent", "50"]) == 0
+    out, err = capsys.readouterr()
+    note = "1 image: nothing held out for testing (50% test data needs at least 2 images)"
+    assert f"note: {note}\n" in err
+    assert json.loads(out.strip().splitlines()[-1])["notes"] == [note]
 
 
 def test_train_command(small_model, capsys):

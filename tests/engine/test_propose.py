@@ -24,26 +24,30 @@ FIVE = CompleteSettings(max_detections=5)  # up to five proposals per image
 
 
 def scripted(index: Index) -> ScriptedDetector:
-    """Discs on two images that have none (one also has a square), and on one that has one."""
+    """Discs on two images of other categories that have none (a square, a triangle), on one
+    that has one, and on one without any observation."""
     return ScriptedDetector(index, {
         "sample_001.png": [Detection("disc", (0.0, 0.0, 10.0, 10.0), 0.99)],  # has a disc
+        "sample_003.png": [Detection("disc", (10.0, 10.0, 40.0, 40.0), 0.4, KPS),
+                           Detection("disc", (60.0, 60.0, 90.0, 90.0), 0.3)],
         "sample_005.png": [Detection("disc", (5.0, 5.0, 30.0, 30.0), 0.7),
                            Detection("square", (49.0, 41.0, 92.0, 84.0), 0.9)],
-        "sample_006.png": [Detection("disc", (10.0, 10.0, 40.0, 40.0), 0.4, KPS),
-                           Detection("disc", (60.0, 60.0, 90.0, 90.0), 0.3)],
+        "sample_006.png": [Detection("disc", (10.0, 10.0, 40.0, 40.0), 0.95)],  # unlabelled
     })
 
 
-def test_propose_saves_nothing_and_covers_images_without_the_category(sample_index, db_dump):
+def test_propose_saves_nothing_and_covers_images_of_other_categories(sample_index, db_dump):
+    """The specification: it "looks across the other categories in the active index for images
+    that do not yet belong to the category": an image with no observation at all is not one."""
     before = db_dump(sample_index)
     events = []
     proposals = propose(sample_index, "disc", settings=FIVE, predictor=scripted(sample_index),
                         progress=events.append)
     assert db_dump(sample_index) == before
     assert [(p.id, p.image_name, p.score) for p in proposals] == [
-        (1, "sample_005.png", 0.7), (2, "sample_006.png", 0.4), (3, "sample_006.png", 0.3)]
+        (1, "sample_003.png", 0.4), (2, "sample_003.png", 0.3), (3, "sample_005.png", 0.7)]
     assert {p.category for p in proposals} == {"disc"} and proposals[0].kind == "roi"
-    assert proposals[1].keypoints is None  # ROI proposals carry boxes only
+    assert proposals[0].keypoints is None  # ROI proposals carry boxes only
     assert events[-1].stage == "propose" and events[-1].done == events[-1].total
 
 
@@ -54,7 +58,7 @@ def test_propose_leaves_out_video_and_refuses_an_unlabelled_category(
     sample_index.add_video(clip, width=32, height=32)
     detector = scripted(sample_index)
     assert {p.image_name for p in propose(sample_index, "disc", predictor=detector)} == {
-        "sample_005.png", "sample_006.png"}
+        "sample_003.png", "sample_005.png"}
     sample_index.add_category("star")
     before = db_dump(sample_index)
     with pytest.raises(RefusedError, match="category 'star' has no observations yet"):
@@ -65,7 +69,7 @@ def test_propose_leaves_out_video_and_refuses_an_unlabelled_category(
 def test_accept_writes_only_the_target_category(sample_index, db_dump):
     proposals = propose(sample_index, "disc", settings=FIVE, predictor=scripted(sample_index))
     others = [o for o in sample_index.observations() if o.category_id != 1]
-    result = accept(sample_index, [proposals[0], proposals[2]])
+    result = accept(sample_index, [proposals[2], proposals[1]])
     written = sample_index.observations(ids=result.observation_ids)
     assert [(o.box, o.score, o.source, o.model_version) for o in written] == [
         ((5.0, 5.0, 30.0, 30.0), 0.7, "model", "scripted:v1"),
@@ -79,7 +83,7 @@ def test_accept_writes_only_the_target_category(sample_index, db_dump):
 def test_accept_all_above_a_score_in_one_call_and_twice_is_not_stacked(sample_index, db_dump):
     proposals = propose(sample_index, "disc", settings=FIVE, predictor=scripted(sample_index))
     result = accept(sample_index, proposals, min_score=0.35)
-    assert [o.score for o in sample_index.observations(ids=result.observation_ids)] == [0.7, 0.4]
+    assert [o.score for o in sample_index.observations(ids=result.observation_ids)] == [0.4, 0.7]
     again = accept(sample_index, proposals, min_score=0.35)
     assert again.written == 0  # the same boxes are there already
     before = db_dump(sample_index)
@@ -97,17 +101,17 @@ def test_accept_is_undoable_and_all_or_nothing(sample_index, db_dump):
     assert {k: v for k, v in after.items() if k not in ("runs", "run_changes")} == {
         k: v for k, v in before.items() if k not in ("runs", "run_changes")}
     bad = [proposals[0], replace(proposals[1], box=(0.0, 0.0, 9999.0, 5.0))]
-    with pytest.raises(BadInputError, match=r"sample_006\.png: box .* lies outside"):
+    with pytest.raises(BadInputError, match=r"sample_003\.png: box .* lies outside"):
         accept(sample_index, bad)
     assert db_dump(sample_index) == after
 
 
 def test_accept_keypoint_proposals_attaches_to_a_box_drawn_since(sample_index):
-    detector = ScriptedDetector(sample_index, {"sample_006.png": [
+    detector = ScriptedDetector(sample_index, {"sample_005.png": [
         Detection("triangle", (8.0, 8.0, 32.0, 32.0), 0.8, KPS)]})
     [proposal] = propose(sample_index, "triangle", kind="keypoints", predictor=detector)
     assert proposal.keypoints == KPS and proposal.kind == "keypoints"
-    drawn = sample_index.add_observation("sample_006.png", "triangle", box=(9, 9, 31, 31))
+    drawn = sample_index.add_observation("sample_005.png", "triangle", box=(9, 9, 31, 31))
     result = accept(sample_index, [proposal])
     obs = sample_index.observation(drawn.id)
     assert result.observation_ids == [drawn.id]
@@ -119,7 +123,7 @@ def test_accept_refuses_inconsistent_proposals(sample_index, db_dump):
     before = db_dump(sample_index)
     with pytest.raises(BadInputError, match="proposal 1 is given twice"):
         accept(sample_index, [proposals[0], proposals[0]])
-    renamed = replace(proposals[0], image_name="other.png")
+    renamed = replace(proposals[2], image_name="other.png")
     with pytest.raises(BadInputError, match=r"image 6 is 'sample_005\.png' in this index"):
         accept(sample_index, [renamed])
     square = replace(proposals[1], category="square")
@@ -174,7 +178,7 @@ def test_cli_complete_propose_accept_undo(sample_index, tmp_path, capsys, db_dum
     out = tmp_path / "proposals.json"
     assert main(["propose", path, "--category", "disc", "--out", str(out)]) == 0
     proposals = load_proposals(out)
-    without_disc = {image.id for image in sample_index.images()} - {
+    without_disc = {o.image_id for o in sample_index.observations()} - {
         o.image_id for o in sample_index.observations(category="disc")}
     assert _last_json(capsys)["proposals"] == len(proposals) == len(without_disc)
     assert sorted(p.image_id for p in proposals) == sorted(without_disc)  # the best one each

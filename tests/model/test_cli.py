@@ -40,7 +40,7 @@ def test_create_versions_rollback(sample_index, capsys):
 def test_refusals_exit_2_with_the_reason(sample_index, empty_index, db_dump, capsys):
     before = db_dump(empty_index)
     assert cli.main(["model", "versions", str(empty_index.path)]) == 2
-    assert "has no model yet" in capsys.readouterr().err
+    assert "no model yet: create one in the Model panel" in capsys.readouterr().err
     assert cli.main(["model", "create", str(empty_index.path), "--keypoints"]) == 2
     assert "needs a category with keypoints enabled" in capsys.readouterr().err
     assert db_dump(empty_index) == before

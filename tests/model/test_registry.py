@@ -102,7 +102,7 @@ def test_failed_database_write_removes_the_new_folder(sample_index, db_dump, mon
 
 
 def test_no_model_is_refused(empty_index):
-    with pytest.raises(RefusedError, match="has no model yet"):
+    with pytest.raises(RefusedError, match=r"^no model yet: create one in the Model panel"):
         active_model(empty_index)
 
 

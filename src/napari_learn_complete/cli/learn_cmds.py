@@ -1,7 +1,8 @@
 """``learn`` and ``train``: fine-tune the active model on a scope, or train it on everything.
 
-Both print progress on stderr and, last on stdout, a one-line JSON summary
-(``run_id``, ``version``, ``seconds``, ``losses``, ``metrics``, ``images``).
+Both print progress on stderr, then the run's notes there (``note: ...``, e.g. a test share that
+held out nothing) and, last on stdout, a one-line JSON summary (``run_id``, ``version``,
+``seconds``, ``losses``, ``metrics``, ``images``, ``notes``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _summary(result: TrainResult) -> dict:
     return {"run_id": result.run_id, "version": result.version,
             "seconds": round(result.seconds, 3), "losses": result.losses,
-            "metrics": result.metrics, "images": result.images}
+            "metrics": result.metrics, "images": result.images, "notes": result.notes}
 
 
 def _finish(args: argparse.Namespace, work: Callable[[Index, ProgressFn], TrainResult]) -> int:
@@ -68,6 +69,8 @@ def _finish(args: argparse.Namespace, work: Callable[[Index, ProgressFn], TrainR
             print(f"napari-learn-complete {args.command} failed: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
             return EXIT_FAILURE
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     emit_json(_summary(result))
     return EXIT_OK
 

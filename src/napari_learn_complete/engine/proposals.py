@@ -1,6 +1,6 @@
-"""Propose and accept: the model's detections on the images that lack a category, shown for
-review before anything is saved; the ones a person keeps are saved as one run (undoable).
-Proposals travel as JSON files between the CLI's ``propose`` and ``accept``.
+"""Propose and accept: the model's detections on the images of other categories that lack a
+category, shown for review before anything is saved; the ones a person keeps are saved as one run
+(undoable). Proposals travel as JSON files between the CLI's ``propose`` and ``accept``.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ def propose(
     settings: CompleteSettings | None = None, progress: ProgressFn | None = None,
     cancel: CancelFn | None = None, device: str | None = None, predictor: Detector | None = None,
 ) -> list[Proposal]:
-    """Detections of ``category`` on the images that have no observation of it yet (videos
-    left out), as proposals numbered from 1, best first per image. Nothing is saved.
-    ``settings``: the Complete dialog's min score and max detections (remove existing does not
-    apply: nothing is written)."""
+    """Detections of ``category`` on the images of other categories that have no observation
+    of it yet (the specification: it "looks across the other categories"; images with no
+    observation at all and videos are left out), as proposals numbered from 1, best first per
+    image. Nothing is saved. ``settings``: the Complete dialog's min score and max detections
+    (remove existing does not apply: nothing is written)."""
     check_kind(kind)
     settings = settings or CompleteSettings()
     batch_size = settings.batch_size
@@ -45,7 +46,9 @@ def propose(
         raise RefusedError(
             f"category {cat.name!r} has no observations yet; label some and Learn first"
         )
-    records = [image for image in index.images(exclude_category=cat.id) if not image.is_video]
+    labelled = index.observation_counts()  # images belonging to some category
+    records = [image for image in index.images(exclude_category=cat.id)
+               if image.id in labelled and not image.is_video]
     predictor = predictor or load_predictor(index, device)
     predictor.check(kind, cat)
     proposals: list[Proposal] = []

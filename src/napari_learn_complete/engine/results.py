@@ -10,7 +10,8 @@ from ..index import Box, Keypoint
 
 @dataclass
 class TrainResult:
-    """What a finished run produced; ``images`` counts the images trained on."""
+    """What a finished run produced; ``images`` counts the images trained on; ``notes`` what the
+    user should know about how it ran (e.g. a test share that held out nothing)."""
 
     run_id: int
     version: int | None
@@ -18,6 +19,7 @@ class TrainResult:
     losses: list[float]
     metrics: dict[str, float]
     images: int
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -8,6 +8,7 @@ never trained on. Splits and mix-ins are drawn with a seeded generator, so a run
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
@@ -78,7 +79,7 @@ def split(
     ``test_percent`` was checked with the settings it comes from (Learn's or the model's).
     """
     ordered = sorted(images, key=lambda image: image.id)
-    n_test = round(len(ordered) * test_percent / 100)
+    n_test = _test_count(len(ordered), test_percent)
     if n_test and n_test >= len(ordered):
         raise BadInputError(
             f"a test share of {test_percent:g}% leaves none of the {len(ordered)} image(s) to "
@@ -88,6 +89,20 @@ def split(
     train = [image for i, image in enumerate(ordered) if i not in held]
     test = [image for i, image in enumerate(ordered) if i in held]
     return train, test
+
+
+def _test_count(count: int, test_percent: float) -> int:
+    return round(count * test_percent / 100)
+
+
+def split_notes(count: int, test_percent: float) -> list[str]:
+    """What a user should know about the test split of ``count`` images: a test share that
+    holds out nothing (too few images for it) is said, not silent."""
+    if not test_percent or _test_count(count, test_percent):
+        return []
+    needed = math.floor(50 / test_percent) + 1  # the fewest images whose share rounds to one
+    return [f"{count} image{'' if count == 1 else 's'}: nothing held out for testing "
+            f"({test_percent:g}% test data needs at least {needed} images)"]
 
 
 def mix_in(

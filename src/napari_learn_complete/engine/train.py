@@ -7,10 +7,10 @@ restricted to the chosen images, cosine learning-rate decay, patience 0 (no earl
 the current active weights as the start (never from scratch); epochs, training mode and test share
 come from :class:`LearnSettings`.
 
-Every run is recorded in the index's ``runs`` table (scope, settings, per-epoch losses, held-out
-metrics, resulting version, duration, status) and a successful one becomes a new active weight
-version. Refusals happen before anything is written; a cancelled or failed run leaves the previous
-active version in place and records its status.
+Every run is recorded in the index's ``runs`` table (scope with its notes, settings, per-epoch
+losses, held-out metrics, resulting version, duration, status) and a successful one becomes a new
+active weight version. Refusals happen before anything is written; a cancelled or failed run
+leaves the previous active version in place and records its status.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .device import autocast, choose_device
 from .metrics import coco_metrics, predict
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import TrainResult
-from .scope import labelled_images, learn_scope, mix_in, require_kind, split
+from .scope import labelled_images, learn_scope, mix_in, require_kind, split, split_notes
 from .settings import LearnSettings
 
 GRAD_CLIP = 10.0  # max gradient norm: a few odd boxes must not throw the weights off
@@ -56,6 +56,7 @@ class _Plan:
     num_workers: int
     train_images: list[ImageRecord]
     test_images: list[ImageRecord]
+    notes: list[str] = field(default_factory=list)
     scope: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
 
@@ -102,12 +103,14 @@ def learn(
     training = handle.config.training.replace(epochs=settings.epochs, lr_decay="cosine",
                                               patience=0, test_percent=settings.test_percent)
     cat_name = None if category is None else index.category(category).name
+    notes = split_notes(len(scope), settings.test_percent)
     plan = _Plan(
         operation="learn", kind=kind, mode=settings.mode, training=training, seed=settings.seed,
         num_workers=settings.num_workers, train_images=train_images + mixed,
-        test_images=test_images,
+        test_images=test_images, notes=notes,
         scope={"category": cat_name, "images": _scope_record(scope),
-               "test": _scope_record(test_images), "mix_in": _scope_record(mixed)},
+               "test": _scope_record(test_images), "mix_in": _scope_record(mixed),
+               "notes": notes},
         settings={**settings.model_dump(mode="json"),
                   "training": training.model_dump(mode="json")},
     )
@@ -131,11 +134,13 @@ def train(
         raise RefusedError("nothing to train on: the index has no labelled images")
     training = handle.config.training
     train_images, test_images = split(images, training.test_percent, seed=0)
+    notes = split_notes(len(images), training.test_percent)
     plan = _Plan(
         operation="train", kind=None, mode="full", training=training, seed=0,
         num_workers=num_workers, train_images=train_images, test_images=test_images,
+        notes=notes,
         scope={"category": None, "images": _scope_record(images),
-               "test": _scope_record(test_images), "mix_in": []},
+               "test": _scope_record(test_images), "mix_in": [], "notes": notes},
         settings={"mode": "full", "seed": 0, "training": training.model_dump(mode="json")},
     )
     return _fit(index, handle, plan, progress=progress, cancel=cancel, device=device)
@@ -378,4 +383,4 @@ def _fit(
         index.runs.finish(run_id, status, seconds=seconds, metrics=metrics, losses=losses,
                           version=version if status == "done" else None)
     return TrainResult(run_id=run_id, version=version, seconds=seconds, losses=losses,
-                       metrics=metrics, images=len(plan.train_images))
+                       metrics=metrics, images=len(plan.train_images), notes=plan.notes)

@@ -9,7 +9,10 @@ the index.
   :func:`~napari_learn_complete.index.attach_target` picks, else they make a keypoints-only
   observation; an observation that already has keypoints is not overwritten.
 - "Remove existing first" (Complete only) clears that kind of the category on each image in the
-  same transaction as the image's new results.
+  same transaction as the image's new results. Clearing boxes never orphans keypoints: a new box
+  the rule of ``attach_target`` gives to keypoints whose box was cleared goes to their
+  observation, so box and keypoints stay one object (keypoints with no new box near them stay, as
+  a keypoints-only observation). Clearing keypoints never touches a box.
 - Every observation written carries source "model", its score, the model version and the run id,
   and the run's journal (``index.runs``) records each change so the run can be undone exactly.
 """
@@ -94,8 +97,21 @@ class ObservationWriter:
     def _boxes(self, image: ImageRecord, detections: Sequence[Detection],
                existing: Sequence[Observation]) -> list[int]:
         taken = [o.box for o in existing if o.box is not None]
-        return [self._add(image, det, box=det.box) for det in detections
-                if not (taken and iou(det.box, taken).max() >= DUPLICATE_IOU)]
+        fresh = [det for det in detections
+                 if not (taken and iou(det.box, taken).max() >= DUPLICATE_IOU)]
+        homes: dict[int, Observation] = {}  # id(detection) -> keypoints its box belongs to
+        for bare in (o for o in existing if o.id in self._before):  # box removed by this run
+            match = attach_target(bare.extent, [d for d in fresh if id(d) not in homes])
+            if match is not None:
+                homes[id(match)] = bare
+        ids = []
+        for det in fresh:
+            if (home := homes.get(id(det))) is None:
+                ids.append(self._add(image, det, box=det.box))
+            else:
+                self.index.update_observation(home.id, box=det.box, **self._model_fields(det))
+                ids.append(home.id)
+        return ids
 
     def _keypoints(self, image: ImageRecord, detections: Sequence[Detection],
                    existing: Sequence[Observation]) -> list[int]:

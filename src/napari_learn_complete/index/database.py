@@ -42,7 +42,7 @@ class Database:
             migrate(self._conn())
         except sqlite3.DatabaseError as exc:
             self.close()
-            raise BadInputError(f"{file}: not a readable index database ({exc})") from exc
+            raise BadInputError(f"not a readable index database ({exc}): {file}") from exc
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -93,8 +93,9 @@ class Database:
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise IndexLockedError(
-                    f"{self.file.parent}: the index is locked for writing by another process "
-                    f"(waited {self.lock_timeout:g} s); close the other program and try again"
+                    f"the index is locked for writing by another process (waited "
+                    f"{self.lock_timeout:g} s); close the other program and try again "
+                    f"(index: {self.file.parent})"
                 ) from exc
             raise
         self._local.depth = 1

@@ -6,10 +6,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 
-from .records import Box, Observation
+from .records import Box
+
+
+class Boxed(Protocol):
+    """Anything with a box, or None: an observation, a model's detection."""
+
+    @property
+    def box(self) -> Box | None: ...
+
+
+B = TypeVar("B", bound=Boxed)
 
 
 def iou(box: Sequence[float], boxes: Sequence[Sequence[float]]) -> np.ndarray:
@@ -23,14 +34,16 @@ def iou(box: Sequence[float], boxes: Sequence[Sequence[float]]) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def attach_target(target: Box, candidates: Sequence[Observation]) -> Observation | None:
-    """The observation with a box that keypoints spanning ``target`` belong to (a single point
-    is a box of size 0): the box overlapping ``target`` most (holding it, for a point); with no
-    overlap, the nearest box whose centre lies within one diagonal of the larger of the two (a
-    model's box, or a click, can be off). None when no box is close enough.
+def attach_target(target: Box, candidates: Sequence[B]) -> B | None:
+    """The candidate (observation or detection) with a box that keypoints spanning ``target``
+    belong to (a single point is a box of size 0): the box overlapping ``target`` most (holding
+    it, for a point); with no overlap, the nearest box whose centre lies within one diagonal of
+    the larger of the two (a model's box, or a click, can be off). None when no box is close
+    enough.
 
-    Complete attaches a detection's keypoints with this rule, and the keypoints layer a point a
-    person adds, so both agree on which object is meant."""
+    Complete attaches a detection's keypoints with this rule, the keypoints layer a point a
+    person adds, and ROI Complete with "remove existing" gives a new box to the keypoints whose
+    box it removed, so all agree on which object is meant."""
     boxed = [o for o in candidates if o.box is not None]
     if not boxed:
         return None

@@ -39,6 +39,7 @@ class ImageRecord:
     height: int
     channels: int
     media: str
+    reviewed: bool = False  # a person has checked this image's observations
 
     @property
     def is_video(self) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Boxes are stored as pixel corners (x0, y0, x1, y1) of the image, NULL when the observation has
 # no box. Keypoints are a JSON list of [x, y, v] in the order of the category's keypoint names,
@@ -105,7 +105,10 @@ CREATE TABLE run_changes (
 CREATE INDEX run_changes_run ON run_changes(run_id);
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1}
+# 2: whether a person has reviewed an image (the image table shows it and filters on it).
+_V2 = "ALTER TABLE images ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0"
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -53,7 +53,7 @@ class Index(Database):
     def __init__(self, path: str | os.PathLike, *, lock_timeout: float = 10.0) -> None:
         self.path = Path(path).resolve()
         if not (self.path / DB_NAME).is_file():
-            raise BadInputError(f"{self.path}: not an index (no {DB_NAME}); create one first")
+            raise BadInputError(f"not an index (no {DB_NAME}; create one first): {self.path}")
         super().__init__(self.path / DB_NAME, lock_timeout=lock_timeout)
         self.runs = Runs(self)
         self.models = Models(self)
@@ -66,9 +66,9 @@ class Index(Database):
         if (folder / DB_NAME).exists():
             if exist_ok:
                 return cls(folder, **kw)
-            raise RefusedError(f"{folder}: an index already exists here")
+            raise RefusedError(f"an index already exists here: {folder}")
         if folder.exists() and not folder.is_dir():
-            raise BadInputError(f"{folder}: exists and is not a folder")
+            raise BadInputError(f"cannot create an index: a file of that name exists: {folder}")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / IMAGES_DIR).mkdir(exist_ok=True)
         (folder / MODELS_DIR).mkdir(exist_ok=True)
@@ -234,10 +234,15 @@ class Index(Database):
         category: int | str | None = None,
         attribute: tuple[str, str] | None = None,
         exclude_category: int | str | None = None,
+        reviewed: bool | None = None,
     ) -> list[ImageRecord]:
         """Images in id order, narrowed by ids, names (shell patterns allowed), category, an
-        observation attribute ``(key, value)``, or not having any observation of a category."""
+        observation attribute ``(key, value)``, not having any observation of a category, or
+        their reviewed state."""
         sql, params = ["SELECT * FROM images WHERE 1"], []
+        if reviewed is not None:
+            sql.append("AND reviewed = ?")
+            params.append(int(reviewed))
         if category is not None:
             sql.append("AND id IN (SELECT image_id FROM observations WHERE category_id = ?)")
             params.append(self.category(category).id)
@@ -258,6 +263,18 @@ class Index(Database):
             patterns = list(names)
             rows = [r for r in rows if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
         return rows
+
+    def set_reviewed(self, image_ids: Iterable[int], reviewed: bool = True) -> None:
+        """Mark images as reviewed by a person (or not), all in one transaction; an unknown id
+        is a :class:`BadInputError` and changes nothing."""
+        ids = sorted({int(i) for i in image_ids})
+        self.resolve_images(ids)
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE images SET reviewed = ? WHERE id IN (SELECT value FROM json_each(?))",
+                (int(reviewed), json.dumps(ids)),
+            )
+            self._record_change("images", "updated", ids)
 
     def resolve_images(self, items: Iterable[ImageRecord | int | str]) -> list[ImageRecord]:
         """Records, ids or names as the index holds them now, each once, in the order given
@@ -443,7 +460,8 @@ class Index(Database):
     ) -> Observation:
         """Change fields of an observation; ``box=None`` / ``keypoints=None`` remove that part.
 
-        An edit by a person (the default) marks the observation as human-made.
+        An edit by a person (the default) marks the observation as human-made. ``attributes``
+        are set as by :meth:`set_attributes`.
         """
         obs = self.observation(obs_id)
         image = self.image(obs.image_id)
@@ -468,14 +486,25 @@ class Index(Database):
                  source, score, model_version, obs.run_id if run_id is _UNSET else run_id,
                  obs.id),
             )
-            for key, value in (attributes or {}).items():
-                conn.execute(
-                    "INSERT OR REPLACE INTO attributes(observation_id, key, value) "
-                    "VALUES (?, ?, ?)",
-                    (obs.id, str(key), str(value)),
-                )
+            _put_attributes(conn, obs.id, attributes or {})
             self._record_change("observations", "updated", [obs.id])
         return self.observation(obs.id)
+
+    def set_attributes(self, observation_ids: Iterable[int],
+                       attributes: dict[str, str | None]) -> None:
+        """Set attributes on observations in one transaction; a value None removes that key.
+        Unlike an edit of the box or keypoints, this leaves the observation's source as it is:
+        tagging a model's box does not make it a person's."""
+        ids = sorted({int(i) for i in observation_ids})
+        found = {o.id for o in self.observations(ids=ids)}
+        if missing := [i for i in ids if i not in found]:
+            raise BadInputError(f"no observation {missing[0]} in the index")
+        if any(not str(key).strip() for key in attributes):
+            raise BadInputError("an attribute needs a key")
+        with self._write() as conn:
+            for obs_id in ids:
+                _put_attributes(conn, obs_id, attributes)
+            self._record_change("observations", "updated", ids)
 
     def delete_observations(self, ids: Iterable[int]) -> int:
         """Delete observations by id; returns how many were deleted."""
@@ -568,11 +597,13 @@ class Index(Database):
             found = [o for o in found if o.has_keypoints]
         return found
 
-    def observation_counts(self) -> dict[int, int]:
-        """How many observations each image has (images without any are left out)."""
-        return dict(self._conn().execute(
-            "SELECT image_id, COUNT(*) FROM observations GROUP BY image_id"
-        ).fetchall())
+    def observation_counts(self) -> dict[int, tuple[int, int]]:
+        """``{image_id: (human, model)}``: how many observations of each source each image has
+        (images without any are left out)."""
+        return {r[0]: (r[1], r[2]) for r in self._conn().execute(
+            "SELECT image_id, SUM(source = 'human'), SUM(source = 'model') FROM observations "
+            "GROUP BY image_id"
+        )}
 
     def count_observations(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM observations").fetchone()[0]
@@ -656,6 +687,21 @@ def check_observation(
     return box, kps
 
 
+def _put_attributes(conn: sqlite3.Connection, obs_id: int,
+                    attributes: dict[str, Any]) -> None:
+    """Set an observation's attributes (a value None removes the key), in the caller's
+    transaction."""
+    for key, value in attributes.items():
+        if value is None:
+            conn.execute("DELETE FROM attributes WHERE observation_id = ? AND key = ?",
+                         (obs_id, str(key)))
+        else:
+            conn.execute(
+                "INSERT OR REPLACE INTO attributes(observation_id, key, value) VALUES (?, ?, ?)",
+                (obs_id, str(key), str(value)),
+            )
+
+
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -665,6 +711,7 @@ def _image(row: sqlite3.Row) -> ImageRecord:
     return ImageRecord(
         id=row["id"], name=row["name"], path=row["path"], frame=row["frame"],
         width=row["width"], height=row["height"], channels=row["channels"], media=row["media"],
+        reviewed=bool(row["reviewed"]),
     )
 
 

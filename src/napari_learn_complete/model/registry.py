@@ -161,7 +161,7 @@ def set_active_model(index: Index, name: str) -> ModelHandle:
     record = index.models.find(name)
     if record is None:
         known = ", ".join(r.name for r in index.models.list()) or "none"
-        raise BadInputError(f"{index.path}: no model named {name!r} (models: {known})")
+        raise BadInputError(f"no model named {name!r} (models: {known}) in the index {index.path}")
     index.models.activate(record.id)
     return active_model(index)
 
@@ -171,8 +171,8 @@ def active_model(index: Index) -> ModelHandle:
     record = index.models.active()
     if record is None:
         raise RefusedError(
-            f"{index.path}: the index has no model yet; create one "
-            "(napari-learn-complete model create INDEX)"
+            "no model yet: create one in the Model panel, or with "
+            "`napari-learn-complete model create INDEX`"
         )
     return ModelHandle(index, record)
 
@@ -229,7 +229,8 @@ def create_model(
     folder = index.models_dir / name
     if folder.exists():
         raise RefusedError(
-            f"{folder}: exists but is not a model of the index; remove it or choose another name"
+            "a folder of that name exists but is not a model of the index; remove it or choose "
+            f"another name: {folder}"
         )
     from .build import build_model, save_weights
 
