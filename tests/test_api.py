@@ -57,6 +57,10 @@ def test_complete_on_a_path_with_patterns_and_overrides(scripted: Index) -> None
 
 
 def test_propose_accept_and_undo_on_an_index(scripted: Index, db_dump) -> None:
+    proposals = api.propose(scripted, "disc")
+    assert proposals == []  # it looks only at images of other categories: these have none
+    for name in DISCS:
+        scripted.add_observation(name, "square", box=(0, 0, 4, 4))
     before = db_dump(scripted)
     proposals = api.propose(scripted, "disc")
     assert sorted(p.score for p in proposals) == [0.3, 0.7, 0.9]
@@ -115,6 +119,7 @@ def test_console_on_a_viewer(make_napari_viewer, scripted: Index, qtbot) -> None
 
     layers = index_layers(viewer)
     assert len(layers) == 1
+    layers[0].show_image(scripted.image("sample_006.png").id)
     boxes = len(layers[0].boxes_layer.data)
     result = api.complete(viewer, "sample_006.png", "disc")
     assert result.written == 1

@@ -92,6 +92,7 @@ def main(scenario: str, folder: Path) -> dict:
         wait_until(lambda: not panel.workers, what)
 
     def boxes() -> int:
+        """Boxes in the layer: those of the image shown (the layers hold one image's page)."""
         return len(layers.boxes_layer.data)
 
     report: dict = {"seen": seen}
@@ -100,11 +101,12 @@ def main(scenario: str, folder: Path) -> dict:
         panel.select_images([1, 2, 3])
         answer_next_dialog(one_epoch)
         run(lambda: trigger(panel.image_menu(), "ROI/Learn"), "Learn from the image menu")
+        layers.show_image(9)
         before = boxes()
         panel.select_images([9, 10])
         answer_next_dialog()
         run(lambda: trigger(panel.image_menu(), "ROI/Complete"), "Complete (image menu)")
-        wait_until(lambda: boxes() == before + 2, "the completed boxes in the layer")
+        wait_until(lambda: boxes() == before + 1, "the completed box of the image shown")
         report["complete_layer_boxes"] = boxes() - before
         card = panel._cards["square"]
         answer_next_dialog(one_epoch)
@@ -118,10 +120,13 @@ def main(scenario: str, folder: Path) -> dict:
                       if isinstance(w, ReviewWidget))
         report["proposals"] = len(review.model.proposals)
         review.model.check_above(0.0)
-        before = boxes()
         result = review.confirm()
         report["accepted"] = result.written
-        wait_until(lambda: boxes() == before + result.written, "the accepted boxes")
+        accepted = set(result.observation_ids)
+        shown = db_rows(folder, f"SELECT image_id FROM observations WHERE id = {min(accepted)}")
+        layers.show_image(shown[0][0])
+        wait_until(lambda: accepted & set(layers.boxes_layer.features["observation_id"]),
+                   "an accepted box on its image")
         # the layer-list context menu, on the boxes layer, for the image shown
         from napari._app_model import get_app_model
 
@@ -152,6 +157,9 @@ def main(scenario: str, folder: Path) -> dict:
         os.kill(shared_engine().pid, signal.SIGKILL)
         wait_until(lambda: not panel.workers, "the Complete to end")
         report["kept_in_layer"] = boxes() - before
+        report["model_boxes_shown"] = db_rows(
+            folder, "SELECT COUNT(*) FROM observations WHERE source = 'model' AND image_id = "
+            f"{layers.current_image_id()}")[0][0]
         report["undo_enabled"] = panel.undo_button.isEnabled()
         report["window_visible"] = viewer.window._qt_window.isVisible()
     report["runs"] = db_rows(folder, "SELECT operation, status FROM runs ORDER BY id")

@@ -47,7 +47,7 @@ def test_learn_complete_review_and_undo_through_the_menus(tmp_path: Path,
         ["learn", "done"], ["complete", "done"], ["learn", "done"], ["accept", "done"],
         ["complete", "undone"],
     ]
-    assert seen["complete_layer_boxes"] == 2  # one per selected image, shown live
+    assert seen["complete_layer_boxes"] == 1  # the image shown gets its box live
     assert seen["proposals"] > 0 and seen["accepted"] == seen["proposals"]
     assert seen["model_boxes"] == 2 + seen["accepted"]  # the layer-menu box was undone
     assert seen["layer_menu_image"] == [11]  # nothing selected: the image the layers show
@@ -69,7 +69,7 @@ def test_killing_the_engine_mid_complete_keeps_napari_and_the_saved_batches(
         in errors[0], seen["seen"]
     assert seen["runs"] == [["complete", "failed"]]  # recorded, and so undoable
     assert 0 < seen["model_boxes"] < 72  # the batches committed before the kill stay
-    assert seen["kept_in_layer"] == seen["model_boxes"]
+    assert seen["kept_in_layer"] == seen["model_boxes_shown"] == 1  # the image shown
     assert seen["undo_enabled"]
     assert seen["integrity"] == "ok"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import pytest
 from napari.utils._proxies import PublicOnlyProxy
 from napari.utils._test_utils import read_only_mouse_event
 from napari.utils.interactions import (
@@ -15,18 +14,7 @@ from napari.utils.interactions import (
 )
 
 from napari_learn_complete._napari import IndexLayers, index_layers, open_index
-from napari_learn_complete.index import Change, Index
-
-
-@pytest.fixture
-def opened(make_napari_viewer, sample_index: Index) -> tuple[IndexLayers, list[Change]]:
-    """The sample index opened through the reader, with a record of every committed change."""
-    viewer = make_napari_viewer()
-    viewer.open(str(sample_index.path), plugin="napari-learn-complete")
-    (synced,) = index_layers(viewer)
-    changes: list[Change] = []
-    synced.index.subscribe(changes.append)
-    return synced, changes
+from napari_learn_complete.index import Index
 
 
 def on_disk(synced: IndexLayers) -> Index:
@@ -114,6 +102,7 @@ def test_moving_and_resizing_a_box_writes_it(opened) -> None:
 def test_deleting_boxes_deletes_or_keeps_keypoints(opened) -> None:
     synced, _ = opened
     layer = synced.boxes_layer
+    synced.index.add_observation(1, "disc", box=(60, 60, 80, 80))  # beside its triangle
     ids = [int(i) for i in layer.features["observation_id"]]
     with_kp = next(i for i in ids if synced.index.observation(i).has_keypoints)
     plain = next(i for i in ids if not synced.index.observation(i).has_keypoints)
@@ -146,6 +135,8 @@ def test_keypoints_attach_move_and_delete(opened) -> None:
     assert points.features["observation_id"].iloc[-1] == added.id
 
     # a second apex on that image has no observation lacking an apex: a new observation
+    assert synced.active_keypoint == "left"  # advanced after the click
+    synced.active_keypoint = "apex"
     points.add([z, 40, 40])
     assert on_disk(synced).observation(int(points.features["observation_id"].iloc[-1])).id \
         != added.id
@@ -216,6 +207,7 @@ def test_api_edits_from_a_thread_reach_the_layers(opened, qtbot) -> None:
         made.append(obs.id)
         index.update_observation(obs.id, box=(3, 4, 13, 14), source="model")
 
+    synced.show_image(image)
     thread = threading.Thread(target=worker)
     thread.start()
     thread.join()
@@ -261,10 +253,11 @@ def test_closing_the_viewer_stops_sync(make_napari_viewer, sample_index: Index) 
     viewer = make_napari_viewer()
     viewer.open(str(sample_index.path), plugin="napari-learn-complete")
     (synced,) = index_layers(viewer)
+    shown = len(synced.boxes_layer.data)
     viewer.layers.clear()
     assert index_layers(viewer) == []
     sample_index.add_observation(1, "disc", box=(0, 0, 5, 5))  # no layer to update: no error
-    assert len(synced.boxes_layer.data) == len(sample_index.observations(kind="roi")) - 1
+    assert len(synced.boxes_layer.data) == shown
 
 
 def test_a_proxy_of_the_viewer_finds_and_opens_the_same_indexes(

@@ -28,12 +28,13 @@ def test_open_gives_image_boxes_and_keypoints(make_napari_viewer, sample_index: 
     viewer = make_napari_viewer()
     added = viewer.open(str(sample_index.path), plugin=PLUGIN)
 
-    image, boxes, points = added
-    assert [layer._type_string for layer in added] == ["image", "shapes", "points"]
-    assert [layer.metadata[MARKER]["role"] for layer in added] == ["image", "boxes", "keypoints"]
+    image, boxes, points, skeleton = added
+    assert [layer._type_string for layer in added] == ["image", "shapes", "points", "vectors"]
+    assert [layer.metadata[MARKER]["role"] for layer in added] == [
+        "image", "boxes", "keypoints", "skeleton"]
     assert {layer.metadata[MARKER]["index"] for layer in added} == {str(sample_index.path)}
     (synced,) = index_layers(viewer)
-    assert synced.layers == (image, boxes, points)
+    assert synced.layers == (image, boxes, points, skeleton)
     assert all(layers_for(layer) is synced for layer in added)
 
     records = sample_index.images()
@@ -44,7 +45,8 @@ def test_open_gives_image_boxes_and_keypoints(make_napari_viewer, sample_index: 
     assert synced.current_image_id() == records[0].id  # opens on the first image
 
     cats = {c.id: c for c in sample_index.categories()}
-    with_box = sample_index.observations(kind="roi")
+    # the layers hold the page of the image shown (test_layers_page.py follows the slider)
+    with_box = sample_index.observations(kind="roi", images=[records[0].id])
     assert list(boxes.features["observation_id"]) == [o.id for o in with_box]
     assert list(boxes.features["category"]) == [cats[o.category_id].name for o in with_box]
     assert list(boxes.features["source"]) == ["human"] * len(with_box)
@@ -60,7 +62,8 @@ def test_open_gives_image_boxes_and_keypoints(make_napari_viewer, sample_index: 
         np.testing.assert_allclose(colour, transform_color(cats[obs.category_id].colour)[0])
     assert boxes.text.values[0] == cats[with_box[0].category_id].name
 
-    expected = [(o, name, kp) for o in sample_index.observations(kind="keypoints")
+    expected = [(o, name, kp) for o in sample_index.observations(kind="keypoints",
+                                                                 images=[records[0].id])
                 for name, kp in zip(cats[o.category_id].keypoint_names, o.keypoints, strict=True)
                 if kp[2] > 0]
     assert expected, "the sample index has keypoints"

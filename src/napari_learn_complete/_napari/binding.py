@@ -1,6 +1,6 @@
 """Binding layer data to live sync: napari readers and sample data must return layer data tuples,
 not layers, so the tuples carry a session token in their metadata marker, and the first viewer
-that inserts all three layers of a token starts syncing them with their index."""
+that inserts every layer of a token starts syncing them with their index."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import weakref
 from typing import Any
 
 from ..index import Index
-from .layer_data import MARKER, ROLES, layer_data
+from .layer_data import MARKER, layer_data
 from .layers import IndexLayers
 
 # Layer data handed to napari by the reader or the sample, waiting to be inserted in a viewer.
-_PENDING: dict[str, tuple[Index, dict[str, Any]]] = {}
+_PENDING: dict[str, tuple[Index, int, dict[str, Any]]] = {}
 _WATCHED: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -32,15 +32,16 @@ def bindable_layer_data(index: Index) -> list[tuple[Any, dict, str]]:
     """Layer data tuples that start live sync once napari has inserted them into a viewer.
 
     Readers and sample data must return tuples, not layers; the tuples carry a session token in
-    their metadata marker, and the first viewer that inserts all three layers binds them.
+    their metadata marker, and the first viewer that inserts all of them binds them.
     """
     session = uuid.uuid4().hex
-    _PENDING[session] = (index, {})
+    data = layer_data(index, session=session)
+    _PENDING[session] = (index, len(data), {})
     for viewer in _viewers():
         if viewer not in _WATCHED:
             _WATCHED.add(viewer)
             viewer.layers.events.inserted.connect(_binder(weakref.ref(viewer)))
-    return layer_data(index, session=session)
+    return data
 
 
 def _binder(viewer_ref: weakref.ref):
@@ -51,10 +52,10 @@ def _binder(viewer_ref: weakref.ref):
         viewer = viewer_ref()
         if pending is None or viewer is None:
             return
-        index, layers = pending
+        index, expected, layers = pending
         layers[marker["role"]] = layer
-        if len(layers) == len(ROLES):
+        if len(layers) == expected:
             del _PENDING[marker["session"]]
-            IndexLayers(viewer, index, layers["image"], layers["boxes"], layers["keypoints"])
+            IndexLayers(viewer, index, **{f"{role}_layer": lay for role, lay in layers.items()})
 
     return on_inserted

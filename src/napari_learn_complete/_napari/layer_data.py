@@ -1,7 +1,13 @@
 """What napari shows of an index, built as plain layer data: an image stack, a Shapes layer of
-boxes and a Points layer of keypoints, in (plane, y, x) coordinates where plane z shows the z-th
-image. Pure functions of the index (no viewer, no sync): the reader, the sample data and
+boxes, a Points layer of keypoints (named on the canvas) and, when a category has a skeleton, a
+Vectors layer drawing it, in (plane, y, x) coordinates where plane z shows the z-th image. Pure
+functions of the index (no viewer, no sync): the reader, the sample data and
 :func:`~napari_learn_complete._napari.layers.open_index` all start from :func:`layer_data`.
+
+The boxes, keypoints and skeleton layers hold one *page*: the observations of the image shown.
+The index is the source of truth and the layers a view of it, so an index of 50,000 boxes opens,
+edits and switches images as fast as one of a few dozen (napari's Shapes layer slows down with
+every shape it holds, on every plane).
 
 Box and keypoint coordinates in the layers are the index's own (pixel corners, like COCO); the two
 layers are translated by half a pixel so that they line up with the pixels of the image layer.
@@ -26,6 +32,7 @@ from ..index.media import to_rgb_uint8
 MARKER = "napari_learn_complete"
 NO_OBSERVATION = -1
 ROLES = ("image", "boxes", "keypoints")
+SKELETON = "skeleton"  # the optional fourth role
 # Pixel corners (index) -> pixel centres (napari): boxes and keypoints sit half a pixel up-left.
 HALF_PIXEL = (0.0, -0.5, -0.5)
 BOX_FACE_ALPHA = 0.12
@@ -116,6 +123,33 @@ def keypoint_rows(obs: Iterable[Observation], plane: dict[int, int], cats: dict[
     return data, features, colour
 
 
+def skeleton_vectors(points: np.ndarray, features: pd.DataFrame,
+                     cats: dict[str, Category]) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors (start, offset) joining the labelled keypoints of each observation along its
+    category's skeleton, with the category's colour; from keypoint layer rows."""
+    vectors, colours = [], []
+    where: dict[tuple[int, str], np.ndarray] = {}
+    for row, (obs_id, name) in enumerate(zip(features["observation_id"], features["keypoint"],
+                                             strict=True)):
+        where[(int(obs_id), str(name))] = points[row]
+    categories = dict(zip(features["observation_id"], features["category"], strict=True))
+    for obs_id, cat_name in categories.items():
+        cat = cats.get(str(cat_name))
+        for a, b in cat.skeleton if cat else ():
+            start = where.get((int(obs_id), cat.keypoint_names[a]))
+            end = where.get((int(obs_id), cat.keypoint_names[b]))
+            if start is not None and end is not None:
+                vectors.append((start, end - start))
+                colours.append(rgba(cat.colour))
+    return (np.array(vectors, float).reshape(-1, 2, 3),
+            np.array(colours, float).reshape(-1, 4))
+
+
+def page_observations(index: Index, image: ImageRecord | None) -> list[Observation]:
+    """The observations the layers hold while ``image`` is shown."""
+    return index.observations(images=[image.id]) if image is not None else []
+
+
 def _marker(index: Index, role: str, session: str | None) -> dict[str, Any]:
     marker = {"index": str(index.path), "role": role}
     if session:
@@ -124,19 +158,20 @@ def _marker(index: Index, role: str, session: str | None) -> dict[str, Any]:
 
 
 def layer_data(index: Index, *, session: str | None = None) -> list[tuple[Any, dict, str]]:
-    """The three layer data tuples (image, boxes, keypoints) of an index, marked in metadata."""
+    """The layer data tuples (image, boxes, keypoints, and the skeleton when a category has one)
+    of an index showing its first image, marked in metadata."""
     images = stackable(index)
     plane = {r.id: z for z, r in enumerate(images)}
     cats = {c.id: c for c in index.categories()}
     first = next(iter(cats.values()), None)
-    observations = index.observations()
+    observations = page_observations(index, images[0] if images else None)
     name = index.path.name
     size = max(3.0, round(max((max(r.height, r.width) for r in images), default=64) / 50))
     boxes, box_features, edge, face = box_rows(observations, plane, cats)
     points, kp_features, colour = keypoint_rows(observations, plane, cats)
     defaults = {"observation_id": NO_OBSERVATION, "category": first.name if first else "",
                 "source": "human", "score": np.nan}
-    return [
+    layers = [
         (image_stack(index, images),
          {"name": f"{name} images", "rgb": True, "contrast_limits": [0, 255],
           "metadata": _marker(index, "image", session)}, "image"),
@@ -151,8 +186,19 @@ def layer_data(index: Index, *, session: str | None = None) -> list[tuple[Any, d
           "face_color": colour if len(colour) else "white",
           "border_color": colour if len(colour) else "white", "features": kp_features,
           "feature_defaults": {**defaults, "keypoint": ""}, "translate": HALF_PIXEL,
+          "text": {"string": "{keypoint}", "anchor": "upper_left", "size": 8,
+                   "color": "white", "translation": (0, -size, 0)},
           "metadata": _marker(index, "keypoints", session)}, "points"),
     ]
+    if any(c.skeleton for c in cats.values()):
+        vectors, colours = skeleton_vectors(points, kp_features,
+                                            {c.name: c for c in cats.values()})
+        layers.append((vectors, {
+            "name": f"{name} skeleton", "ndim": 3, "edge_width": max(1.0, size / 4),
+            "vector_style": "line", "edge_color": colours if len(colours) else "white",
+            "translate": HALF_PIXEL, "opacity": 0.8,
+            "metadata": _marker(index, SKELETON, session)}, "vectors"))
+    return layers
 
 
 def defaults_dict(layer: Layer) -> dict[str, Any]:

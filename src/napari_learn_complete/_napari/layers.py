@@ -1,5 +1,10 @@
 """Live views of an index in napari: an image stack, a Shapes layer of boxes, a Points layer of
-keypoints, all in (plane, y, x) coordinates where plane z shows ``image_ids()[z]``.
+keypoints (and a skeleton when a category has one), all in (plane, y, x) coordinates where plane z
+shows ``image_ids()[z]``.
+
+The boxes, keypoints and skeleton layers hold one page: the observations of the image shown. Moving
+the slider replaces the page; an edit, a Complete's arrivals or a filter then touch a few dozen
+shapes, not every shape of the index (see ``docs/ui.md`` for the figures).
 
 The index database stays the single source of truth. Every edit in the boxes or keypoints layer is
 written at once, in one transaction, so closing napari right after an edit loses nothing; a write
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.layers import Image, Layer, Points, Shapes
+from napari.layers import Image, Layer, Points, Shapes, Vectors
 from napari.layers.base import ActionType
 from napari.utils.events import EmitterGroup
 from napari.utils.notifications import show_warning
@@ -38,9 +43,12 @@ from .layer_data import (
     box_vertices,
     defaults_dict,
     fill_features,
+    image_stack,
     keypoint_rows,
     layer_data,
+    page_observations,
     rgba,
+    skeleton_vectors,
     stackable,
 )
 
@@ -56,11 +64,12 @@ def real_viewer(viewer: Any) -> Any:
 
 
 def open_index(viewer: Any, path_or_index: str | Path | Index) -> IndexLayers:
-    """Add an index's image, boxes and keypoints layers to ``viewer`` and start live sync."""
+    """Add an index's image, boxes and keypoints (and skeleton) layers to ``viewer`` and start
+    live sync."""
     viewer = real_viewer(viewer)
     index = path_or_index if isinstance(path_or_index, Index) else Index(path_or_index)
-    image, boxes, keypoints = (viewer.add_layer(Layer.create(*t)) for t in layer_data(index))
-    return IndexLayers(viewer, index, image, boxes, keypoints)
+    layers = (viewer.add_layer(Layer.create(*t)) for t in layer_data(index))
+    return IndexLayers(viewer, index, *layers)
 
 
 def index_layers(viewer: Any) -> list[IndexLayers]:
@@ -70,7 +79,7 @@ def index_layers(viewer: Any) -> list[IndexLayers]:
 
 
 def layers_for(layer: Layer) -> IndexLayers | None:
-    """The open index whose image, boxes or keypoints layer ``layer`` is."""
+    """The open index whose image, boxes, keypoints or skeleton layer ``layer`` is."""
     return next((il for il in _OPEN if layer in il.layers), None)
 
 
@@ -80,19 +89,22 @@ class IndexLayers:
 
     def __init__(
         self, viewer: Any, index: Index, image_layer: Image, boxes_layer: Shapes,
-        keypoints_layer: Points,
+        keypoints_layer: Points, skeleton_layer: Vectors | None = None,
     ) -> None:
         self.viewer = viewer = real_viewer(viewer)
         self.index = index
         self.image_layer = image_layer
         self.boxes_layer = boxes_layer
         self.keypoints_layer = keypoints_layer
-        self.events = EmitterGroup(source=self, active_category=None, active_keypoint=None)
+        self.skeleton_layer = skeleton_layer
+        self.events = EmitterGroup(source=self, active_category=None, active_keypoint=None,
+                                   current_image=None)
         self._busy = False
         self._arrived: set[int] = set()  # observation ids changed by other threads, not shown yet
         self._arrived_lock = threading.Lock()
         self._removing: dict[str, list[tuple[int, str]]] = {"boxes": [], "keypoints": []}
         self._load_catalogue()
+        self._page = self._images[0].id if self._images else None  # what layer_data shows
         self._counts = {"boxes": len(boxes_layer.data), "keypoints": len(keypoints_layer.data)}
         self._active_category: str | None = None
         self._active_keypoint: str | None = None
@@ -101,18 +113,24 @@ class IndexLayers:
         boxes_layer.events.data.connect(self._on_boxes_data)
         keypoints_layer.events.data.connect(self._on_keypoints_data)
         viewer.layers.events.removed.connect(self._on_layer_removed)
+        viewer.dims.events.current_step.connect(self._on_step)
         self._unsubscribe = index.subscribe(self._on_index_change)
         _OPEN.append(self)
         from .menus import register_menus  # napari-private app-model, isolated there
 
         register_menus(viewer)
+        self._label_axis()
         if self._images:  # napari opens stacks in the middle; a labeller starts at the first
             self.show_image(self._images[0].id)
+        if not any(c.keypoints_enabled for c in self._cats.values()):
+            # nothing to place as keypoints: the layer a labeller edits is the boxes
+            viewer.layers.selection.active = boxes_layer
 
     # ----------------------------------------------------------------- public API
     @property
-    def layers(self) -> tuple[Layer, Layer, Layer]:
-        return (self.image_layer, self.boxes_layer, self.keypoints_layer)
+    def layers(self) -> tuple[Layer, ...]:
+        core = (self.image_layer, self.boxes_layer, self.keypoints_layer)
+        return core if self.skeleton_layer is None else (*core, self.skeleton_layer)
 
     @property
     def active_category(self) -> str | None:
@@ -120,14 +138,24 @@ class IndexLayers:
 
     @active_category.setter
     def active_category(self, name: str | None) -> None:
+        """Make ``name`` the category of new boxes and points. Boxes selected in the layer move
+        to it (napari's rule: the current properties apply to the selection); selected keypoints
+        keep their observation's category."""
         cat = None if name is None else self._category(name)  # BadInputError when unknown
+        boxes, points = self.boxes_layer, self.keypoints_layer
+        moving = self._selected_ids(boxes)
+        kept_points, points.selected_data = set(points.selected_data), set()
         self._active_category = None if cat is None else cat.name
-        for layer in (self.boxes_layer, self.keypoints_layer):
+        for layer in (boxes, points):
             layer.feature_defaults = {**defaults_dict(layer), "category": name or ""}
         if cat is not None:
-            self.boxes_layer.current_edge_color = cat.colour
-            self.keypoints_layer.current_face_color = cat.colour
-            self.keypoints_layer.current_border_color = cat.colour
+            boxes.current_edge_color = cat.colour
+            boxes.current_face_color = rgba(cat.colour, BOX_FACE_ALPHA)
+            points.current_face_color = cat.colour
+            points.current_border_color = cat.colour
+        points.selected_data = kept_points
+        if cat is not None and moving and not self._busy:
+            self._recategorise(moving, cat)
         names = cat.keypoint_names if cat else ()
         if self._active_keypoint not in names:
             self.active_keypoint = names[0] if names else None
@@ -149,6 +177,11 @@ class IndexLayers:
         layer.feature_defaults = {**defaults_dict(layer), "keypoint": name or ""}
         self.events.active_keypoint(value=name)
 
+    def selected_observation_ids(self) -> list[int]:
+        """The observations of the boxes and keypoints selected in the layers."""
+        return sorted(self._selected_ids(self.boxes_layer) | self._selected_ids(
+            self.keypoints_layer))
+
     def image_ids(self) -> list[int]:
         """Image id of each plane: plane z of the layers shows ``image_ids()[z]``."""
         return [r.id for r in self._images]
@@ -162,31 +195,24 @@ class IndexLayers:
         return self._images[min(max(z, 0), len(self._images) - 1)].id
 
     def show_image(self, image_id: int) -> None:
-        """Move the viewer to the plane of ``image_id``."""
+        """Move the viewer to the plane of ``image_id`` (a video clip has none: it has no
+        pixels of its own)."""
         if image_id not in self._plane:
-            raise LearnCompleteError(f"no image {image_id} is shown by {self.index.path.name}")
+            raise LearnCompleteError(f"image {image_id} is not shown in the viewer (a video "
+                                     f"clip, or not in {self.index.path.name})")
         dims = self.viewer.dims
         dims.set_point(dims.ndim - 3, self._plane[image_id])
+        self._on_step()  # already there: nothing moved, but the page must be this image's
 
     def refresh(self) -> None:
-        """Reload every layer from the index (after images or categories changed)."""
+        """Reload the layers from the index (after images or categories changed); the image
+        stack is rebuilt only when the images shown changed."""
+        shown = [(r.id, r.width, r.height) for r in self._images]
         self._load_catalogue()
-        fresh = layer_data(self.index)
-        with self._quiet():
-            self.image_layer.data = fresh[0][0]
-            for layer, (data, meta, _) in zip(self.layers[1:], fresh[1:], strict=True):
-                layer.selected_data = set()
-                layer.data = data
-                layer.features = meta["features"]
-                if isinstance(layer, Shapes):
-                    if len(data):
-                        layer.edge_color = meta["edge_color"]
-                        layer.face_color = meta["face_color"]
-                elif len(data):
-                    layer.face_color = meta["face_color"]
-                    layer.border_color = meta["border_color"]
-                layer.refresh_text()
-        self._recount()
+        if [(r.id, r.width, r.height) for r in self._images] != shown:
+            with self._quiet():
+                self.image_layer.data = image_stack(self.index, self._images)
+        self._show_page(self.current_image_id())
 
     def close(self) -> None:
         """Stop syncing (the layers stay as plain layers)."""
@@ -194,6 +220,7 @@ class IndexLayers:
         self.boxes_layer.events.data.disconnect(self._on_boxes_data)
         self.keypoints_layer.events.data.disconnect(self._on_keypoints_data)
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        self.viewer.dims.events.current_step.disconnect(self._on_step)
         if self in _OPEN:
             _OPEN.remove(self)
 
@@ -201,6 +228,7 @@ class IndexLayers:
     def _load_catalogue(self) -> None:
         self._images = stackable(self.index)
         self._plane = {r.id: z for z, r in enumerate(self._images)}
+        self._by_id = {r.id: r for r in self._images}
         self._cats = {c.id: c for c in self.index.categories()}
         self._cats_by_name = {c.name: c for c in self._cats.values()}
 
@@ -273,6 +301,69 @@ class IndexLayers:
             features.iloc[row, features.columns.get_loc(key)] = value
         layer.refresh_text()
 
+    def _selected_ids(self, layer: Layer) -> set[int]:
+        column = layer.features["observation_id"].to_numpy()
+        return {int(column[i]) for i in layer.selected_data if i < len(column)} - {
+            NO_OBSERVATION}
+
+    # ----------------------------------------------------------------------- the page
+    def _on_step(self, _event: Any = None) -> None:
+        image_id = self.current_image_id()
+        if image_id != self._page:
+            self._show_page(image_id)
+
+    def _show_page(self, image_id: int | None) -> None:
+        """Make the layers hold the observations of ``image_id`` and say which image it is."""
+        image = self._by_id.get(image_id) if image_id is not None else None
+        self._page = image.id if image is not None else None
+        self._fill(page_observations(self.index, image))
+        if image is not None:
+            overlay = self.viewer.canvas.overlays.text
+            overlay.text = f"{image.name}  ({self._plane[image.id] + 1}/{len(self._images)})"
+            overlay.visible = True
+        self.events.current_image(value=self._page)
+
+    def _fill(self, observations: Sequence[Observation]) -> None:
+        """Replace the rows of the boxes and keypoints layers by these observations."""
+        boxes, points = self.boxes_layer, self.keypoints_layer
+        data, box_features, edge, face = box_rows(observations, self._plane, self._cats)
+        kps, kp_features, colour = keypoint_rows(observations, self._plane, self._cats)
+        with self._quiet():
+            for layer, rows, features in ((boxes, [(v, "rectangle") for v in data], box_features),
+                                          (points, kps, kp_features)):
+                defaults = defaults_dict(layer)  # napari resets them with the features
+                layer.selected_data = set()
+                layer.data = rows
+                layer.features = features
+                layer.feature_defaults = defaults
+            if data:
+                boxes.edge_color = edge
+                boxes.face_color = face
+            if len(kps):
+                points.face_color = colour
+                points.border_color = colour
+            boxes.refresh_text()
+            points.refresh_text()
+        self._recount()
+        self._draw_skeleton()
+
+    def _draw_skeleton(self) -> None:
+        if self.skeleton_layer is None:
+            return
+        vectors, colours = skeleton_vectors(self.keypoints_layer.data,
+                                            self.keypoints_layer.features, self._cats_by_name)
+        self.skeleton_layer.data = vectors
+        if len(colours):
+            self.skeleton_layer.edge_color = colours
+
+    def _label_axis(self) -> None:
+        """Name the slider's axis ("image", not napari's "-3")."""
+        dims = self.viewer.dims
+        if dims.ndim >= 3:
+            labels = list(dims.axis_labels)
+            labels[dims.ndim - 3] = "image"
+            dims.axis_labels = labels
+
     # ------------------------------------------------------------------ layer -> index
     def _on_boxes_data(self, event: Any) -> None:
         self._on_layer_data("boxes", event)
@@ -283,6 +374,11 @@ class IndexLayers:
     def _on_layer_data(self, role: str, event: Any) -> None:
         if self._busy:
             return
+        self._apply_layer_edit(role, event)
+        if role == "keypoints":
+            self._draw_skeleton()
+
+    def _apply_layer_edit(self, role: str, event: Any) -> None:
         layer = getattr(self, f"{role}_layer")
         action = event.action
         if action == ActionType.REMOVING:
@@ -313,27 +409,30 @@ class IndexLayers:
         return (x0, y0, x1, y1)
 
     def _show_box(self, row: int, plane: int, box: Sequence[float], cat: Category) -> None:
-        """Make a row the exact rectangle of a stored box, in its category's colours."""
+        """Make a row the exact rectangle of a stored box, in its category's colours (left alone
+        when it is already: a redraw of the layer is most of an edit's cost)."""
         layer = self.boxes_layer
         vertices = box_vertices(plane, box)
         current = layer.data[row]
-        if layer.shape_type[row] == "rectangle" and current.shape == vertices.shape and \
-                np.allclose(np.sort(current, axis=0), np.sort(vertices, axis=0)):
-            vertices = None
+        edge, face = rgba(cat.colour), rgba(cat.colour, BOX_FACE_ALPHA)
+        same_shape = layer.shape_type[row] == "rectangle" and current.shape == vertices.shape \
+            and np.allclose(np.sort(current, axis=0), np.sort(vertices, axis=0), atol=1e-3)
+        if same_shape and np.allclose(layer.edge_color[row], edge) and \
+                np.allclose(layer.face_color[row], face):
+            return
         with self._quiet():
             # napari has no public call to replace one shape in place
-            layer._data_view.edit(
-                row, vertices if vertices is not None else current, new_type="rectangle",
-                edge_color=rgba(cat.colour), face_color=rgba(cat.colour, BOX_FACE_ALPHA),
-            )
+            layer._data_view.edit(row, current if same_shape else vertices,
+                                  new_type="rectangle", edge_color=edge, face_color=face)
             layer.refresh()
 
     def _boxes_added(self, rows: list[int]) -> None:
+        """New boxes take the active category: what the Index panel shows as active, whatever
+        napari made current by a selection."""
         layer = self.boxes_layer
         items, problems = [], []
         for row in rows:
-            name = str(layer.features["category"].iloc[row] or "")
-            cat = self._cats_by_name.get(name)
+            cat = self._cats_by_name.get(self._active_category or "")
             image = self._image_at(layer.data[row][0, 0])
             box = self._clipped_box(layer.data[row], image) if image else None
             if cat is None:
@@ -363,6 +462,32 @@ class IndexLayers:
             self._set_row_features(layer, row, {"observation_id": obs.id, "category": cat.name,
                                                 "source": obs.source, "score": np.nan})
             self._show_box(row, self._plane[image.id], obs.box, cat)
+
+    def _recategorise(self, ids: set[int], cat: Category) -> None:
+        """Move the observations of the selected boxes to category ``cat``; their keypoints go
+        along when ``cat`` has the same keypoint names, else the change is refused (it would
+        drop them)."""
+        moving = [o for o in self.index.observations(ids=ids) if o.category_id != cat.id]
+        if not moving:
+            return
+        problems = []
+        if not cat.roi_enabled:
+            problems.append(f"category {cat.name!r} has boxes (ROI) switched off")
+        for obs in moving:
+            old = self._cats[obs.category_id]
+            if obs.has_keypoints and old.keypoint_names != cat.keypoint_names:
+                problems.append(f"the {old.name!r} box has keypoints that {cat.name!r} does not "
+                                "have (delete them first)")
+                break
+        def write() -> None:
+            for obs in moving:
+                self.index.update_observation(obs.id, category=cat.id, keypoints=obs.keypoints)
+
+        if problems:
+            show_warning(f"category not changed: {problems[0]}")
+        else:
+            self._write({}, "category change", write)
+        self._sync_observations(o.id for o in moving)  # as the index has them: colour, label
 
     def _boxes_changed(self, rows: list[int]) -> None:
         layer = self.boxes_layer
@@ -420,18 +545,25 @@ class IndexLayers:
         return attach_target((x, y, x, y), candidates) or next(boxless, None)
 
     def _keypoints_added(self, rows: list[int]) -> None:
+        """New points are the active category's active keypoint (the panel's choice; napari
+        makes a selected point's features current, which must not change what is placed)."""
         layer = self.keypoints_layer
         items, problems = [], []
         for row in rows:
-            name = str(layer.features["category"].iloc[row] or "")
-            kp = str(layer.features["keypoint"].iloc[row] or "")
-            cat = self._cats_by_name.get(name)
+            cat = self._cats_by_name.get(self._active_category or "")
+            kp = self._active_keypoint or ""
             z, y, x = layer.data[row]
             image = self._image_at(z)
             if cat is None:
                 problems.append("choose a category first (no active category)")
-            elif not cat.keypoints_enabled or kp not in cat.keypoint_names:
-                problems.append(f"choose a keypoint of category {cat.name!r} first")
+            elif not cat.keypoints_enabled:
+                with_kps = [c.name for c in self._cats.values() if c.keypoints_enabled]
+                problems.append(f"category {cat.name!r} has no keypoints" + (
+                    f": make {', '.join(map(repr, with_kps))} the active category"
+                    if with_kps else ""))
+            elif kp not in cat.keypoint_names:
+                problems.append(f"choose which keypoint of {cat.name!r} to place (Keypoint "
+                                "to place, in the Index panel)")
             elif image is None:
                 problems.append("the keypoint is not on an image")
             else:
@@ -468,6 +600,19 @@ class IndexLayers:
             self._show_point(row, self._plane[image.id], x, y, cat)
         # rows of the observations just touched that already were in the layer: new source
         self._refresh_features({o.id: o for o in results})
+        self._advance_keypoint(items[-1][2], items[-1][3], results[-1])
+
+    def _advance_keypoint(self, cat: Category, placed: str, obs: Observation) -> None:
+        """After a click, the next keypoint to place: the next one (in the category's order)
+        that this observation still lacks; the first once it has them all, so the next click
+        starts the next object."""
+        if self._active_category != cat.name or self._active_keypoint != placed:
+            return  # the user chose another meanwhile
+        names = cat.keypoint_names
+        labelled = {n for n, (_, _, v) in zip(names, obs.keypoints or (), strict=False) if v > 0}
+        start = names.index(placed)
+        after = [names[(start + k) % len(names)] for k in range(1, len(names))]
+        self.active_keypoint = next((n for n in after if n not in labelled), names[0])
 
     def _show_point(self, row: int, plane: int, x: float, y: float, cat: Category) -> None:
         layer = self.keypoints_layer
@@ -580,21 +725,23 @@ class IndexLayers:
                 self.active_category = first.name if first else None
 
     def _sync_observations(self, ids: Iterable[int]) -> None:
-        """Replace the rows of these observations by what the index holds now."""
+        """Replace the rows of these observations by what the index holds now (only those of
+        the image shown have rows); what was selected stays selected."""
         ids = sorted({int(i) for i in ids})
-        if not ids:
+        if not ids or self._page is None:
             return
-        current = self.index.observations(ids=ids)
+        current = self.index.observations(ids=ids, images=[self._page])
         if any(o.category_id not in self._cats for o in current):
             self._load_catalogue()
+        layers = (self.boxes_layer, self.keypoints_layer)
+        chosen = [_row_keys(layer, layer.selected_data) for layer in layers]
         with self._quiet():
-            for layer in (self.boxes_layer, self.keypoints_layer):
+            for layer in layers:
                 column = layer.features["observation_id"].to_numpy()
                 stale = np.flatnonzero(np.isin(column, ids)).tolist()
                 if stale:
-                    selected = layer.selected_data
+                    layer.selected_data = set()
                     layer.remove(stale)
-                    layer.selected_data = {i for i in selected if i < len(layer.data)}
             data, features, edge, face = box_rows(current, self._plane, self._cats)
             if data:
                 start = len(self.boxes_layer.data)
@@ -604,16 +751,28 @@ class IndexLayers:
             points, features, colour = keypoint_rows(current, self._plane, self._cats)
             if len(points):
                 layer = self.keypoints_layer
-                start, selected = len(layer.data), set(layer.selected_data)
+                start = len(layer.data)
                 layer.add(points)
-                layer.selected_data = selected
                 layer.face_color[start:] = colour
                 layer.border_color[start:] = colour
                 fill_features(layer, start, features)
                 layer.refresh()
+            for layer, keys in zip(layers, chosen, strict=True):
+                rows = range(len(layer.data))
+                layer.selected_data = {r for r, key in zip(rows, _row_keys(layer, rows),
+                                                           strict=True) if key in keys}
         self._recount()
+        self._draw_skeleton()
 
     def _on_layer_removed(self, event: Any) -> None:
-        """Stop syncing once none of the three layers is left in the viewer."""
+        """Stop syncing once none of its layers is left in the viewer."""
         if not any(layer in self.viewer.layers for layer in self.layers):
             self.close()
+
+
+def _row_keys(layer: Layer, rows: Iterable[int]) -> list[tuple[int, str]]:
+    """What rows show, independent of their position: (observation id, keypoint name)."""
+    features = layer.features
+    names = features.get("keypoint")
+    return [(int(features["observation_id"].iloc[r]),
+             "" if names is None else str(names.iloc[r])) for r in rows]
