@@ -89,3 +89,25 @@ def test_ok_returns_settings_and_cancel_none(qtbot, answers) -> None:
     answers.next(accept=False)
     assert dialogs.ask_complete("scope", from_category=True) is None
     assert answers.seen == ["Learn", "Learn", "Complete", "Complete"]
+
+
+def test_the_first_learn_offers_the_model_to_create(qtbot, answers) -> None:
+    """Without a model, Learn says it creates one, offers its type (the caller's default) and
+    trains the full model: a new backbone is untrained."""
+    dialog = dialogs.learn_dialog("Learn boxes on 1 selected image(s)", new_model=False)
+    qtbot.addWidget(dialog.native)
+    assert _labels_and_values(dialog) == {
+        "no model": dialogs.NO_MODEL_YET,
+        "Model type": "Boxes (Faster R-CNN)",
+        "Nr of training epochs": 10,
+        "Training mode": "Full model",
+        "mode note": dialogs.UNTRAINED_NOTE,
+        "Size of test data (%)": 0,
+    }
+    assert dialogs.NO_MODEL_YET.startswith("No model yet: Learn will first create one")
+    assert dialogs.learn_settings(dialog) == LearnSettings(epochs=10, mode="full")
+
+    answers.next(edit=lambda d: setattr(d._magic_widget.mode, "value", "Heads only"))
+    assert dialogs.ask_first_learn("scope", keypoints=True) == (LearnSettings(mode="heads"), True)
+    answers.next(accept=False)
+    assert dialogs.ask_first_learn("scope", keypoints=False) is None

@@ -16,6 +16,7 @@ from napari_learn_complete._napari.layers import IndexLayers, open_index
 from napari_learn_complete._napari.menus import action_id, register_menus
 from napari_learn_complete._qt import commands, index_panel
 from napari_learn_complete._qt.index_panel import IndexPanel
+from napari_learn_complete.actions import NO_MODEL
 from napari_learn_complete.index import Index
 from napari_learn_complete.model.registry import create_model
 from untrained import untrained_model
@@ -127,7 +128,7 @@ def test_disabled_reason_is_shown_when_run_anyway(shown: IndexLayers, monkeypatc
     monkeypatch.setattr(index_panel, "show_info", shown_infos.append)
     shown.viewer.layers.selection.active = shown.image_layer
     get_app_model().commands.execute_command(action_id("complete", "keypoints")).result()
-    assert shown_infos == ["No active model: create one in the Model panel"]
+    assert shown_infos == [NO_MODEL]
     [panel] = _docked_panels(shown.viewer)
     assert not panel.workers
 

@@ -7,17 +7,22 @@ why as its tooltip. Work runs in thread workers (:mod:`.workers`); the panel onl
 reports the outcome, and the layers follow the index through its change events.
 
 The image table is a ``QTableView`` over :class:`ImageTableModel` (every image of the index) and
-:class:`ImageFilter` (the category and attribute filters): the index's changes become inserted
-rows and changed count cells, never a rebuilt table, so an index of tens of thousands of images
+:class:`ImageFilter` (the category, attribute and review filters): the index's changes become
+inserted rows and changed cells, never a rebuilt table, so an index of tens of thousands of images
 opens at once, a Complete streaming results costs what it changed, and the selection stays. What
-a change makes the panel re-read (counts, attributes, the images a filter passes: queries that
-grow with the index) is read in a thread of the panel's own, and only shown on the main thread.
+a change or a filter choice makes the panel re-read (counts, attributes, reviewed images, the
+images a filter passes: queries that grow with the index) is read in a thread of the panel's own,
+and only shown on the main thread. The table's current row follows the image the viewer shows.
+
+Below the cards, the labeller's edits that are not drawing: the keypoint the next click places,
+attributes of the observations selected in the layers, and the reviewed state of images.
 """
 
 from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,44 +41,58 @@ from qtpy.QtCore import (
     QSortFilterProxyModel,
     Qt,
     QTimer,
+    Signal,
 )
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QFileDialog,
+    QFormLayout,
     QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QMenu,
     QPushButton,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
-from superqt.utils import ensure_main_thread
 
 from .._napari.layers import IndexLayers, index_layers, layers_for, open_index, real_viewer
 from .._napari.menus import register_menus
 from ..actions import Availability
 from ..engine.progress import Progress
 from ..engine.results import CompleteResult, Proposal, TrainResult
+from ..engine.settings import LearnSettings
 from ..errors import LearnCompleteError
-from ..index import KIND_NOUNS, KIND_TITLES, Change, ImageRecord, Index
+from ..index import KIND_NOUNS, KIND_TITLES, Category, Change, ImageRecord, Index
 from ..session import Task, session_for
 from . import dialogs
+from .model_panel import free_model_name
 from .review import show_review
-from .workers import Worker, describe, run_in_worker
+from .workers import Worker, describe, reason_first, run_in_worker
 
 if TYPE_CHECKING:
     import napari
 
 SELECTION_FILTERS = ("All images", "Selected", "Unselected")
+REVIEW_FILTERS = (("All review states", None), ("Reviewed", True), ("Not reviewed", False))
+VIDEO_NOT_SHOWN = "video clip: not shown in the viewer"
 _REFRESH_MS = 150  # coalesce the change events of a Complete batch into one repaint
 _NO_COUNTS = {"images": 0, "boxes": 0, "keypoints": 0}
-_FIT_ROWS = 100  # rows read to fit the Size and Observations columns to their contents
+_NO_OBSERVATIONS = (0, 0)  # (human, model) of an image without observations
+_FIT_ROWS = 100  # rows read to fit the number columns to their contents
 _DISPLAY = Qt.ItemDataRole.DisplayRole
 log = logging.getLogger(__name__)
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``count`` and the noun in the right number: "1 image", "2 images", "3 boxes"."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {nouns or (noun + 'es' if noun.endswith(('x', 's', 'sh')) else noun + 's')}"
 
 
 def _runs(rows: Iterable[int]) -> Iterator[tuple[int, int]]:
@@ -85,21 +104,24 @@ def _runs(rows: Iterable[int]) -> Iterator[tuple[int, int]]:
 
 
 class ImageTableModel(QAbstractTableModel):
-    """Every image of the index in id order: name, size and how many observations it has.
+    """Every image of the index in id order: name, size, its human and model observations, and
+    whether it was reviewed.
 
-    It changes in place: new images are inserted rows, new counts are changed cells, so a view
-    keeps its selection, current row and scroll position while Complete streams results in, and
-    an update costs what changed, not the size of the index.
+    It changes in place: new images are inserted rows, new counts and review marks are changed
+    cells, so a view keeps its selection, current row and scroll position while Complete streams
+    results in, and an update costs what changed, not the size of the index.
     """
 
-    COLUMNS = ("Image", "Size", "Observations")
-    NAME, SIZE, COUNT = range(3)
+    COLUMNS = ("Name", "Size", "Human", "Model", "Reviewed")
+    NAME, SIZE, HUMAN, MODEL, REVIEWED = range(5)
 
     def __init__(self) -> None:
         super().__init__()
         self._images: list[ImageRecord] = []
         self._ids: list[int] = []  # ascending, as the rows: a row is found by bisection
-        self._counts: dict[int, int] = {}  # image id -> observations (images with none left out)
+        # image id -> (human, model) observations (images with none left out)
+        self._counts: dict[int, tuple[int, int]] = {}
+        self._reviewed: set[int] = set()
 
     def reset(self, images: Sequence[ImageRecord]) -> None:
         """Show another index's images (counts come with :meth:`set_counts`)."""
@@ -107,10 +129,14 @@ class ImageTableModel(QAbstractTableModel):
         self._images = sorted(images, key=attrgetter("id"))
         self._ids = [image.id for image in self._images]
         self._counts = {}
+        self._reviewed = {image.id for image in self._images if image.reviewed}
         self.endResetModel()
 
     def image_id(self, row: int) -> int:
         return self._ids[row]
+
+    def record(self, row: int) -> ImageRecord:
+        return self._images[row]
 
     def row_of(self, image_id: int) -> int | None:
         row = bisect_left(self._ids, image_id)
@@ -128,17 +154,27 @@ class ImageTableModel(QAbstractTableModel):
             self._ids[row:row] = [image.id for image in block]
             self.endInsertRows()
 
-    def set_counts(self, counts: dict[int, int]) -> None:
-        """Take the observation count of every image; only the count cells that changed are
-        announced (one ``dataChanged`` per block of neighbouring rows)."""
+    def set_counts(self, counts: dict[int, tuple[int, int]]) -> None:
+        """Take the (human, model) observation counts of every image; only the cells that
+        changed are announced."""
         old, self._counts = self._counts, counts
-        rows = sorted(
-            row for image_id in old.keys() | counts.keys()
-            if old.get(image_id, 0) != counts.get(image_id, 0)
-            and (row := self.row_of(image_id)) is not None
-        )
+        changed = [i for i in old.keys() | counts.keys()
+                   if old.get(i, _NO_OBSERVATIONS) != counts.get(i, _NO_OBSERVATIONS)]
+        for column, part in ((self.HUMAN, 0), (self.MODEL, 1)):
+            self._changed(column, (i for i in changed if old.get(i, _NO_OBSERVATIONS)[part]
+                                   != counts.get(i, _NO_OBSERVATIONS)[part]))
+
+    def set_reviewed(self, image_ids: set[int]) -> None:
+        """Take the ids of the reviewed images; only the marks that changed are announced."""
+        old, self._reviewed = self._reviewed, image_ids
+        self._changed(self.REVIEWED, old ^ image_ids)
+
+    def _changed(self, column: int, image_ids: Iterable[int]) -> None:
+        """Announce the cells of ``column`` of these images: one ``dataChanged`` per block of
+        neighbouring rows."""
+        rows = sorted(row for i in image_ids if (row := self.row_of(i)) is not None)
         for first, last in _runs(rows):
-            self.dataChanged.emit(self.index(first, self.COUNT), self.index(last, self.COUNT),
+            self.dataChanged.emit(self.index(first, column), self.index(last, column),
                                   [_DISPLAY])
 
     # -- Qt model interface
@@ -161,12 +197,14 @@ class ImageTableModel(QAbstractTableModel):
             return image.name
         if column == self.SIZE:
             return f"{image.width}×{image.height}"
-        return str(self._counts.get(image.id, 0))
+        if column == self.REVIEWED:
+            return "✓" if image.id in self._reviewed else ""
+        return str(self._counts.get(image.id, _NO_OBSERVATIONS)[column - self.HUMAN])
 
 
 class ImageFilter(QSortFilterProxyModel):
-    """Shows the images that pass the category and attribute filters: the index finds their ids
-    (:meth:`Index.images`), so the filter rules stay in the store."""
+    """Shows the images that pass the category, attribute and review filters: the index finds
+    their ids (:meth:`Index.images`), so the filter rules stay in the store."""
 
     def __init__(self, source: ImageTableModel) -> None:
         super().__init__()
@@ -183,15 +221,27 @@ class ImageFilter(QSortFilterProxyModel):
         return self.image_ids is None or self.sourceModel().image_id(row) in self.image_ids
 
 
-Filters = tuple[str | None, tuple[str, str] | None]  # (category, (key, value)); None: any
+# (category, (key, value), reviewed); None: any
+Filters = tuple[str | None, tuple[str, str] | None, bool | None]
+_NO_FILTER: Filters = (None, None, None)
 
 
-def _passing(index: Index | None, filters: Filters) -> set[int] | None:
-    """Ids of the images with an observation of the category and attribute (None: no filter)."""
-    category, attribute = filters
-    if index is None or filters == (None, None):
-        return None
-    return {image.id for image in index.images(category=category, attribute=attribute)}
+@dataclass(frozen=True)
+class Passing:
+    """The images the filter choices ``filters`` pass in ``index`` (``image_ids`` None: no
+    filter, every image)."""
+
+    index: Index | None
+    filters: Filters
+    image_ids: set[int] | None
+
+    @classmethod
+    def of(cls, index: Index | None, filters: Filters) -> Passing:
+        if index is None or filters == _NO_FILTER:
+            return cls(index, filters, None)
+        category, attribute, reviewed = filters
+        return cls(index, filters, {image.id for image in index.images(
+            category=category, attribute=attribute, reviewed=reviewed)})
 
 
 @dataclass(frozen=True)
@@ -201,21 +251,22 @@ class Reading:
 
     index: Index | None
     images: list[ImageRecord] | None  # every image, when images were added
+    reviewed: set[int] | None  # ids of the reviewed images, when images changed
     counts: dict[str, dict[str, int]]  # per category: images, boxes, keypoints
-    per_image: dict[int, int]  # observations per image
+    per_image: dict[int, tuple[int, int]]  # (human, model) observations per image
     attributes: dict[str, list[str]]  # attribute key -> values
-    filters: Filters  # the filter choices ``passing`` was read for
-    passing: set[int] | None
+    passing: Passing
 
     @classmethod
     def of(cls, index: Index | None, filters: Filters, *, images: bool = False) -> Reading:
-        """Read ``index`` (None: nothing to show); ``images``: every image too (some were
-        added)."""
+        """Read ``index`` (None: nothing to show); ``images``: the images changed (some were
+        added, or marked reviewed)."""
         if index is None:
-            return cls(None, None, {}, {}, {}, filters, None)
-        return cls(index, index.images() if images else None, index.counts(),
-                   index.observation_counts(), index.attribute_values(), filters,
-                   _passing(index, filters))
+            return cls(None, None, None, {}, {}, {}, Passing.of(None, filters))
+        return cls(index, index.images() if images else None,
+                   {image.id for image in index.images(reviewed=True)} if images else None,
+                   index.counts(), index.observation_counts(), index.attribute_values(),
+                   Passing.of(index, filters))
 
 
 class CategoryCard(QFrame):
@@ -239,10 +290,10 @@ class CategoryCard(QFrame):
         layout.addWidget(self.counts)
 
     def set_counts(self, counts: dict[str, int]) -> None:
-        self.counts.setText(
-            f"{counts['images']} images · {counts['boxes']} boxes · "
-            f"{counts['keypoints']} keypoints"
-        )
+        self.counts.setText(" · ".join((
+            plural(counts["images"], "image"), plural(counts["boxes"], "box"),
+            plural(counts["keypoints"], "keypoint"),
+        )))
 
     def set_active(self, active: bool) -> None:
         self.setLineWidth(2 if active else 1)
@@ -261,6 +312,11 @@ class CategoryCard(QFrame):
 class IndexPanel(QWidget):
     """Dock widget over the index shown in the viewer (see :func:`index_layers`)."""
 
+    # Emitted from other threads, delivered on the main thread; Qt drops them once the panel is
+    # deleted, where a call into a deleted widget would abort the process.
+    _changed = Signal(str)  # a table of the index changed
+    _reading_done = Signal(object)  # a Reading or Passing, read in the reader thread
+
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = real_viewer(napari_viewer)
@@ -271,6 +327,8 @@ class IndexPanel(QWidget):
         self._unsubscribe: Callable[[], None] | None = None
         self._moving_rows = False  # the table changes rows itself: the viewer stays put
         self._cards: dict[str, CategoryCard] = {}
+        self._categories: dict[str, Category] = {}
+        self._selected_observations: list[int] = []  # shown in selection_attributes
         self._pending: set[str] = set()  # tables changed since the last refresh
         self._refresh_timer = QTimer(self, singleShot=True, interval=_REFRESH_MS)
         self._refresh_timer.timeout.connect(self._apply_changes)
@@ -279,8 +337,12 @@ class IndexPanel(QWidget):
         self.viewer.layers.events.inserted.connect(self._follow_viewer)
         self.viewer.layers.events.removed.connect(self._follow_viewer)
         self.viewer.layers.selection.events.active.connect(self._follow_viewer)
-        self.destroyed.connect(self._disconnect_index)
-        self.destroyed.connect(self._stop_reading)
+        # a bound method of the object being destroyed is not called from its own destroyed
+        # signal under PyQt6; a partial of the class function is
+        self.destroyed.connect(partial(IndexPanel._disconnect_index, self))
+        self.destroyed.connect(partial(IndexPanel._stop_reading, self))
+        self._changed.connect(self._queue_change, Qt.ConnectionType.QueuedConnection)
+        self._reading_done.connect(self._show_reading, Qt.ConnectionType.QueuedConnection)
         self._follow_viewer()
 
     # ------------------------------------------------------------------ layout
@@ -296,17 +358,46 @@ class IndexPanel(QWidget):
         self.cards = QVBoxLayout()
         self.cards.setSpacing(2)
 
+        self.keypoint_choice = QComboBox()
+        self.keypoint_choice.setToolTip("The keypoint the next click on the keypoints layer "
+                                        "places; it moves on to the next one after each click")
+        self.keypoint_choice.currentIndexChanged.connect(self._choose_keypoint)
+        self.attribute_key = QLineEdit(placeholderText="key")
+        self.attribute_value = QLineEdit(placeholderText="value")
+        self.set_attribute_button = QPushButton("Set on selected")
+        self.set_attribute_button.setToolTip("Set this attribute on the boxes and keypoints "
+                                             "selected in the layers")
+        self.set_attribute_button.clicked.connect(self.set_attribute)
+        self.remove_attribute_button = QPushButton("Remove")
+        self.remove_attribute_button.setToolTip("Remove the attribute with this key from the "
+                                                "boxes and keypoints selected in the layers")
+        self.remove_attribute_button.clicked.connect(self.remove_attribute)
+        attribute_row = QHBoxLayout()
+        for widget in (self.attribute_key, self.attribute_value, self.set_attribute_button,
+                       self.remove_attribute_button):
+            attribute_row.addWidget(widget)
+        self.selection_attributes = QLabel()  # the attributes of the selected observations
+        self.selection_attributes.setWordWrap(True)
+        edits = QFormLayout()
+        edits.addRow("Keypoint to place", self.keypoint_choice)
+        edits.addRow("Attribute", attribute_row)
+        edits.addRow("", self.selection_attributes)
+
         self.category_filter = QComboBox()
         self.attribute_filter = QComboBox()
+        self.review_filter = QComboBox()
+        for text, reviewed in REVIEW_FILTERS:
+            self.review_filter.addItem(text, reviewed)
         self.selection_filter = QComboBox()
         self.selection_filter.addItems(SELECTION_FILTERS)
-        self.category_filter.currentIndexChanged.connect(self._refilter)
-        self.attribute_filter.currentIndexChanged.connect(self._refilter)
+        for combo in (self.category_filter, self.attribute_filter, self.review_filter):
+            combo.currentIndexChanged.connect(self._refilter)
         self.selection_filter.currentIndexChanged.connect(self._apply_selection_filter)
         filters = QHBoxLayout()
         for combo, tip in (
             (self.category_filter, "Show images with an observation of this category"),
             (self.attribute_filter, "Show images with an observation having this attribute"),
+            (self.review_filter, "Show all images, only the reviewed or only the others"),
             (self.selection_filter, "Show all, only the selected or only the unselected images"),
         ):
             combo.setToolTip(tip)
@@ -322,7 +413,7 @@ class IndexPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()  # names get the room, the numbers what they need
         header.setSectionResizeMode(ImageTableModel.NAME, QHeaderView.ResizeMode.Stretch)
-        for column in (ImageTableModel.SIZE, ImageTableModel.COUNT):
+        for column in range(ImageTableModel.SIZE, len(ImageTableModel.COLUMNS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         # a count that changes re-fits its column: from the rows around the shown ones, not
         # from 1000 rows (Qt's default), which took 0.1 s per change on a large index
@@ -335,6 +426,20 @@ class IndexPanel(QWidget):
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
         self.image_filter.rowsInserted.connect(self._selection_changed)  # new rows: hide or not
         self.image_filter.modelReset.connect(self._selection_changed)
+
+        self.current_label = QLabel()  # the image the viewer shows
+        self.reviewed_button = QPushButton("Mark reviewed")
+        self.reviewed_button.setToolTip("Mark the selected images (none selected: the image "
+                                        "shown) as reviewed")
+        self.reviewed_button.clicked.connect(lambda: self.mark_reviewed(True))
+        self.not_reviewed_button = QPushButton("Mark not reviewed")
+        self.not_reviewed_button.setToolTip("Take the reviewed mark off the selected images "
+                                            "(none selected: the image shown)")
+        self.not_reviewed_button.clicked.connect(lambda: self.mark_reviewed(False))
+        review_row = QHBoxLayout()
+        review_row.addWidget(self.current_label, 1)
+        review_row.addWidget(self.reviewed_button)
+        review_row.addWidget(self.not_reviewed_button)
 
         self.status = QLabel()  # live readout: stage, epoch, loss
         self.status.setWordWrap(True)
@@ -355,8 +460,10 @@ class IndexPanel(QWidget):
         layout.addLayout(top)
         layout.addWidget(QLabel("Categories (click: make active; right-click: Learn, Complete)"))
         layout.addLayout(self.cards)
+        layout.addLayout(edits)
         layout.addLayout(filters)
         layout.addWidget(self.table, 1)
+        layout.addLayout(review_row)
         layout.addWidget(self.status)
         layout.addLayout(buttons)
 
@@ -384,7 +491,8 @@ class IndexPanel(QWidget):
         self.layers = layers
         if layers is not None:
             self._unsubscribe = layers.index.subscribe(self._on_change)
-            layers.events.active_category.connect(self._mark_active)
+            for emitter, slot in self._layer_slots(layers):
+                emitter.connect(slot)
         self.index_label.setText(
             f"Index: <b>{layers.index.path.name}</b>" if layers else "No index open"
         )
@@ -392,13 +500,27 @@ class IndexPanel(QWidget):
             self.image_model.reset(layers.index.images() if layers else [])
         self._reload_categories()
         self._show(Reading.of(self.index, self._filters()))  # at once: it opens complete
+        self._follow_current_image()
+        self._show_selection_attributes()
+
+    def _layer_slots(self, layers: IndexLayers) -> list[tuple[Any, Callable[..., None]]]:
+        """What the panel follows of the layers it shows: the active category and keypoint, the
+        image shown, the boxes and keypoints selected."""
+        return [
+            (layers.events.active_category, self._show_active),
+            (layers.events.active_keypoint, self._show_keypoints),
+            (layers.events.current_image, self._follow_current_image),
+            (layers.boxes_layer.events.highlight, self._show_selection_attributes),
+            (layers.keypoints_layer.events.highlight, self._show_selection_attributes),
+        ]
 
     def _disconnect_index(self, *_: object) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         if self.layers is not None:
-            self.layers.events.active_category.disconnect(self._mark_active)
+            for emitter, slot in self._layer_slots(self.layers):
+                emitter.disconnect(slot)
 
     def _ask_open(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a Learn & Complete index")
@@ -407,10 +529,10 @@ class IndexPanel(QWidget):
 
     # ----------------------------------------------------------- live refresh
     def _on_change(self, change: Change) -> None:
-        """Runs in the committing thread (maybe a worker): hop to the main thread."""
-        self._queue_change(change.table)
+        """Runs in the committing thread (maybe a worker): hop to the main thread through a
+        queued signal, which Qt drops once the panel is deleted (a closed viewer)."""
+        self._changed.emit(change.table)
 
-    @ensure_main_thread
     def _queue_change(self, table: str) -> None:
         self._pending.add(table)
         self._refresh_timer.start()
@@ -420,31 +542,42 @@ class IndexPanel(QWidget):
         if "categories" in pending:
             self._reload_categories()
         if pending & {"images", "categories", "observations"} and self.index is not None:
-            self._reader.submit(
-                Reading.of, self.index, self._filters(), images="images" in pending
-            ).add_done_callback(self._read_done)
+            self._read(Reading.of, self.index, self._filters(), images="images" in pending)
+        if "observations" in pending:  # the selection's attributes may have changed
+            self._show_selection_attributes(force=True)
         if "runs" in pending:  # a Complete or an accepted review can now be undone
             self.undo_button.setEnabled(self.session.can_undo)
 
-    def _read_done(self, reading: Future[Reading]) -> None:
+    def _read(self, read: Callable[..., Reading | Passing], *args: Any, **kwargs: Any) -> None:
+        """Run a query that grows with the index in the reader thread; its result is shown on
+        the main thread."""
+        self._reader.submit(read, *args, **kwargs).add_done_callback(self._read_done)
+
+    def _read_done(self, reading: Future[Reading | Passing]) -> None:
         """Runs in the reader thread: a failed read is logged (the next change reads again)."""
         if reading.cancelled():  # the panel closed before it ran
             return
         try:
-            self._show_reading(reading.result())
+            self._reading_done.emit(reading.result())
         except Exception:
             log.exception("the Index panel could not read the index")
 
-    @ensure_main_thread
-    def _show_reading(self, reading: Reading) -> None:
-        if reading.index is self.index:  # not an index the panel has left meanwhile
+    def _show_reading(self, reading: Reading | Passing) -> None:
+        if reading.index is not self.index:  # an index the panel has left meanwhile
+            return
+        if isinstance(reading, Passing):
+            self._show_passing(reading)
+        else:
             self._show(reading)
 
     def _show(self, reading: Reading) -> None:
-        """Show a reading: new rows, attribute choices, counts, the images the filters pass."""
+        """Show a reading: new rows, attribute choices, counts, review marks, the images the
+        filters pass."""
         if reading.images is not None:
             with self._rows_moving():
                 self.image_model.add_images(reading.images)
+        if reading.reviewed is not None:
+            self.image_model.set_reviewed(reading.reviewed)
         self._refill(self.attribute_filter, "Any attribute", [
             (f"{key} = {value}", (key, value))
             for key, values in reading.attributes.items() for value in values
@@ -452,11 +585,16 @@ class IndexPanel(QWidget):
         for name, card in self._cards.items():
             card.set_counts(reading.counts.get(name, _NO_COUNTS))
         self.image_model.set_counts(reading.per_image)
-        if reading.filters == self._filters():
-            with self._rows_moving():
-                self.image_filter.set_image_ids(reading.passing)
-        else:  # the user chose another filter meanwhile, or a choice is gone from the index
+        if reading.passing.filters == self._filters():
+            self._show_passing(reading.passing)
+        else:  # a choice is gone from the index (the user's own changes are read already)
             self._refilter()
+
+    def _show_passing(self, passing: Passing) -> None:
+        """Show the images the filters pass, unless the user has chosen others meanwhile."""
+        if passing.filters == self._filters():
+            with self._rows_moving():
+                self.image_filter.set_image_ids(passing.image_ids)
 
     def _stop_reading(self, *_: object) -> None:
         """The panel is gone: a reading still to come is for no index now, and not shown."""
@@ -469,12 +607,13 @@ class IndexPanel(QWidget):
             card.deleteLater()
         self._cards.clear()
         categories = self.index.categories() if self.index else []
+        self._categories = {cat.name: cat for cat in categories}
         for cat in categories:
             card = CategoryCard(self, cat.name, cat.colour)
             self._cards[cat.name] = card
             self.cards.addWidget(card)
         self._refill(self.category_filter, "All categories", [(c.name, c.name) for c in categories])
-        self._mark_active()
+        self._show_active()
 
     @staticmethod
     def _refill(combo: QComboBox, everything: str, items: list[tuple[str, Any]]) -> None:
@@ -494,16 +633,83 @@ class IndexPanel(QWidget):
         combo.setCurrentIndex(max(found, 0))
         combo.blockSignals(False)
 
-    def _mark_active(self, *_: object) -> None:
+    def _show_active(self, *_: object) -> None:
+        """Mark the active category's card and offer its keypoints."""
         active = self.layers.active_category if self.layers else None
         for name, card in self._cards.items():
             card.set_active(name == active)
+        self._show_keypoints()
 
     def set_active_category(self, name: str) -> None:
         """Make ``name`` the category new boxes and points take (and Complete writes to)."""
         if self.layers is not None:
             self.layers.active_category = name
-            self._mark_active()
+            self._show_active()
+
+    def _show_keypoints(self, *_: object) -> None:
+        """Offer the active category's keypoints, the one the next click places chosen; without
+        any, say so (the choice is disabled)."""
+        active = self.layers.active_category if self.layers else None
+        names = self._categories[active].keypoint_names if active in self._categories else ()
+        combo = self.keypoint_choice
+        combo.blockSignals(True)
+        combo.clear()
+        if names:
+            combo.addItems(names)
+            combo.setCurrentIndex(max(combo.findText(self.layers.active_keypoint or ""), 0))
+        else:
+            combo.addItem(f"{active} has no keypoints" if active else "No active category")
+        combo.setEnabled(bool(names))
+        combo.blockSignals(False)
+
+    def _choose_keypoint(self, *_: object) -> None:
+        if self.layers is not None and self.keypoint_choice.isEnabled():
+            self.layers.active_keypoint = self.keypoint_choice.currentText()
+
+    # --------------------------------------------------------------- attributes
+    def _show_selection_attributes(self, *_: object, force: bool = False) -> None:
+        """Show the attributes of the observations selected in the layers (read again only
+        when the selection changed, or ``force``: they may have been edited)."""
+        ids = self.layers.selected_observation_ids() if self.layers else []
+        if ids == self._selected_observations and not force:
+            return
+        self._selected_observations = ids
+        if not ids:
+            self.selection_attributes.setText("Select boxes or keypoints to see and set their "
+                                              "attributes")
+            return
+        found = Counter(item for obs in self.index.observations(ids=ids)
+                        for item in obs.attributes.items())
+        described = ", ".join(f"{key} = {value} ({count})" if count < len(ids) else
+                              f"{key} = {value}" for (key, value), count in sorted(found.items()))
+        self.selection_attributes.setText(
+            f"{plural(len(ids), 'observation')} selected: {described or 'no attributes'}"
+        )
+
+    def _edit_attribute(self, value: str | None) -> None:
+        """Set the typed attribute (``value`` None: remove it) on the selected observations."""
+        ids = self.layers.selected_observation_ids() if self.layers else []
+        key = self.attribute_key.text().strip()
+        if not ids:
+            show_info("No box or keypoint selected: select them in the layers first")
+            return
+        if not key:
+            show_info("No attribute key: type the attribute's key first")
+            return
+        try:
+            self.index.set_attributes(ids, {key: value})
+        except LearnCompleteError as exc:
+            show_error(reason_first(exc))
+            return
+        self._show_selection_attributes(force=True)
+
+    def set_attribute(self) -> None:
+        """Set the typed key and value on the observations selected in the layers."""
+        self._edit_attribute(self.attribute_value.text().strip())
+
+    def remove_attribute(self) -> None:
+        """Remove the typed key from the observations selected in the layers."""
+        self._edit_attribute(None)
 
     # ------------------------------------------------------------------- images
     @contextmanager
@@ -517,13 +723,12 @@ class IndexPanel(QWidget):
             self._moving_rows = False
 
     def _filters(self) -> Filters:
-        return self.category_filter.currentData(), self.attribute_filter.currentData()
+        return (self.category_filter.currentData(), self.attribute_filter.currentData(),
+                self.review_filter.currentData())
 
     def _refilter(self, *_: object) -> None:
-        """Show the images with an observation of the chosen category and attribute (at once:
-        the user chose it)."""
-        with self._rows_moving():
-            self.image_filter.set_image_ids(_passing(self.index, self._filters()))
+        """Show the images the chosen filters pass, once the reader thread has found them."""
+        self._read(Passing.of, self.index, self._filters())
 
     def _image_id(self, row: int) -> int:
         """The image of a table row (a row of the filter)."""
@@ -571,15 +776,59 @@ class IndexPanel(QWidget):
             self._apply_selection_filter()
 
     def _show_current(self, current: QModelIndex, *_: object) -> None:
-        if self.layers is not None and current.isValid() and not self._moving_rows:
-            self.layers.show_image(self._image_id(current.row()))
+        """The user moved to another row: the viewer shows its image (a video clip is not
+        shown: the panel says so)."""
+        if self.layers is None or not current.isValid() or self._moving_rows:
+            return
+        image = self.image_model.record(self.image_filter.mapToSource(current).row())
+        if image.is_video:
+            self.current_label.setText(f"{image.name}: {VIDEO_NOT_SHOWN}")
+        else:
+            self.layers.show_image(image.id)
+
+    def _follow_current_image(self, *_: object) -> None:
+        """The viewer shows another image: name it, and make its row the current one (without
+        moving the viewer again, or changing the selection)."""
+        image_id = self.layers.current_image_id() if self.layers else None
+        if image_id is None:
+            self.current_label.setText("")
+            return
+        planes = self.layers.image_ids()
+        row = self.image_model.row_of(image_id)
+        name = self.image_model.record(row).name if row is not None else ""
+        self.current_label.setText(
+            f"Image {planes.index(image_id) + 1} / {len(planes)} · {name}"
+        )
+        shown = self.image_filter.mapFromSource(self.image_model.index(row, 0)) \
+            if row is not None else QModelIndex()
+        if shown.isValid() and shown.row() != self.table.currentIndex().row():
+            with self._rows_moving():
+                self.table.selectionModel().setCurrentIndex(
+                    shown, QItemSelectionModel.SelectionFlag.NoUpdate)
+            self.table.scrollTo(shown)
+
+    def mark_reviewed(self, reviewed: bool = True) -> None:
+        """Mark the selected images (none selected: the image shown) reviewed, or not."""
+        if self.layers is None:
+            return
+        current = self.layers.current_image_id()
+        ids = self.selected_image_ids() or ([current] if current is not None else [])
+        if not ids:
+            show_info("No image to mark: the index has none")
+            return
+        self.index.set_reviewed(ids, reviewed)
 
     # -------------------------------------------------------------------- menus
-    def image_availability(self, kind: str) -> Availability:
+    def image_availability(self, kind: str, action: str) -> Availability:
+        """Whether ``action`` ('learn' or 'complete') of ``kind`` may run on the selection."""
         return self.session.image_availability(
             self.index, self.selected_image_ids(), kind,
-            self.layers.active_category if self.layers else None,
+            self.layers.active_category if self.layers else None, action=action,
         )
+
+    def category_availability(self, name: str, kind: str, action: str) -> Availability:
+        """Whether ``action`` of ``kind`` may run on every image of category ``name``."""
+        return self.session.category_availability(self.index, name, kind, action=action)
 
     def image_menu(self) -> QMenu:
         """ROI and Keypoints submenus, each with Learn and Complete, for the selected images."""
@@ -587,10 +836,12 @@ class IndexPanel(QWidget):
         for kind, title in KIND_TITLES.items():
             sub = menu.addMenu(title)
             sub.setToolTipsVisible(True)
-            _add_actions(sub, self.image_availability(kind),
-                         {"Learn": partial(self.learn_images, kind),
-                          "Complete": partial(self.complete_images, kind)},
-                         f"({title}) on the selected images")
+            _add_actions(sub, {
+                "Learn": (self.image_availability(kind, "learn"),
+                          partial(self.learn_images, kind)),
+                "Complete": (self.image_availability(kind, "complete"),
+                             partial(self.complete_images, kind)),
+            }, f"({title}) on the selected images")
         return menu
 
     def category_menu(self, name: str) -> QMenu:
@@ -602,10 +853,12 @@ class IndexPanel(QWidget):
         for kind, title in KIND_TITLES.items():
             if menu.actions():
                 menu.addSeparator()
-            _add_actions(menu, self.session.category_availability(self.index, name, kind),
-                         {f"Learn ({title})": partial(self.learn_category, name, kind),
-                          f"Complete ({title})": partial(self.complete_category, name, kind)},
-                         f"for category {name!r}")
+            _add_actions(menu, {
+                f"Learn ({title})": (self.category_availability(name, kind, "learn"),
+                                     partial(self.learn_category, name, kind)),
+                f"Complete ({title})": (self.category_availability(name, kind, "complete"),
+                                        partial(self.complete_category, name, kind)),
+            }, f"for category {name!r}")
         return menu
 
     # -------------------------------------------------------------------- work
@@ -616,17 +869,23 @@ class IndexPanel(QWidget):
         try:
             task = make()
         except LearnCompleteError as exc:
-            show_error(str(exc))
+            show_error(reason_first(exc))
             return None
         worker = run_in_worker(
             partial(self.session.run, task), title=task.title,
-            on_done=partial(on_done, task), on_progress=self._show_progress,
-            on_finished=self._finished,
+            on_done=partial(on_done, task), on_error=partial(self._failed, task),
+            on_progress=partial(self._show_progress, task), on_finished=self._finished,
         )
         self.workers.append(worker)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"{task.title}: starting...")
         return worker
+
+    @staticmethod
+    def _failed(task: Task, exc: Exception) -> None:
+        if not isinstance(exc, LearnCompleteError):
+            log.error("%s failed", task.title, exc_info=exc)
+        show_error(f"{task.title}: {reason_first(exc)}")
 
     def _finished(self, worker: Worker) -> None:
         self.workers.remove(worker)
@@ -635,8 +894,8 @@ class IndexPanel(QWidget):
         if not self.workers:
             self.status.setText("")
 
-    def _show_progress(self, event: Progress) -> None:
-        self.status.setText(describe(event))
+    def _show_progress(self, task: Task, event: Progress) -> None:
+        self.status.setText(describe(event, title=task.title))
 
     def cancel(self) -> None:
         """Ask every running Learn / Complete to stop (the engine is stopped if it does not)."""
@@ -650,29 +909,37 @@ class IndexPanel(QWidget):
 
     def learn_images(self, kind: str, *_: object) -> Worker | None:
         """Learn (``kind`` 'roi' or 'keypoints') on the selected images, after the dialog."""
-        if self._refuse(self.image_availability(kind)):
+        if self._refuse(self.image_availability(kind, "learn")):
             return None
         index, ids = self.layers.index, self.selected_image_ids()
-        settings = dialogs.ask_learn(
-            f"Learn {KIND_NOUNS[kind]} on {len(ids)} selected image(s)", self
-        )
-        if settings is None:
-            return None
-        return self._start(partial(self.session.learn_images, index, ids, kind, settings),
-                           self._learned)
+        return self._learn(f"Learn {KIND_NOUNS[kind]} on {len(ids)} selected image(s)",
+                           partial(self.session.learn_images, index, ids, kind))
 
     def learn_category(self, name: str, kind: str, *_: object) -> Worker | None:
         """Learn (``kind``) on every image of category ``name``, after the dialog."""
-        if self._refuse(self.session.category_availability(self.index, name, kind)):
+        if self._refuse(self.category_availability(name, kind, "learn")):
             return None
-        settings = dialogs.ask_learn(
-            f"Learn {KIND_NOUNS[kind]} on all images of category {name!r}", self
-        )
-        if settings is None:
+        return self._learn(f"Learn {KIND_NOUNS[kind]} on all images of category {name!r}",
+                           partial(self.session.learn_category, self.layers.index, name, kind))
+
+    def _learn(self, scope: str, make: Callable[[LearnSettings], Task]) -> Worker | None:
+        """Ask the Learn dialog and run ``make(settings)``. On an index without a model the
+        dialog also offers the model to create, and the Learn starts once it is created (in the
+        engine: building weights needs torch); Cancel or a failure stops there."""
+        index = self.layers.index
+        if index.models.active() is not None:
+            settings = dialogs.ask_learn(scope, self)
+            return None if settings is None else self._start(partial(make, settings),
+                                                             self._learned)
+        wants_keypoints = any(cat.keypoints_enabled for cat in self._categories.values())
+        answer = dialogs.ask_first_learn(scope, wants_keypoints, self)
+        if answer is None:
             return None
-        return self._start(partial(
-            self.session.learn_category, self.layers.index, name, kind, settings
-        ), self._learned)
+        settings, keypoints = answer
+        return self._start(partial(  # a cancelled job returns nothing: no Learn follows
+            self.session.create_model, index, keypoints=keypoints, weights="none",
+            name=free_model_name(index, keypoints),
+        ), lambda _task, _name: self._start(partial(make, settings), self._learned))
 
     def _learned(self, _task: Task, result: TrainResult) -> None:
         parts = [f"Learn finished on {result.images} image(s) in {result.seconds:.0f} s"]
@@ -684,7 +951,7 @@ class IndexPanel(QWidget):
             parts.append("validation: " + ", ".join(
                 f"{key} {value:.3f}" for key, value in result.metrics.items()
             ))
-        show_info("; ".join(parts))
+        show_info("; ".join(parts + result.notes))
 
     def complete_images(self, kind: str, *_: object) -> Worker | None:
         """Complete (``kind``) the selected images into the active category, after the dialog.
@@ -692,7 +959,7 @@ class IndexPanel(QWidget):
         The index, images and category are captured when the user confirms: results go there
         even if the user switches category or layer while Complete runs.
         """
-        if self._refuse(self.image_availability(kind)):
+        if self._refuse(self.image_availability(kind, "complete")):
             return None
         count = len(self.selected_image_ids())
         settings = dialogs.ask_complete(
@@ -720,7 +987,7 @@ class IndexPanel(QWidget):
         try:
             count = self.session.undo_last()
         except LearnCompleteError as exc:  # e.g. an observation of the run was edited since
-            show_error(f"Undo: {exc}")
+            show_error(f"Undo: {reason_first(exc)}")
             return 0
         finally:
             self.undo_button.setEnabled(self.session.can_undo)
@@ -730,7 +997,7 @@ class IndexPanel(QWidget):
     def complete_category(self, name: str, kind: str, *_: object) -> Worker | None:
         """Look for ``name`` (its ``kind``) on the images of other categories; the proposals
         open in the review."""
-        if self._refuse(self.session.category_availability(self.index, name, kind)):
+        if self._refuse(self.category_availability(name, kind, "complete")):
             return None
         settings = dialogs.ask_complete(
             f"Find category {name!r} ({KIND_NOUNS[kind]}) on images that do not have it yet",
@@ -757,12 +1024,11 @@ def index_panel(viewer: napari.Viewer) -> IndexPanel:
     return panel
 
 
-def _add_actions(
-    menu: QMenu, found: Availability, slots: dict[str, Callable[[], None]], what: str
-) -> None:
-    """Add Learn/Complete entries, enabled per the specification's rule, with the reason (or
-    what the entry does) as tooltip."""
-    for text, slot in slots.items():
+def _add_actions(menu: QMenu, entries: dict[str, tuple[Availability, Callable[[], Any]]],
+                 what: str) -> None:
+    """Add Learn/Complete entries, each enabled per the specification's rule, with the reason
+    (or what the entry does) as tooltip."""
+    for text, (found, slot) in entries.items():
         action = menu.addAction(text)
         action.setEnabled(found.enabled)
         action.setToolTip(found.reason or f"{text} {what}")

@@ -1,0 +1,197 @@
+"""An index without a model (the sample from File > Open Sample) on the real viewer: the first
+Learn offers the model to create, creates it in the engine and then learns; Cancel, failures
+and refusals end cleanly (no job left, no "starting..."); error toasts put the reason first."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from napari_learn_complete._qt import dialogs, index_panel
+from napari_learn_complete.engine.jobs import InProcessRunner, Job
+from napari_learn_complete.engine.progress import Progress
+from napari_learn_complete.engine.results import TrainResult
+from napari_learn_complete.errors import RefusedError
+from napari_learn_complete.model.registry import active_model, create_model
+from napari_learn_complete.session import set_default_runner
+
+pytestmark = pytest.mark.gui
+NO_MODEL = "No model yet: run Learn (it offers to create one) or create one in the Model panel"
+LEARNED = TrainResult(run_id=1, version=2, seconds=1.0, losses=[0.5], metrics={}, images=1,
+                      notes=["1 image: nothing held out for testing"])
+
+
+@pytest.fixture
+def shown(monkeypatch) -> dict[str, list[str]]:
+    """The notifications the panel (and its workers) show: "info" and "error"."""
+    seen: dict[str, list[str]] = {"info": [], "error": []}
+    for kind, messages in seen.items():
+        monkeypatch.setattr(index_panel, f"show_{kind}", messages.append)
+        monkeypatch.setattr(f"napari_learn_complete._qt.workers.show_{kind}", messages.append)
+    return seen
+
+
+class Runner(InProcessRunner):
+    """Creates models for real (held at ``release`` once started, when ``hold``); records the
+    operations; Learn answers ``LEARNED`` at once, or raises ``fail``."""
+
+    def __init__(self, *, hold: bool = False, fail: Exception | None = None) -> None:
+        self.operations: list[str] = []
+        self.started, self.release = threading.Event(), threading.Event()
+        if not hold:
+            self.release.set()
+        self.fail = fail
+
+    def run(self, job: Job, **kwargs: Any) -> Any:
+        self.operations.append(job.operation)
+        if self.fail is not None:
+            raise self.fail
+        if job.operation != "create_model":
+            return LEARNED
+        self.started.set()
+        self.release.wait(30)
+        return super().run(job, **kwargs)
+
+
+def _first_learn_answer(seen: dict[str, Any], model_type: str = "Boxes (Faster R-CNN)"):
+    """Answer the first Learn's dialog: note what it offers, choose ``model_type``, 1 epoch."""
+
+    def edit(dialog) -> None:
+        widgets = dialog._magic_widget
+        seen.update({name: getattr(widgets, name).value
+                     for name in ("no_model", "model_type", "mode", "mode_note")})
+        widgets.model_type.value = model_type
+        widgets.epochs.value = 1
+
+    return edit
+
+
+@pytest.mark.slow  # a Learn of 1 epoch on 2 tiny images, in process
+def test_the_first_learn_creates_a_model_then_learns(opened, answers, shown, qtbot) -> None:
+    panel, index = opened.panel, opened.index
+    panel.select_images([1, 2])
+    offered: dict[str, Any] = {}
+    answers.next(edit=_first_learn_answer(offered))
+    learn = next(a for a in panel.image_menu().actions() if a.text() == "ROI").menu().actions()[0]
+    assert learn.text() == "Learn" and learn.isEnabled(), learn.toolTip()
+    learn.trigger()
+    qtbot.waitUntil(lambda: not panel.workers, timeout=240_000)
+
+    assert offered == {  # the sample has a category with keypoints: Keypoint R-CNN first
+        "no_model": dialogs.NO_MODEL_YET, "model_type": "Boxes + keypoints (Keypoint R-CNN)",
+        "mode": "Full model", "mode_note": dialogs.UNTRAINED_NOTE,
+    }
+    assert "No model yet: Learn will first create one" in dialogs.NO_MODEL_YET
+    assert not shown["error"], shown
+    model = active_model(index)
+    assert (model.name, model.config.architecture) == ("default", "fasterrcnn")
+    [run] = [r for r in index.runs.list() if r.operation == "learn"]
+    assert run.status == "done"
+    assert any(m.startswith("Learn finished on 2 image(s)") for m in shown["info"]), shown
+    assert panel.status.text() == "" and not panel.cancel_button.isEnabled()
+
+
+def test_cancel_while_the_model_is_made_stops_before_learn(opened, answers, shown,
+                                                            qtbot) -> None:
+    panel, index = opened.panel, opened.index
+    runner = Runner(hold=True)
+    set_default_runner(runner)
+    panel.select_images([1])
+    answers.next(edit=_first_learn_answer({}))
+    panel.learn_images("roi")
+    qtbot.waitUntil(runner.started.is_set)
+    assert panel.cancel_button.isEnabled()
+    panel.cancel()
+    runner.release.set()
+    qtbot.waitUntil(lambda: not panel.workers)
+
+    assert runner.operations == ["create_model"]  # made (it cannot stop midway), no Learn
+    assert index.models.active() is not None
+    assert panel.status.text() == "" and not panel.cancel_button.isEnabled()
+
+
+def test_the_learn_follows_the_model_and_says_its_notes(opened, answers, shown,
+                                                        qtbot) -> None:
+    panel, index = opened.panel, opened.index
+    runner = Runner()
+    set_default_runner(runner)
+    answers.next(edit=_first_learn_answer({}))
+    panel.learn_category("disc", "roi")
+    qtbot.waitUntil(lambda: not panel.workers)
+    assert runner.operations == ["create_model", "learn"]
+    assert any("1 image: nothing held out for testing" in m for m in shown["info"]), shown
+
+    answers.next(accept=False)  # a model exists now: the plain Learn dialog; Cancel: no job
+    panel.learn_category("disc", "roi")
+    assert runner.operations == ["create_model", "learn"] and not panel.workers
+    assert answers.seen == ["Learn", "Learn"]
+    assert [r.name for r in index.models.list()] == ["default"]
+
+
+def test_cancel_in_the_first_learn_dialog_creates_nothing(opened, answers, qtbot) -> None:
+    panel, index = opened.panel, opened.index
+    runner = Runner()
+    set_default_runner(runner)
+    panel.select_images([1])
+    answers.next(accept=False)
+    assert panel.learn_images("roi") is None
+    assert runner.operations == [] and not panel.workers
+    assert index.models.active() is None
+
+
+def test_complete_from_a_category_without_model_is_refused_cleanly(opened, shown,
+                                                                   monkeypatch) -> None:
+    """Called directly (as the command palette or a script does): refused with the way out,
+    before any dialog; no job, nothing left "starting..."."""
+    panel = opened.panel
+    asked: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_complete", lambda scope, **_: asked.append(scope))
+    assert panel.complete_category("disc", "roi") is None
+    assert asked == [] and panel.workers == []
+    assert panel.status.text() == "" and not panel.cancel_button.isEnabled()
+    assert shown["info"] == [NO_MODEL]
+
+
+def test_errors_put_the_reason_first(opened, answers, shown, qtbot) -> None:
+    """Messages of the core name the index first: a toast cut short must still show why."""
+    panel, index = opened.panel, opened.index
+    create_model(index, weights="none")
+    set_default_runner(Runner(fail=RefusedError(f"{index.path}: no image of the scope has a "
+                                                "box to learn from")))
+    panel.select_images([1])
+    answers.next()
+    panel.learn_images("roi")
+    qtbot.waitUntil(lambda: not panel.workers)
+    assert shown["error"] == [
+        f"Learn (ROI): no image of the scope has a box to learn from ({index.path})"]
+
+
+class Reporting(InProcessRunner):
+    """Reports one epoch's progress as the engine does, then holds the job until ``release``."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def run(self, job: Job, *, progress=None, **_: Any) -> Any:
+        progress(Progress("learn", 1, 4, message="epoch 1/2", epoch=1, epochs=2, loss=0.5))
+        self.release.wait(30)
+        return LEARNED
+
+
+def test_the_status_names_the_epoch_once(opened, answers, qtbot) -> None:
+    panel = opened.panel
+    create_model(opened.index, weights="none")
+    runner = Reporting()
+    set_default_runner(runner)
+    panel.select_images([1])
+    answers.next()
+    panel.learn_images("roi")
+    try:
+        qtbot.waitUntil(lambda: "loss" in panel.status.text())
+        assert panel.status.text() == "Learn (ROI): epoch 1/2 · loss 0.5000"
+    finally:
+        runner.release.set()
+    qtbot.waitUntil(lambda: not panel.workers)
+    assert panel.status.text() == ""
