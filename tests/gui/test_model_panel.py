@@ -10,7 +10,7 @@ import torch
 from qtpy.QtCore import Qt
 
 from napari_learn_complete._napari.layers import open_index
-from napari_learn_complete._qt.model_panel import ModelPanel
+from napari_learn_complete._qt.model_panel import NO_MODEL, ModelPanel
 from napari_learn_complete.engine.settings import LearnSettings
 from napari_learn_complete.errors import BadInputError, Cancelled
 from napari_learn_complete.index import Index
@@ -57,7 +57,7 @@ def test_follows_the_index_opened_in_the_viewer(panel: ModelPanel, sample_index:
     assert panel.categories_label.text() == "disc, square, triangle"
     assert panel.keypoints_label.text() == "apex, left, right"
     assert panel.input_size.value() == 320  # from the images (96-160 px: the 320 floor)
-    assert "no model yet" in panel.model_label.text()
+    assert panel.model_label.text() == NO_MODEL  # where to start, in the GUI's words
     assert panel.create_button.isEnabled() and not panel.train_button.isEnabled()
 
 
@@ -96,7 +96,7 @@ def test_create_refusal_is_shown_and_changes_nothing(panel: ModelPanel, sample_i
     assert errors[3].startswith("Create model '../elsewhere': ") and len(errors) == 4
     assert db_dump(sample_index) == before
     assert not (sample_index.path.parent / "elsewhere").exists()
-    assert "no model yet" in panel.model_label.text()
+    assert panel.model_label.text() == NO_MODEL
 
 
 def test_versions_listed_and_rollback(panel: ModelPanel, sample_index: Index, qtbot) -> None:
@@ -294,3 +294,37 @@ def test_model_selector_follows_the_index(panel: ModelPanel, sample_index: Index
     assert panel.choose_model("missing") is None  # refused and shown; nothing changes
     assert db_dump(sample_index) == before
     assert panel.model_select.currentText() == "default"
+
+
+def test_docked_beside_the_index_panel_it_fits_a_1000_px_screen(opened, qtbot) -> None:
+    """Its sections scroll: the window's minimum height stays far below a laptop screen's, and
+    the training buttons stay in sight in a 1000-px window."""
+    window = opened.viewer.window._qt_window
+    panel = ModelPanel(opened.viewer)
+    opened.viewer.window.add_dock_widget(panel, name="Model panel")
+    assert panel.minimumSizeHint().height() < 300
+    assert window.minimumSizeHint().height() < 700
+    opened.viewer.show()
+    window.resize(1280, 1000)
+    qtbot.waitExposed(panel)
+    qtbot.waitUntil(lambda: window.height() <= 1000)
+    for button in (panel.train_button, panel.cancel_button):
+        corner = button.mapTo(window, button.rect().bottomRight())
+        assert window.rect().contains(corner) and not button.visibleRegion().isEmpty()
+
+
+def test_a_long_note_is_shown_in_full(panel: ModelPanel, sample_index: Index, qtbot) -> None:
+    handle = create_model(sample_index)
+    note = ("learned on the 40 blood smears of the second batch after relabelling the "
+            "platelets, 20 epochs, full model")
+    handle.commit_version(*handle.load(), note=note)
+    qtbot.waitUntil(lambda: panel.versions.rowCount() == 2)
+    panel.viewer.show()
+    qtbot.waitExposed(panel.versions)
+    item = panel.versions.item(1, 2)
+    assert item.toolTip() == note
+    rect = panel.versions.visualItemRect(item)
+    assert rect.width() < panel.versions.fontMetrics().horizontalAdvance(note)  # it must wrap
+    wrapped = panel.versions.fontMetrics().boundingRect(
+        rect.adjusted(3, 0, -3, 0), Qt.TextFlag.TextWordWrap, note)
+    assert wrapped.height() <= rect.height()  # every line of it in the row

@@ -38,3 +38,15 @@ def test_panels_docked_from_the_plugins_menu_find_the_index(
     assert index_panel.layers is layers
     assert index_panel.index_label.text() == f"Index: <b>{sample_index.path.name}</b>"
     assert model_panel.index is sample_index
+
+
+def test_the_plugins_menu_shows_the_plugin_name_as_written(make_napari_viewer) -> None:
+    """napari 0.9 titles the plugin's submenu with the manifest's display name unescaped: an
+    "&" in it would be taken as a mnemonic ("Learn _Complete")."""
+    viewer = make_napari_viewer()
+    bar = viewer.window._qt_window.menuBar()
+    plugins = next(a.menu() for a in bar.actions() if a.text().replace("&", "") == "Plugins")
+    submenus = {a.text(): a.menu() for a in plugins.actions() if a.menu() is not None}
+    assert [t for t in submenus if "Complete" in t] == ["Learn and Complete"], list(submenus)
+    entries = {a.text() for a in submenus["Learn and Complete"].actions()}
+    assert {"Index panel", "Model panel"} <= entries

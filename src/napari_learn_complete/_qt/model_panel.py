@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -32,6 +33,8 @@ from qtpy.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -62,6 +65,8 @@ VERSION_COLUMNS = ("Version", "Parent", "Note", "Created", "Active")
 RUN_COLUMNS = ("Version", "Operation", "Kind", "Scope", "Epochs / mode", "Final loss", "Metric",
                "Seconds", "Status")
 NO_RUN_SELECTED = "Select a run to see its full record."
+NO_MODEL = ("No model yet: create one here, or run Learn from the Index panel (it offers to "
+            "create one)")
 
 
 class ModelPanel(QWidget):
@@ -131,6 +136,9 @@ class ModelPanel(QWidget):
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
         self.versions = _table(VERSION_COLUMNS, stretch="Note")
+        # a long note wraps onto more lines, as the column narrows or widens
+        self.versions.verticalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents)
         self.rollback_button = QPushButton("Roll back to selected version")
         self.runs = _table(RUN_COLUMNS, stretch="Scope")
         self.run_details = QPlainTextEdit(NO_RUN_SELECTED)
@@ -144,6 +152,7 @@ class ModelPanel(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress_label = QLabel()
+        self.progress_label.setWordWrap(True)
         active_box = QGroupBox("Active model")
         active_layout = QVBoxLayout(active_box)
         active_layout.addWidget(self.model_select)
@@ -154,17 +163,32 @@ class ModelPanel(QWidget):
         active_layout.addWidget(QLabel("Learn and training runs"))
         active_layout.addWidget(self.runs)
         active_layout.addWidget(self.run_details)
+
+        # the sections scroll: docked beside the Index panel, the panel must not claim the
+        # screen's height (napari's window cannot get smaller than its docks' minimum); the
+        # training controls and their progress stay in sight below
+        sections = QWidget()
+        sections_layout = QVBoxLayout(sections)
+        sections_layout.setContentsMargins(0, 0, 0, 0)
+        sections_layout.addWidget(self.index_label)
+        sections_layout.addWidget(new_box)
+        sections_layout.addWidget(active_box)
+        sections_layout.addStretch()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(sections)
         train_row = QHBoxLayout()
         train_row.addWidget(self.train_button)
         train_row.addWidget(self.cancel_button)
-        active_layout.addLayout(train_row)
-        active_layout.addWidget(self.progress)
-        active_layout.addWidget(self.progress_label)
-
         layout = QVBoxLayout(self)
-        layout.addWidget(self.index_label)
-        layout.addWidget(new_box)
-        layout.addWidget(active_box)
+        layout.addWidget(scroll)
+        # the scrolled sections take the height the dock gives (napari pads a non-expanding
+        # panel with a stretch, which would part the buttons from the sections)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+        layout.addLayout(train_row)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.progress_label)
 
         self.weights.currentIndexChanged.connect(self._weights_changed)
         self.architecture.currentIndexChanged.connect(self._suggest_name)
@@ -179,6 +203,8 @@ class ModelPanel(QWidget):
         self.models_changed.connect(self.refresh, Qt.ConnectionType.QueuedConnection)
         self.viewer.layers.events.inserted.connect(self._layers_changed)
         self.viewer.layers.events.removed.connect(self._layers_changed)
+        # not a method of self: Qt calls no slot of an object being destroyed
+        self.destroyed.connect(partial(ModelPanel._detach, self))
         self._weights_changed()
         self._follow_open_index()
 
@@ -211,8 +237,8 @@ class ModelPanel(QWidget):
             self._suggest_name()
             try:
                 self.handle = active_model(index)
-            except RefusedError as exc:
-                self.model_label.setText(str(exc))
+            except RefusedError:  # the only refusal: the index has no model yet
+                self.model_label.setText(NO_MODEL)
         if self.handle is not None:
             config = self.handle.config
             self.model_label.setText(
@@ -300,6 +326,7 @@ class ModelPanel(QWidget):
         self.worker = run_in_worker(
             partial(self.session.run, task),
             title=task.title,
+            owner=self,
             on_done=lambda result: (self.progress_label.setText(""), on_done(result)),
             on_error=partial(self._failed, task.title),
             on_progress=partial(self._progressed, task.title),
@@ -315,10 +342,18 @@ class ModelPanel(QWidget):
             self.worker.quit()
 
     def closeEvent(self, event: Any) -> None:
-        self.set_index(None)
+        self._detach()
+        super().closeEvent(event)
+
+    def _detach(self) -> None:
+        """Stop hearing the index and the viewer; touches no widget, so it also serves once the
+        panel is destroyed (its viewer closed), when a Learn's writes would reach deleted Qt
+        objects."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         self.viewer.layers.events.inserted.disconnect(self._layers_changed)
         self.viewer.layers.events.removed.disconnect(self._layers_changed)
-        super().closeEvent(event)
 
     # ----------------------------------------------------------------------------- private
     def _layers_changed(self, _event: Any = None) -> None:
@@ -359,7 +394,9 @@ class ModelPanel(QWidget):
             values = (v.number, "" if v.parent is None else v.parent, v.note, v.created_at,
                       "yes" if v.active else "")
             for column, value in enumerate(values):
-                self.versions.setItem(row, column, QTableWidgetItem(str(value)))
+                item = QTableWidgetItem(str(value))
+                item.setToolTip(v.note)  # however narrow the column, the note in full
+                self.versions.setItem(row, column, item)
 
     def _fill_runs(self) -> None:
         records = [] if self.handle is None else [
@@ -414,7 +451,7 @@ class ModelPanel(QWidget):
         if event.total:
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.done)
-        self.progress_label.setText(f"{title}: {describe(event)}")
+        self.progress_label.setText(describe(event, title=title))
 
     def _trained(self, result: TrainResult) -> None:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())

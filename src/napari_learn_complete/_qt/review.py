@@ -21,11 +21,13 @@ from qtpy.QtCore import (
     QEvent,
     QModelIndex,
     QObject,
+    QPointF,
+    QRectF,
     QSortFilterProxyModel,
     Qt,
     Signal,
 )
-from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
@@ -34,6 +36,8 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -52,6 +56,8 @@ PROPOSALS_LAYER = "proposals"
 PROPOSAL_KEYPOINTS_LAYER = "proposal keypoints"
 DEFAULT_THRESHOLD = 0.5
 _CHECKED, _UNCHECKED = "#30e030", "#ff4040"
+_KEYPOINT = "#ffff00"  # as in the proposal keypoints layer
+_OUTLINE = "#00e5ff"   # the proposed box on a thumbnail (its checked state shows in the table)
 _SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -156,7 +162,7 @@ class ProposalTableModel(QAbstractTableModel):
         if row not in self._thumbs:
             try:
                 self._thumbs[row] = _thumbnail(self._pixels(self.proposals[row].image_id),
-                                               proposal_bounds(self.proposals[row]))
+                                               self.proposals[row])
             except LearnCompleteError:  # image gone since Complete ran: no preview, no crash
                 self._thumbs[row] = None
         return self._thumbs[row]
@@ -188,6 +194,20 @@ class _ScoreFilter(QSortFilterProxyModel):
     def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:
         source = self.sourceModel()
         return source.proposals[row].score >= self.min_score
+
+
+class _WholeCellCheck(QStyledItemDelegate):
+    """The Accept cell toggles on a click anywhere in it, not only on its small indicator."""
+
+    def editorEvent(self, event: QEvent, model: Any, option: QStyleOptionViewItem,
+                    index: QModelIndex) -> bool:
+        if (event.type() == QEvent.Type.MouseButtonRelease
+                and event.button() == Qt.MouseButton.LeftButton
+                and option.rect.contains(event.position().toPoint())):
+            checked = index.data(Qt.ItemDataRole.CheckStateRole) == Qt.CheckState.Checked
+            state = Qt.CheckState.Unchecked if checked else Qt.CheckState.Checked
+            return model.setData(index, state.value, Qt.ItemDataRole.CheckStateRole)
+        return super().editorEvent(event, model, option, index)
 
 
 class ReviewWidget(QWidget):
@@ -229,6 +249,8 @@ class ReviewWidget(QWidget):
             header.setSectionResizeMode(column, mode)
         header.setResizeContentsPrecision(50)  # checkboxes and scores are all alike: sample few
         self.table.setColumnWidth(ProposalTableModel.PREVIEW, THUMB_PX + 8)
+        self._accept_delegate = _WholeCellCheck(self.table)
+        self.table.setItemDelegateForColumn(ProposalTableModel.ACCEPT, self._accept_delegate)
 
         self.summary = QLabel()
         self.min_score = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, decimals=2)
@@ -427,20 +449,35 @@ def proposal_bounds(proposal: Proposal) -> tuple[float, float, float, float]:
     return tuple(float(v) for v in box)
 
 
-def _thumbnail(pixels: np.ndarray, box: tuple[float, float, float, float]) -> QPixmap:
-    """A small RGB preview of ``box`` with a margin of half its size, contrast-stretched."""
+def _thumbnail(pixels: np.ndarray, proposal: Proposal) -> QPixmap:
+    """A small RGB preview of the proposal's box with a margin of half its size,
+    contrast-stretched, with the box outlined and its labelled keypoints dotted on it."""
     height, width = pixels.shape[:2]
-    x0, y0, x1, y1 = box
+    x0, y0, x1, y1 = proposal_bounds(proposal)
     margin = max(x1 - x0, y1 - y0, 8) / 2
     left, top = max(int(x0 - margin), 0), max(int(y0 - margin), 0)
     right, bottom = min(int(np.ceil(x1 + margin)), width), min(int(np.ceil(y1 + margin)), height)
     crop = to_rgb_uint8(pixels[top:max(bottom, top + 1), left:max(right, left + 1)])
     image = QImage(crop.data, crop.shape[1], crop.shape[0], crop.strides[0],
                    QImage.Format.Format_RGB888).copy()
-    return QPixmap.fromImage(image).scaled(
+    pixmap = QPixmap.fromImage(image).scaled(
         THUMB_PX, THUMB_PX, Qt.AspectRatioMode.KeepAspectRatio,
         Qt.TransformationMode.SmoothTransformation,
     )
+    scale = pixmap.width() / crop.shape[1]  # image pixels to thumbnail pixels (edges at 0)
+    painter = QPainter(pixmap)
+    try:
+        painter.setPen(QPen(QColor(_OUTLINE), 1))
+        if proposal.box is not None:
+            painter.drawRect(QRectF((x0 - left) * scale, (y0 - top) * scale,
+                                    (x1 - x0) * scale, (y1 - y0) * scale))
+        painter.setPen(QPen(QColor(_KEYPOINT), 3))
+        for x, y, v in proposal.keypoints or ():
+            if v > 0:  # same pixel-corner coordinates as the box
+                painter.drawPoint(QPointF((x - left) * scale, (y - top) * scale))
+    finally:
+        painter.end()
+    return pixmap
 
 
 def show_review(
