@@ -136,7 +136,8 @@ def main() -> None:
             batch = [next(unlabelled) for _ in range(args.batch_images)]
             index.add_observations([{"image": i, "category": "square", "box": (2, 2, 7, 7),
                                      "source": "model", "score": 0.9} for i in batch])
-            panel._refresh_timer.stop()  # the panel waits; the layers and the canvas go first
+            QApplication.processEvents()  # the change reaches the panel (a queued signal)...
+            panel._refresh_timer.stop()  # ...which waits; the layers and the canvas go first
             panel._pending.clear()
             settle()
             if name == "incremental":
@@ -155,6 +156,7 @@ def main() -> None:
         )
         settle()
     index.add_images([index.path / "tiny.png"], names=["added.png"], probed=[(8, 8, 3)])
+    QApplication.processEvents()
     panel._refresh_timer.stop()
     panel._pending.clear()
     settle()

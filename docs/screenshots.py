@@ -187,9 +187,12 @@ def shot_image_menu(panel: IndexPanel) -> None:
 
 
 def shot_dialogs(panel: IndexPanel) -> None:
-    """(3) Learn; (4) Complete from images and from a category, as the panel opens them."""
+    """(3) Learn, and Learn on an index without a model; (4) Complete from images and from a
+    category, as the panel opens them."""
     for file, dialog in (
         ("learn-dialog.png", dialogs.learn_dialog("Learn boxes on 5 selected image(s)", panel)),
+        ("learn-first-dialog.png", dialogs.learn_dialog(
+            "Learn boxes on 5 selected image(s)", panel, new_model=True)),
         ("complete-dialog.png", dialogs.complete_dialog(
             "Complete boxes on 5 selected image(s) into category 'triangle'", parent=panel)),
         ("complete-category-dialog.png", dialogs.complete_dialog(
@@ -202,9 +205,16 @@ def shot_dialogs(panel: IndexPanel) -> None:
         dialog.native.close()
 
 
-def shot_review(viewer: napari.Viewer, index: Index) -> None:
-    """(5) The review table of "Complete from a category", a row selected, and the window."""
-    review: ReviewWidget = show_review(viewer, index, "disc", scripted_proposals(index, "disc"))
+def shot_review(viewer: napari.Viewer, index: Index, panel: IndexPanel) -> None:
+    """(5) The review table of "Complete from a category", a row selected, and the window.
+    Disc plays a category being added: labelled only on the images where it was first seen, so
+    the images of the other categories still hold discs to find."""
+    index.delete_observations(
+        o.id for o in index.observations(category="disc")
+        if len({p.category_id for p in index.observations(images=[o.image_id])}) > 1
+    )
+    review: ReviewWidget = show_review(viewer, index, "disc", scripted_proposals(index, "disc"),
+                                       beside=panel)  # as the Index panel opens it
     settle()
     review.table.selectRow(1)
     review.table.setFocus()
@@ -240,7 +250,7 @@ def main() -> int:
         shot_window(viewer, layers, panel)
         shot_image_menu(panel)
         shot_dialogs(panel)
-        shot_review(viewer, index)
+        shot_review(viewer, index, panel)
         shot_model_panel(viewer)
         viewer.close()
     return 0

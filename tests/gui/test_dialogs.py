@@ -11,7 +11,9 @@ pytestmark = pytest.mark.gui
 
 
 def _labels_and_values(dialog) -> dict[str, object]:
-    return {w.label: w.value for w in dialog if w.name}
+    """Each named widget's value, by the label the user reads (by name for notes, which have
+    none)."""
+    return {w.label.strip() or w.name: w.value for w in dialog if w.name}
 
 
 def test_learn_dialog_defaults(qtbot) -> None:
@@ -97,11 +99,11 @@ def test_the_first_learn_offers_the_model_to_create(qtbot, answers) -> None:
     dialog = dialogs.learn_dialog("Learn boxes on 1 selected image(s)", new_model=False)
     qtbot.addWidget(dialog.native)
     assert _labels_and_values(dialog) == {
-        "no model": dialogs.NO_MODEL_YET,
+        "no_model": dialogs.NO_MODEL_YET,
         "Model type": "Boxes (Faster R-CNN)",
         "Nr of training epochs": 10,
         "Training mode": "Full model",
-        "mode note": dialogs.UNTRAINED_NOTE,
+        "mode_note": dialogs.UNTRAINED_NOTE,
         "Size of test data (%)": 0,
     }
     assert dialogs.NO_MODEL_YET.startswith("No model yet: Learn will first create one")

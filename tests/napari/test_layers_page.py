@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from napari.utils.colormaps.standardize_color import transform_color
+from PIL import Image
 
-from napari_learn_complete._napari import IndexLayers, open_index
+from napari_learn_complete._napari import IndexLayers, index_layers, open_index
 from napari_learn_complete._napari import layers as layers_module
 from napari_learn_complete.index import Index
 
@@ -151,19 +152,27 @@ def test_a_point_for_a_category_without_keypoints_names_one_that_has(opened, war
                         "the active category"]
 
 
-def test_without_keypoint_categories_the_boxes_layer_is_the_one_to_edit(
-    make_napari_viewer, tmp_path: Path,
+def test_the_layer_to_edit_is_active_never_the_skeleton(
+    make_napari_viewer, tmp_path: Path, sample_index: Index, qtbot,
 ) -> None:
+    """Opened from a folder (napari's reader makes its last layer active afterwards) or from
+    Python: the keypoints when a category has keypoints to place, else the boxes."""
     index = Index.create(tmp_path / "boxes-only")
     image = tmp_path / "a.png"
-    from PIL import Image
-
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)
     index.add_image(image)
     index.add_category("cell")
     synced: IndexLayers = open_index(make_napari_viewer(), index)
     assert synced.skeleton_layer is None
     assert synced.viewer.layers.selection.active is synced.boxes_layer
+
+    for folder, role in ((index.path, "boxes"), (sample_index.path, "keypoints")):
+        viewer = make_napari_viewer()
+        viewer.open(str(folder), plugin="napari-learn-complete")
+        (synced,) = index_layers(viewer)
+        layer = getattr(synced, f"{role}_layer")
+        qtbot.waitUntil(lambda viewer=viewer, layer=layer: viewer.layers.selection.active
+                        is layer, timeout=2000)
 
 
 def test_a_change_from_elsewhere_keeps_the_selection(opened) -> None:

@@ -28,10 +28,10 @@ def test_open_gives_image_boxes_and_keypoints(make_napari_viewer, sample_index: 
     viewer = make_napari_viewer()
     added = viewer.open(str(sample_index.path), plugin=PLUGIN)
 
-    image, boxes, points, skeleton = added
-    assert [layer._type_string for layer in added] == ["image", "shapes", "points", "vectors"]
+    image, boxes, skeleton, points = added  # the skeleton under the points it joins
+    assert [layer._type_string for layer in added] == ["image", "shapes", "vectors", "points"]
     assert [layer.metadata[MARKER]["role"] for layer in added] == [
-        "image", "boxes", "keypoints", "skeleton"]
+        "image", "boxes", "skeleton", "keypoints"]
     assert {layer.metadata[MARKER]["index"] for layer in added} == {str(sample_index.path)}
     (synced,) = index_layers(viewer)
     assert synced.layers == (image, boxes, points, skeleton)

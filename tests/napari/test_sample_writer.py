@@ -19,7 +19,7 @@ def test_sample_opens_synced_and_is_built_once(make_napari_viewer, tmp_path, mon
     viewer = make_napari_viewer()
     added = viewer.open_sample("napari-learn-complete", "sample_index")
 
-    assert [layer._type_string for layer in added] == ["image", "shapes", "points", "vectors"]
+    assert [layer._type_string for layer in added] == ["image", "shapes", "vectors", "points"]
     (synced,) = index_layers(viewer)
     folder = synced.index.path
     assert folder.parent.parent == tmp_path.resolve()

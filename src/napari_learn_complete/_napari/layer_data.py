@@ -193,7 +193,7 @@ def layer_data(index: Index, *, session: str | None = None) -> list[tuple[Any, d
     if any(c.skeleton for c in cats.values()):
         vectors, colours = skeleton_vectors(points, kp_features,
                                             {c.name: c for c in cats.values()})
-        layers.append((vectors, {
+        layers.insert(2, (vectors, {  # under the points it joins
             "name": f"{name} skeleton", "ndim": 3, "edge_width": max(1.0, size / 4),
             "vector_style": "line", "edge_color": colours if len(colours) else "white",
             "translate": HALF_PIXEL, "opacity": 0.8,

@@ -38,6 +38,7 @@ from ..errors import LearnCompleteError
 from ..index import Category, Change, ImageRecord, Index, Observation, attach_target
 from .layer_data import (
     BOX_FACE_ALPHA,
+    MARKER,
     NO_OBSERVATION,
     box_rows,
     box_vertices,
@@ -68,8 +69,9 @@ def open_index(viewer: Any, path_or_index: str | Path | Index) -> IndexLayers:
     live sync."""
     viewer = real_viewer(viewer)
     index = path_or_index if isinstance(path_or_index, Index) else Index(path_or_index)
-    layers = (viewer.add_layer(Layer.create(*t)) for t in layer_data(index))
-    return IndexLayers(viewer, index, *layers)
+    layers = {meta["metadata"][MARKER]["role"]: viewer.add_layer(Layer.create(data, meta, kind))
+              for data, meta, kind in layer_data(index)}
+    return IndexLayers(viewer, index, **{f"{role}_layer": layer for role, layer in layers.items()})
 
 
 def index_layers(viewer: Any) -> list[IndexLayers]:
@@ -122,9 +124,9 @@ class IndexLayers:
         self._label_axis()
         if self._images:  # napari opens stacks in the middle; a labeller starts at the first
             self.show_image(self._images[0].id)
-        if not any(c.keypoints_enabled for c in self._cats.values()):
-            # nothing to place as keypoints: the layer a labeller edits is the boxes
-            viewer.layers.selection.active = boxes_layer
+        self._activate_edit_layer()
+        # napari's reader makes the last layer it inserted active once our binding has run
+        QTimer.singleShot(0, self._activate_edit_layer)
 
     # ----------------------------------------------------------------- public API
     @property
@@ -355,6 +357,16 @@ class IndexLayers:
         self.skeleton_layer.data = vectors
         if len(colours):
             self.skeleton_layer.edge_color = colours
+
+    def _activate_edit_layer(self) -> None:
+        """Make active the layer a labeller edits: the keypoints when a category has some to
+        place, else the boxes (never the skeleton, a drawing of the keypoints)."""
+        if self not in _OPEN:
+            return
+        has_keypoints = any(c.keypoints_enabled for c in self._cats.values())
+        layer = self.keypoints_layer if has_keypoints else self.boxes_layer
+        if layer in self.viewer.layers:
+            self.viewer.layers.selection.active = layer
 
     def _label_axis(self) -> None:
         """Name the slider's axis ("image", not napari's "-3")."""

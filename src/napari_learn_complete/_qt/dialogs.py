@@ -49,9 +49,9 @@ def learn_dialog(scope: str, parent: QWidget | None = None, *,
         name="model_type", label="Model type", choices=list(NEW_MODELS),
         value=next(label for label, keypoints in NEW_MODELS.items() if keypoints == new_model),
     )
-    return _dialog("Learn", scope, [
-        Label(name="no_model", value=NO_MODEL_YET), model_type, epochs, modes,
-        Label(name="mode_note", value=UNTRAINED_NOTE), test,
+    return _dialog("Learn", scope, [  # notes: a blank label (an empty one shows the name)
+        Label(name="no_model", label=" ", value=NO_MODEL_YET), model_type, epochs, modes,
+        Label(name="mode_note", label=" ", value=UNTRAINED_NOTE), test,
     ], parent)
 
 
