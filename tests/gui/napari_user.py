@@ -7,7 +7,9 @@ whether torch was loaded) and exits 0, or raises. Scenarios:
 
 - ``flow``: Learn and Complete from the image menu, Learn and Complete (review, accept) from a
   category card, Complete from the layer-list menu, then Undo;
-- ``kill``: a Complete whose engine process is killed after its first committed batch.
+- ``kill``: a Complete whose engine process is killed after its first committed batch;
+- ``sample``: File > Open Sample (built in ``INDEX``, used as the cache folder), which has no
+  model: the first Learn from a category card creates one, then Complete runs.
 """
 
 from __future__ import annotations
@@ -82,7 +84,11 @@ def main(scenario: str, folder: Path) -> dict:
     notification_manager.notification_ready.connect(
         lambda n: seen.append(f"{n.severity}: {n.message}"))
     wait_until(lambda: viewer.window._qt_window.isVisible(), "the window")
-    viewer.open(str(folder), plugin="napari-learn-complete")
+    if scenario == "sample":
+        os.environ["XDG_CACHE_HOME"] = str(folder)
+        viewer.open_sample("napari-learn-complete", "sample_index")
+    else:
+        viewer.open(str(folder), plugin="napari-learn-complete")
     _, panel = viewer.window.add_plugin_dock_widget("napari-learn-complete", "Index panel")
     wait_until(lambda: panel.layers is not None, "the panel to show the index")
     layers = panel.layers
@@ -145,6 +151,25 @@ def main(scenario: str, folder: Path) -> dict:
         assert panel.undo_button.isEnabled()
         panel.undo_button.click()
         wait_until(lambda: boxes() == before, "Undo to remove the box from the layer")
+    elif scenario == "sample":
+        folder = layers.index.path
+        panel.set_active_category("square")
+        panel.select_images([2])
+        complete = next(a for a in next(a.menu() for a in panel.image_menu().actions()
+                                        if a.text() == "ROI").actions() if a.text() == "Complete")
+        report["complete_before"] = [complete.isEnabled(), complete.toolTip()]
+
+        def first_learn(dialog: QDialog) -> None:
+            widgets = dialog._magic_widget
+            report["first_learn_offers"] = [widgets.model_type.value, widgets.mode.value]
+            widgets.epochs.value = 1
+
+        answer_next_dialog(first_learn)
+        run(lambda: trigger(panel.category_menu("square"), "Learn (ROI)"),
+            "the model made, then the Learn")
+        report["models"] = db_rows(folder, "SELECT name, active_version FROM models")
+        answer_next_dialog()
+        run(lambda: trigger(panel.image_menu(), "ROI/Complete"), "Complete with the new model")
     elif scenario == "kill":
         from napari_learn_complete.engine.process import shared_engine
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from napari_learn_complete.actions import NO_MODEL
 from napari_learn_complete.sample import make_sample_index
 from untrained import untrained_model
 
@@ -72,6 +73,20 @@ def test_killing_the_engine_mid_complete_keeps_napari_and_the_saved_batches(
     assert seen["kept_in_layer"] == seen["model_boxes_shown"] == 1  # the image shown
     assert seen["undo_enabled"]
     assert seen["integrity"] == "ok"
+
+
+@pytest.mark.slow  # a model made and a Learn in the engine process
+def test_the_sample_index_runs_the_loop_from_the_gui(tmp_path: Path) -> None:
+    """File > Open Sample gives an index without a model: Complete says why it cannot run, the
+    first Learn offers the model to create and makes it, then Complete runs; no console."""
+    seen = napari_user("sample", tmp_path)
+    assert seen["torch_loaded"] == []
+    assert seen["complete_before"] == [False, NO_MODEL]
+    assert seen["first_learn_offers"] == ["Boxes + keypoints (Keypoint R-CNN)", "Full model"]
+    assert seen["models"] == [["default", 2]]  # created (version 1), then learned (version 2)
+    assert seen["runs"] == [["learn", "done"], ["complete", "done"]]
+    assert seen["integrity"] == "ok"
+    assert not [s for s in seen["seen"] if s.startswith("error")], seen["seen"]
 
 
 def test_the_napari_side_never_imports_torch() -> None:
