@@ -250,3 +250,37 @@ def test_progress_lines_say_what_is_done_and_the_time_left() -> None:
                              eta_s=0.0)) == "complete · 200/200 images, 180 written, 0 removed"
     assert describe(Progress("waiting", 0, 0, "waiting for the running job to end")) == \
         "waiting · waiting for the running job to end"
+
+
+def test_remove_existing_keeps_a_box_and_its_keypoints_one_observation(
+        opened, answers, messages, qtbot, monkeypatch) -> None:
+    """ROI Complete with "Remove existing first" on an image whose triangle has a box and
+    keypoints: the new box replaces the old one in that observation (the keypoints are not left
+    on a box-less observation), the counts say 1 written and 1 removed, and undo puts it back."""
+    panel, index, layers = opened.panel, opened.index, opened.layers
+    (triangle,) = index.observations(images=[1], category="triangle")
+    x0, y0, x1, y1 = triangle.box
+    found = (x0 + 1, y0 + 1, x1 + 1, y1 + 1)
+    create_model(index, weights="none", min_size=128)  # Complete needs one; the detector answers
+    detector = ScriptedDetector(index, {"sample_000.png": [Detection("triangle", found, 0.9)]},
+                                kinds=("roi",))
+    monkeypatch.setattr(Predictor, "from_index", classmethod(lambda cls, *a, **k: detector))
+    panel.set_active_category("triangle")
+    panel.select_images([1])
+
+    answers.next(edit=lambda d: setattr(d._magic_widget.remove_existing, "value", True))
+    _trigger(panel.image_menu(), "ROI/Complete")
+    qtbot.waitUntil(lambda: not panel.workers, timeout=WAIT_MS)
+
+    (after,) = index.observations(images=[1], category="triangle")
+    assert after.id == triangle.id and after.box == found and after.source == "model"
+    assert after.keypoints == triangle.keypoints
+    assert any(m.startswith("Complete wrote 1 observation(s) with boxes on 1 image(s)")
+               and "removed 1" in m for m in messages), messages
+    layers.show_image(1)
+    qtbot.waitUntil(lambda: list(layers.boxes_layer.features["observation_id"])
+                    == [triangle.id])
+    assert set(layers.keypoints_layer.features["observation_id"]) == {triangle.id}
+
+    panel.undo_button.click()
+    assert index.observations(images=[1]) == [triangle]
