@@ -80,7 +80,7 @@ def test_refused_create_leaves_the_index_as_it_was(empty_index, db_dump, kwargs,
 def test_duplicate_name_and_stray_folder_are_refused(sample_index, db_dump):
     create_model(sample_index)
     before = db_dump(sample_index)
-    with pytest.raises(RefusedError, match="already has a model named 'default'"):
+    with pytest.raises(RefusedError, match=r"^a model named 'default' already exists in the index"):
         create_model(sample_index)
     (sample_index.models_dir / "stray").mkdir()
     with pytest.raises(RefusedError, match="not a model of the index"):
@@ -88,13 +88,18 @@ def test_duplicate_name_and_stray_folder_are_refused(sample_index, db_dump):
     assert db_dump(sample_index) == before
 
 
-def test_failed_database_write_removes_the_new_folder(sample_index, db_dump, monkeypatch):
+@pytest.mark.parametrize("failing", ["before the transaction", "after the folder is placed"])
+def test_failed_database_write_removes_the_new_folder(sample_index, db_dump, monkeypatch,
+                                                      failing):
     before = db_dump(sample_index)
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(registry, "_relative", fail)
+    if failing == "before the transaction":
+        monkeypatch.setattr(registry, "_relative", fail)
+    else:
+        monkeypatch.setattr(sample_index, "_record_change", fail)
     with pytest.raises(OSError, match="disk full"):
         create_model(sample_index)
     assert db_dump(sample_index) == before

@@ -7,8 +7,10 @@ Layout::
     INDEX/models/<name>/versions/0001.json   the configuration each version was saved with
 
 The index (``index.models``: tables ``models`` and ``model_versions``) says which versions exist
-and which is active; a version's files are always written completely before the row that points
-to them, so a crash leaves at worst unreferenced files and the previous active version.
+and which is active; a version's files (and a new model's folder) are written completely under a
+staging name (``.*.tmp``) and moved to their final name inside the write transaction that records
+them, so a crash leaves at worst staging or unreferenced files and the previous active version,
+and concurrent runs never take the same number or name.
 
 Reading the registry (models, versions, the active model, rollback) needs no torch, so napari's
 process uses it; building, loading and saving weights import :mod:`.build` (torch) when called.
@@ -16,8 +18,12 @@ process uses it; building, loading and saving weights import :mod:`.build` (torc
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import secrets
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.json"
 VERSIONS_DIR = "versions"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,11 @@ class ModelHandle:
     ) -> int:
         """Save ``model`` as the next version and make it active; returns its number.
 
-        The weight file and the version's configuration are written (atomically) first, then one
-        transaction registers the version and makes it active; if anything fails the previous
-        version stays active and no file of the new one is left.
+        The weight file and the version's configuration are written first under staging names of
+        this call's own; then one write transaction takes the next number, moves them to their
+        ``NNNN`` names and registers the version as active, so concurrent commits get distinct
+        numbers. If anything fails the previous version stays active and no file of this commit
+        is left (and no other run's file is touched).
         """
         from .build import save_weights
 
@@ -110,16 +120,28 @@ class ModelHandle:
                 f"configuration of model {config.name!r} given to model {self.name!r}"
             )
         parent = self.active_version if parent is None else parent
-        number = self.index.models.next_version(self.id)
-        file = self._file(number, ".pt")
-        save_weights(file, model, config, {"version": number, "parent": parent, "note": note})
+        token = secrets.token_hex(8)  # this commit's own staging names: no other run uses them
+        staged = {suffix: self.folder / VERSIONS_DIR / f".version-{token}{suffix}.tmp"
+                  for suffix in (".pt", ".json")}
+        placed: list[Path] = []
+
+        def place(number: int) -> str:
+            for suffix, path in staged.items():
+                os.replace(path, self._file(number, suffix))
+                placed.append(self._file(number, suffix))
+            return _relative(self.index, self._file(number, ".pt"))
+
         try:
-            config.save(self._file(number, ".json"))
-            self.index.models.add_version(self.id, number, file=_relative(self.index, file),
-                                          parent=parent, note=note)
+            save_weights(staged[".pt"], model, config, {"parent": parent, "note": note})
+            config.save(staged[".json"])
+            number = self.index.models.add_version(self.id, place, parent=parent, note=note)
         except BaseException:
-            file.unlink(missing_ok=True)
-            self._file(number, ".json").unlink(missing_ok=True)
+            for path in staged.values():
+                path.unlink(missing_ok=True)
+            if placed:
+                _remove_unclaimed(self.index, placed, lambda: any(
+                    v.file == _relative(self.index, placed[0])
+                    for v in self.index.models.versions(self.id)))
             raise
         self._activated(number, config)
         return number
@@ -224,30 +246,58 @@ def create_model(
         min_size=min_size, max_size=max_size,
         categories=[c.name for c in categories], keypoint_names=keypoint_names,
     )
-    if index.models.find(name) is not None:
-        raise RefusedError(f"the index already has a model named {name!r}; choose another name")
+    index.models.check_free(name)  # refused before the costly build; checked again under lock
     folder = index.models_dir / name
     if folder.exists():
-        raise RefusedError(
-            "a folder of that name exists but is not a model of the index; remove it or choose "
-            f"another name: {folder}"
-        )
+        raise RefusedError(_stray_folder(folder))
     from .build import build_model, save_weights
 
     model = build_model(config, weights)
     source = str(weights)
+    # Built in a folder of this call's own, moved to its name only under the write lock.
+    staging = index.models_dir / f".model-{secrets.token_hex(8)}.tmp"
+    staging.mkdir()
+    placed: list[Path] = []
+
+    def place() -> None:
+        if folder.exists():
+            raise RefusedError(_stray_folder(folder))
+        staging.rename(folder)
+        placed.append(folder)
+
     try:
-        (folder / VERSIONS_DIR).mkdir(parents=True)
-        file = _version_file(folder, 1, ".pt")
+        (staging / VERSIONS_DIR).mkdir()
+        file = _version_file(staging, 1, ".pt")
         save_weights(file, model, config, {"version": 1, "parent": None, "weights": source})
-        config.save(_version_file(folder, 1, ".json"))
-        config.save(folder / CONFIG_FILE)
-        index.models.add(name, config_path=_relative(index, folder / CONFIG_FILE),
-                         first_version=_relative(index, file), note=f"initial weights: {source}")
+        config.save(_version_file(staging, 1, ".json"))
+        config.save(staging / CONFIG_FILE)
+        index.models.add(name, place, config_path=_relative(index, folder / CONFIG_FILE),
+                         first_version=_relative(index, _version_file(folder, 1, ".pt")),
+                         note=f"initial weights: {source}")
     except BaseException:
-        _remove_tree(folder)
+        if not placed:
+            _remove_tree(staging)
+        else:
+            _remove_unclaimed(index, placed, lambda: index.models.find(name) is not None)
         raise
     return active_model(index)
+
+
+def _stray_folder(folder: Path) -> str:
+    return ("a folder of that name exists but is not a model of the index; remove it or choose "
+            f"another name: {folder}")
+
+
+def _remove_unclaimed(index: Index, paths: list[Path], claimed: Callable[[], bool]) -> None:
+    """Undo what a failed commit had moved into place. Under the write lock and only while no
+    row claims it: once the lock was released, another run may have put its own files there."""
+    try:
+        with index.transaction():
+            if not claimed():
+                for path in paths:
+                    _remove_tree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    except Exception:  # left unreferenced (harmless): the commit's own error is the one to raise
+        log.warning("files of a failed commit left in place: %s", paths, exc_info=True)
 
 
 def _version_file(folder: Path, number: int, suffix: str) -> Path:
