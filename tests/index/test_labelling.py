@@ -24,7 +24,7 @@ def test_a_version_1_index_is_migrated_when_opened(tmp_path):
     conn.commit()
     conn.close()
     index = Index(folder)
-    assert index.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 2
+    assert index.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION
     [image] = index.images()
     assert (image.name, image.reviewed) == ("a.png", False)
     index.set_reviewed([image.id])

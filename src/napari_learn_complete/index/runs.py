@@ -1,15 +1,21 @@
 """The history of an index: one ``runs`` row per Learn, training, Complete or accept, and for the
 runs that write observations a journal (``run_changes``) that lets them be undone exactly.
 
-This module is the only writer of both tables. A run is started as 'running' and finished as
-'done', 'cancelled' or 'failed'; a run whose process died is ended by whoever supervised it
-(:meth:`Runs.end_interrupted`). Every change is announced to the index's listeners, so a Model
-panel shows a cancelled Learn as soon as one that succeeded.
+This module is the only writer of both tables. A run is started as 'running', recording the
+process that runs it (pid and host), and finished as 'done', 'cancelled' or 'failed'. A run whose
+process died is ended by whoever supervised it (:meth:`Runs.end_interrupted`), or else as
+'interrupted' by the next open of the index or the next run started on this machine
+(:meth:`Runs.end_orphaned`), so a killed Complete can always be undone. Learns (and trainings)
+are serialised: one starts only while no other runs with a live process. Every change is
+announced to the index's listeners, so a Model panel shows a cancelled Learn as soon as one that
+succeeded.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,10 +23,13 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInputError, RefusedError
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from .database import Database
 
 UNDOABLE = ("complete", "accept")  # the operations that write observations and can be undone
-STATUSES = ("running", "done", "cancelled", "failed", "undone")
+STATUSES = ("running", "done", "cancelled", "failed", "interrupted", "undone")
+SERIAL = ("learn", "train")  # the operations that write model versions: one at a time per index
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,8 @@ class Run:
     status: str
     started_at: str
     seconds: float | None
+    pid: int | None = None  # the process that ran it, on ``host``; None for runs before schema 3
+    host: str | None = None
 
     @property
     def undoable(self) -> bool:
@@ -57,12 +68,20 @@ class Runs:
     def start(self, operation: str, *, model_id: int | None, kind: str | None,
               scope: Mapping[str, Any], settings: Mapping[str, Any]) -> int:
         """Record a run as 'running'; returns its id. Listeners hear ``Change('runs', 'added')``:
-        a supervisor learns which runs a job started."""
+        a supervisor learns which runs a job started.
+
+        A Learn or training is refused while another one runs with a live process: the check and
+        the insert are one write transaction, so two processes cannot both pass it.
+        """
+        self.end_orphaned()
         with self._index._write() as conn:
+            if operation in SERIAL:
+                self._refuse_if_learning(conn)
             run_id = conn.execute(
-                "INSERT INTO runs(model_id, operation, kind, scope, settings, status) "
-                "VALUES (?, ?, ?, ?, ?, 'running')",
-                (model_id, operation, kind, json.dumps(scope), json.dumps(settings)),
+                "INSERT INTO runs(model_id, operation, kind, scope, settings, status, pid, host) "
+                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                (model_id, operation, kind, json.dumps(scope), json.dumps(settings),
+                 os.getpid(), socket.gethostname()),
             ).lastrowid
             self._index._record_change("runs", "added", [run_id])
         return run_id
@@ -84,15 +103,50 @@ class Runs:
 
     def end_interrupted(self, run_ids: Iterable[int], status: str) -> list[int]:
         """Mark the runs among ``run_ids`` still 'running' as ``status``: their process is gone
-        (killed, crashed, stopped on cancel), so nobody else will. Returns the ids marked; a
-        cancelled or failed Complete can then be undone."""
+        (killed, crashed, stopped on cancel), so nobody else will. A run already found
+        'interrupted' (an open of the index saw its process gone) takes the supervisor's status,
+        which says why. Returns the ids marked; a cancelled or failed Complete can then be
+        undone."""
         ids = [int(i) for i in run_ids]
         with self._index._write() as conn:
             marked = [i for i in ids if conn.execute(
-                "UPDATE runs SET status = ? WHERE id = ? AND status = 'running'", (status, i)
+                "UPDATE runs SET status = ? WHERE id = ? AND status IN ('running', 'interrupted') "
+                "AND status != ?", (status, i, status)
             ).rowcount]
             self._index._record_change("runs", "updated", marked)
         return marked
+
+    def end_orphaned(self) -> list[int]:
+        """Mark as 'interrupted' the running runs of this machine whose process is gone (killed,
+        out of memory): nobody else would end them, and undo refuses a running run. Returns the
+        ids marked.
+
+        Runs of other machines cannot be checked and runs recorded before schema 3 (no pid) are
+        left as they are: a process of an older version may still hold them.
+        """
+        rows = self._index._conn().execute(
+            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
+            (socket.gethostname(),),
+        ).fetchall()
+        orphans = [row["id"] for row in rows if not process_alive(row["pid"])]
+        return self.end_interrupted(orphans, "interrupted") if orphans else []
+
+    def _refuse_if_learning(self, conn: sqlite3.Connection) -> None:
+        """Refuse a second Learn or training while one runs with a live process (or on another
+        machine, where its process cannot be checked)."""
+        here = socket.gethostname()
+        for row in conn.execute(
+            "SELECT id, operation, pid, host FROM runs WHERE status = 'running' AND pid IS NOT "
+            "NULL AND operation IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (json.dumps(SERIAL),),
+        ):
+            if row["host"] != here or process_alive(row["pid"]):
+                what = "Learn" if row["operation"] == "learn" else "training"
+                where = "" if row["host"] == here else f" on {row['host']}"
+                raise RefusedError(
+                    f"a {what} is already running on this index (run {row['id']}, process "
+                    f"{row['pid']}{where}): wait for it to end or cancel it"
+                )
 
     def get(self, run_id: int) -> Run:
         found = self._select("WHERE id = ?", (run_id,))
@@ -215,6 +269,26 @@ class Runs:
                 "INSERT INTO attributes(rowid, observation_id, key, value) VALUES (?, ?, ?, ?)",
                 (None if taken else rowid, row["id"], key, value),
             )
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (a zombie, killed and not yet reaped,
+    does not). A pid reused by a new process reads as alive: its run stays 'running' until that
+    process ends too, the safe side of a rare mistake. Where signals cannot probe a process
+    (Windows, where ``os.kill`` would end it), every process counts as alive."""
+    if pid == os.getpid() or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): kill's answer stands
+        return True
 
 
 def _run(row: Any) -> Run:

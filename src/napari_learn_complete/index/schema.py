@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Boxes are stored as pixel corners (x0, y0, x1, y1) of the image, NULL when the observation has
 # no box. Keypoints are a JSON list of [x, y, v] in the order of the category's keypoint names,
@@ -108,7 +108,14 @@ CREATE INDEX run_changes_run ON run_changes(run_id);
 # 2: whether a person has reviewed an image (the image table shows it and filters on it).
 _V2 = "ALTER TABLE images ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0"
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+# 3: the process that runs each run (its id and machine), so a run whose process was killed can
+# be told from one still going: the next open marks it interrupted and it can be undone.
+_V3 = """
+ALTER TABLE runs ADD COLUMN pid INTEGER;
+ALTER TABLE runs ADD COLUMN host TEXT
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import BadInputError, RefusedError
+from ..errors import BadInputError, IndexLockedError, RefusedError
 from . import media
 from .database import DB_NAME, Database
 from .models import Models
@@ -34,6 +36,15 @@ from .runs import Runs
 
 IMAGES_DIR = "images"
 MODELS_DIR = "models"
+# What a killed process can leave behind, by folder of the index: the temporary files of atomic
+# writes under models/ (``.NAME.RANDOM.tmp`` beside the file, in a model folder or its versions),
+# a model being created (``models/.model-TOKEN.tmp/``) and the staging folder of an
+# ``import_coco(copy=True)`` (``images/.import-TOKEN/``).
+LEFTOVERS = {MODELS_DIR: ("*/.*.tmp", "*/versions/.*.tmp", ".model-*.tmp"),
+             IMAGES_DIR: (".import-*",)}
+STALE_S = 3600.0  # a leftover this old was left by a killed process: no write takes as long
+
+log = logging.getLogger(__name__)
 
 # A categorical palette that stays readable on dark and light images (Okabe-Ito, then Tableau).
 PALETTE = (
@@ -57,6 +68,31 @@ class Index(Database):
         super().__init__(self.path / DB_NAME, lock_timeout=lock_timeout)
         self.runs = Runs(self)
         self.models = Models(self)
+        self._recover()
+
+    def _recover(self) -> None:
+        """Clean up after a process killed while it worked here: its runs become 'interrupted'
+        (so a Complete can be undone) and its stale leftovers (``LEFTOVERS``) go. Best effort: a
+        locked or read-only index still opens for reading; the next run started ends the runs."""
+        try:
+            self.runs.end_orphaned()
+        except (IndexLockedError, sqlite3.OperationalError) as exc:
+            log.warning("runs of killed processes left as they are for now (%s): %s", exc,
+                        self.path)
+        limit = time.time() - STALE_S
+        for folder, patterns in LEFTOVERS.items():
+            root = self.path / folder
+            for pattern in patterns:
+                for path in root.glob(pattern):
+                    try:
+                        # never through a link: a crafted folder must not make this delete
+                        # elsewhere
+                        if path.is_symlink() or not path.resolve().is_relative_to(
+                                root.resolve()) or path.stat().st_mtime >= limit:
+                            continue
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+                    except OSError as exc:  # read-only folder, already gone
+                        log.warning("leftover of a killed process kept: %s (%s)", path, exc)
 
     # ------------------------------------------------------------------ opening
     @classmethod
