@@ -156,9 +156,10 @@ def test_import_resolves_sub_folders_ignores_extras_and_merges_categories(
     assert crowd.keypoints == ((20, 10, 2), (10, 40, 1), (40, 40, 0))
     assert kp_only.box is None and kp_only.source == "human"
     assert sample_index.observations(images=[sample_index.image("a.png")])[0].box == (1, 2, 11, 22)
-    # importing again reuses the images by name and adds the annotations to them
+    # importing again reuses the images by name and finds every annotation already there
     again = import_coco(sample_index, coco_dir / "coco.json", coco_dir)
-    assert (again.images_added, again.images_reused, again.observations) == (0, 2, 3)
+    assert (again.images_added, again.images_reused, again.observations) == (0, 2, 0)
+    assert again.already_present == 3
 
 
 def _mutate(path: Path, change) -> None:

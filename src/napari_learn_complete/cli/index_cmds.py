@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="folder the file_name entries are relative to")
     imp.add_argument("--copy", action="store_true",
                      help="copy the image files into the index's images/ folder")
+    imp.add_argument("--allow-duplicates", action="store_true",
+                     help="add annotations the index already holds (same image, category, box "
+                          "and keypoints) again, as a deliberate merge; by default they are "
+                          "skipped, so importing a file twice adds nothing")
 
     exp = command(subparsers, "export-coco", run_export, "write the index as a COCO JSON file")
     exp.add_argument("out_json", type=Path, help="COCO JSON file to write")
@@ -72,14 +76,17 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     with Index(args.index) as index:
-        report = import_coco(index, args.coco_json, args.images, copy=args.copy)
-    print(f"imported {report.observations} annotations on {report.images_added} new and "
-          f"{report.images_reused} known images", file=sys.stderr)
+        report = import_coco(index, args.coco_json, args.images, copy=args.copy,
+                             allow_duplicates=args.allow_duplicates)
+    print(f"imported {report.observations} new annotations ({report.already_present} already "
+          f"in the index, skipped) on {report.images_added} new and {report.images_reused} known "
+          "images", file=sys.stderr)
     emit_json({"index": str(index.path), "images_added": report.images_added,
                "images_reused": report.images_reused,
                "categories_added": list(report.categories_added),
                "categories_merged": list(report.categories_merged),
-               "observations": report.observations})
+               "observations": report.observations,
+               "already_present": report.already_present})
     return EXIT_OK
 
 

@@ -2,9 +2,11 @@
 
 Import checks the whole file, and decodes every image it names, before it writes anything; then
 it writes categories, images and observations in one transaction, so a file that fails anywhere
-leaves the index as it was. Files from other tools (CVAT, Label Studio, Roboflow, mmpose) carry
-extra fields, which are ignored. A ``file_name`` may have sub-folders; it is resolved against the
-image root, becomes the image's name in the index, and may never leave that root.
+leaves the index as it was. Importing a file again adds nothing: known images are reused and
+annotations the index already holds are skipped. Files from other tools (CVAT, Label Studio,
+Roboflow, mmpose) carry extra fields, which are ignored. A ``file_name`` may have sub-folders; it
+is resolved against the image root, becomes the image's name in the index, and may never leave
+that root.
 
 Export writes what pycocotools reads: boxes as ``[x, y, w, h]``, ``area``, ``iscrowd``, keypoints
 as flat ``[x, y, v, ...]`` with ``num_keypoints``, skeletons 1-based. Observations made by a model
@@ -13,13 +15,18 @@ also carry ``score`` and ``model_version``, so an export can be scored as detect
 
 from __future__ import annotations
 
+import filecmp
 import json
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import numpy as np
 
 from ..errors import BadInputError, read_json
 from . import media
@@ -28,7 +35,8 @@ from .store import Category, ImageRecord, Index, Observation, check_observation
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What an import added: counts, the categories created or merged by name, the new ids."""
+    """What an import added: counts, the categories created or merged by name, the new ids, and
+    how many annotations of the file the index already held (skipped)."""
 
     source: Path
     images_added: int
@@ -36,10 +44,14 @@ class ImportReport:
     categories_added: tuple[str, ...]
     categories_merged: tuple[str, ...]
     observation_ids: tuple[int, ...]
+    already_present: int = 0
 
     @property
     def observations(self) -> int:
         return len(self.observation_ids)
+
+
+_SAME = 1e-6  # coordinates this close are the same annotation imported again
 
 
 def _is_int(value: Any) -> bool:
@@ -150,10 +162,12 @@ def _check_categories(checker: _Checker, index: Index, entries: list[dict]) -> d
 def _check_images(
     checker: _Checker, index: Index, entries: list[dict], root: Path
 ) -> dict[int, tuple[ImageRecord, Path | None, tuple[int, int, int] | None]]:
-    """COCO image id -> (record, file to add or None when the index has it, probed size)."""
+    """COCO image id -> (record, file to add or None when the index has it under that name or
+    that file, probed size)."""
     found: dict[int, tuple[ImageRecord, Path | None, tuple[int, int, int] | None]] = {}
     names: set[str] = set()
     root = root.resolve()
+    by_path = {index.resolve(r): r for r in index.images() if r.media == "image"}
     for i, item in enumerate(entries):
         where = f"image {item.get('id', f'#{i}')}"
         image_id = checker.field(item, "id", where, _is_int, "an integer")
@@ -169,10 +183,7 @@ def _check_images(
         path = root / name
         if not path.resolve().is_relative_to(root):  # a symbolic link out of the root
             raise checker.fail(where, f"file_name {file_name!r} leaves the image root")
-        try:
-            existing = index.image(name)
-        except BadInputError:
-            existing = None
+        existing = _known_image(index, name) or by_path.get(path.resolve())
         if existing is not None:
             actual, path, probed = (existing.width, existing.height), None, None
             record = existing
@@ -250,15 +261,115 @@ def _check_annotations(
     return out
 
 
+def _known_image(index: Index, name: str) -> ImageRecord | None:
+    try:
+        return index.image(name)
+    except BadInputError:
+        return None
+
+
+def _category_id(index: Index, cat: Category) -> int:
+    """The category's id, adding it unless it exists (perhaps added by an import running at the
+    same time since the file was checked)."""
+    if cat.id:
+        return cat.id
+    try:
+        return index.category(cat.name).id
+    except BadInputError:
+        return index.add_category(cat.name, keypoints=cat.keypoint_names or None,
+                                  skeleton=cat.skeleton).id
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Boxes, or keypoint lists, equal within ``_SAME`` (two absent ones are equal)."""
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = np.ravel(np.asarray(a, dtype=float)), np.ravel(np.asarray(b, dtype=float))
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= _SAME))
+
+
+def _new_rows(index: Index, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The observation rows the index does not hold yet. Each observation already there (same
+    image, category, box and keypoints) stands for one row, so a file with two identical
+    annotations imports both once, and again no more."""
+    existing: dict[tuple[int, int], list[Observation]] = {}
+    for obs in index.observations(images=sorted({row["image"] for row in rows})):
+        existing.setdefault((obs.image_id, obs.category_id), []).append(obs)
+    new = []
+    for row in rows:
+        same = existing.get((row["image"], row["category"]), [])
+        match = next((i for i, obs in enumerate(same) if _same(obs.box, row["box"])
+                      and _same(obs.keypoints, row["keypoints"])), None)
+        if match is None:
+            new.append(row)
+        else:
+            del same[match]
+    return new
+
+
+class _Copies:
+    """The image files an import with ``copy`` puts into ``images/``.
+
+    Each is copied first into a hidden folder unique to this import, and moved to its name only
+    inside the import's transaction, under the write lock; a failed import removes its folder and
+    the files it moved, never a file another import (or an earlier, killed one) put there. A file
+    already at the name that is byte-identical to the source (left by a killed import) is taken
+    as it is; a different one is refused.
+    """
+
+    def __init__(self, checker: _Checker, images_dir: Path) -> None:
+        self.checker = checker
+        images_dir.mkdir(exist_ok=True)
+        self.images_dir = images_dir.resolve()
+        self.staging = Path(tempfile.mkdtemp(prefix=".import-", dir=self.images_dir))
+        self.placed: list[Path] = []
+
+    def target(self, name: str, source: Path) -> Path:
+        """Where ``name`` goes; refused when it leaves images/ or holds a different file."""
+        target = self.images_dir / name
+        if not target.resolve().is_relative_to(self.images_dir):
+            raise self.checker.fail(f"image {name}", f"{target} leaves the images folder")
+        if target.exists() and not (target.is_file()
+                                    and filecmp.cmp(source, target, shallow=False)):
+            raise self.checker.fail(f"image {name}", f"{target} already exists and is not the "
+                                                     f"same file as {source}; move it away")
+        return target
+
+    def stage(self, sources: list[Path]) -> list[Path]:
+        """Copy the files into this import's hidden folder, before the write lock is taken."""
+        staged = [self.staging / str(i) for i in range(len(sources))]
+        for source, copy in zip(sources, staged, strict=True):
+            shutil.copy2(source, copy)
+        return staged
+
+    def place(self, staged: Path, source: Path, name: str) -> Path:
+        """Move a staged copy to its name (under the write lock), unless the same file is there."""
+        target = self.target(name, source)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+            self.placed.append(target)
+        return target
+
+    def remove_placed(self) -> None:
+        for target in self.placed:
+            target.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
 def import_coco(
     index: Index, coco_json: str | os.PathLike, images_dir: str | os.PathLike, *,
-    copy: bool = False,
+    copy: bool = False, allow_duplicates: bool = False,
 ) -> ImportReport:
     """Import a COCO file whose ``file_name``s are relative to ``images_dir``; all or nothing.
 
     Categories merge with existing ones of the same name; images already in the index under the
-    same name (and size) get the annotations added. With ``copy`` new image files are copied
-    into the index's ``images/`` folder; otherwise they are referenced where they are.
+    same name (and size), or referencing the same file, get the annotations added. An annotation
+    the index already holds (same image, category, box and keypoints) is skipped, so importing a
+    file again adds nothing; ``allow_duplicates`` adds it anyway. With ``copy`` new image files
+    are copied into the index's ``images/`` folder; otherwise they are referenced where they are.
     """
     source = Path(coco_json)
     root = Path(images_dir)
@@ -270,34 +381,46 @@ def import_coco(
     images = _check_images(checker, index, checker.entries(data, "images"), root)
     annotations = _check_annotations(checker, checker.entries(data, "annotations"), images,
                                      categories)
-    new_images = [(coco_id, path, probed) for coco_id, (_, path, probed) in images.items()
-                  if path is not None]
-    names = [images[coco_id][0].name for coco_id, _, _ in new_images]
-    if copy:
-        for name in names:
-            if (index.images_dir / name).exists():
-                raise checker.fail(f"image {name}", f"{index.images_dir / name} already exists")
+    new_images = {coco_id: (record.name, path, probed)
+                  for coco_id, (record, path, probed) in images.items() if path is not None}
+    copies = _Copies(checker, index.images_dir) if copy and new_images else None
     try:
+        staged = {}
+        if copies is not None:
+            for name, path, _ in new_images.values():
+                copies.target(name, path)  # refuse a different file before copying anything
+            staged = dict(zip(new_images, copies.stage([p for _, p, _ in new_images.values()]),
+                              strict=True))
         with index.transaction():
-            cat_ids = {
-                coco_id: cat.id or index.add_category(
-                    cat.name, keypoints=cat.keypoint_names or None, skeleton=cat.skeleton).id
-                for coco_id, cat in categories.items()
-            }
-            added = index.add_images([path for _, path, _ in new_images], names=names, copy=copy,
-                                     probed=[probed for _, _, probed in new_images])
-            image_ids = {coco_id: record.id for coco_id, (record, _, _) in images.items()}
-            image_ids.update({coco_id: r.id for (coco_id, _, _), r in
-                              zip(new_images, added, strict=True)})
-            observations = index.add_observations([
-                dict(image=image_ids[img], category=cat_ids[cat], **fields)
-                for img, cat, fields in annotations
-            ])
+            # under the write lock: what a concurrent import added since the check is reused
+            cat_ids = {coco_id: _category_id(index, cat) for coco_id, cat in categories.items()}
+            image_ids = {coco_id: record.id for coco_id, (record, path, _) in images.items()
+                         if path is None}
+            to_add = []
+            for coco_id, (name, path, probed) in new_images.items():
+                known = _known_image(index, name)
+                if known is not None:
+                    image_ids[coco_id] = known.id
+                    continue
+                if copies is not None:
+                    path = copies.place(staged[coco_id], path, name)
+                to_add.append((coco_id, name, path, probed))
+            added = index.add_images([path for _, _, path, _ in to_add],
+                                     names=[name for _, name, _, _ in to_add],
+                                     probed=[probed for _, _, _, probed in to_add])
+            image_ids.update({coco_id: r.id for (coco_id, *_), r in
+                              zip(to_add, added, strict=True)})
+            rows = [dict(image=image_ids[img], category=cat_ids[cat], **fields)
+                    for img, cat, fields in annotations]
+            new_rows = rows if allow_duplicates else _new_rows(index, rows)
+            observations = index.add_observations(new_rows)
     except BaseException:
-        if copy:
-            for name in names:
-                (index.images_dir / name).unlink(missing_ok=True)
+        if copies is not None:
+            copies.remove_placed()
         raise
+    finally:
+        if copies is not None:
+            copies.close()
     return ImportReport(
         source=source,
         images_added=len(added),
@@ -305,6 +428,7 @@ def import_coco(
         categories_added=tuple(c.name for c in categories.values() if not c.id),
         categories_merged=tuple(c.name for c in categories.values() if c.id),
         observation_ids=tuple(o.id for o in observations),
+        already_present=len(rows) - len(new_rows),
     )
 
 
