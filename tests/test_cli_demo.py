@@ -113,3 +113,18 @@ def test_demo_scores_the_completed_boxes_against_the_ground_truth(tmp_path, caps
     names = {c.id: c.name for c in index.categories()}
     assert facts["written"] == dict(Counter(names[a["category_id"]] for a in truth))
     assert (facts["box_AP"], facts["box_AP50"], facts["box_AP75"]) == aps
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--epochs", "0"], "--epochs: must be at least 1, not 0"),
+    (["--images", "0"], "--images: must be at least 2"),
+    (["--images", "4", "--labelled", "10"], "--labelled: must be from 1 to 3"),
+    (["--labelled", "0"], "--labelled: must be from 1 to 35"),
+    (["--min-score", "1.5"], "--min-score: must be from 0 to 1"),
+])
+def test_meaningless_demo_settings_are_refused_before_anything_is_built(
+        tmp_path, capsys, argv, named):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *argv]) == 2
+    assert named in capsys.readouterr().err
+    assert not out.exists()

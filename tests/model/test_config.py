@@ -123,6 +123,15 @@ def test_boxes_model_refuses_keypoint_names():
          "training.learning_rate: must be a finite number, not nan"),
         (lambda d: d["inference"].update(score_threshold=math.inf),
          "inference.score_threshold: must be a finite number, not inf"),
+        # issue 15's hand edits: a text for a switch, words or nulls for a range
+        (lambda d: d["training"]["augment"].update(vflip="no"),
+         "training.augment.vflip: must be a valid boolean"),
+        (lambda d: d["training"]["augment"].update(scale_jitter=["a", "b"]),
+         "training.augment.scale_jitter.0: must be a valid number"),
+        (lambda d: d["training"]["augment"].update(scale_jitter=[None, 1]),
+         "training.augment.scale_jitter.0: must be a valid number"),
+        (lambda d: d["training"].update(momentum=math.inf),
+         "training.momentum: must be a finite number, not inf"),
     ],
 )
 def test_bad_json_is_refused(tmp_path, edit, message):

@@ -18,7 +18,7 @@ from ..engine.complete import complete
 from ..engine.metrics import evaluate_coco
 from ..engine.settings import CompleteSettings
 from ..engine.train import LearnSettings, learn
-from ..errors import read_json
+from ..errors import BadInputError, read_json
 from ..index import Index
 from ..model.registry import create_model
 from ..sample import GROUND_TRUTH_FILE
@@ -53,7 +53,23 @@ def completed_box_ap(index: Index, image_ids: list[int]) -> dict[str, float]:
     return evaluate_coco(truth, detections)
 
 
+def check_demo_arguments(args: argparse.Namespace) -> None:
+    """Refuse settings that would build for nothing (no epoch, no image to complete) before
+    anything is built."""
+    if args.epochs < 1:
+        raise BadInputError(f"--epochs: must be at least 1, not {args.epochs}")
+    if args.images < 2:
+        raise BadInputError(f"--images: must be at least 2 (some to label, some to complete), "
+                            f"not {args.images}")
+    if not 1 <= args.labelled < args.images:
+        raise BadInputError(f"--labelled: must be from 1 to {args.images - 1} (--images minus "
+                            f"one, to leave images to complete), not {args.labelled}")
+    if not 0 <= args.min_score <= 1:
+        raise BadInputError(f"--min-score: must be from 0 to 1, not {args.min_score}")
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    check_demo_arguments(args)
     started = time.perf_counter()
     with build_demo_index(args.out, n_images=args.images, labelled=args.labelled) as index:
         facts = summary(index)
