@@ -271,3 +271,24 @@ def test_export_then_import_into_a_new_index_gives_the_same_export(sample_index,
 
 def test_the_eight_schemas_from_other_tools_are_found():
     assert len(SCHEMAS) == 8  # an empty parametrisation would silently test nothing
+
+
+def test_export_never_follows_a_planted_link_and_refuses_bad_targets(sample_index, tmp_path):
+    """The temporary file is created exclusively beside the target: a link planted under the
+    old predictable name (``OUT.tmp``) is left alone, and so is what it points to."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    victim = folder / "victim.txt"
+    victim.write_text("keep me")
+    out = folder / "out.json"
+    (folder / "out.json.tmp").symlink_to(victim)
+    export_coco(sample_index, out)
+    assert victim.read_text() == "keep me"
+    assert json.loads(out.read_text())["images"]
+    assert sorted(p.name for p in folder.iterdir()) == ["out.json", "out.json.tmp",
+                                                        "victim.txt"]
+
+    with pytest.raises(BadInputError, match=r"^the COCO file to write is a folder"):
+        export_coco(sample_index, folder)
+    with pytest.raises(BadInputError, match=r"^the folder to write the COCO file in does not"):
+        export_coco(sample_index, folder / "missing" / "out.json")

@@ -473,8 +473,26 @@ def export_coco(
         ],
         "annotations": [_annotation(o) for o in index.observations(images=records)],
     }
-    out = Path(out_json)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, out)  # a reader never sees half a file
+    _write_new(Path(out_json), json.dumps(data).encode("utf-8"))
     return data
+
+
+def _write_new(out: Path, content: bytes) -> None:
+    """Write ``out`` whole or not at all (a reader never sees half a file): through a temporary
+    file created exclusively beside it, so a link planted under a predictable name is never
+    followed. A folder that is missing, a folder as the target or a full disk is refused by name."""
+    if out.is_dir():
+        raise BadInputError(f"the COCO file to write is a folder; give a file name: {out}")
+    if not out.parent.is_dir():
+        raise BadInputError(f"the folder to write the COCO file in does not exist: {out.parent}")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(tmp, out)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise BadInputError(f"could not write the COCO file ({exc.strerror or exc}): {out}") \
+            from exc
