@@ -31,8 +31,6 @@ from ..index.media import to_rgb_uint8
 
 MARKER = "napari_learn_complete"
 NO_OBSERVATION = -1
-ROLES = ("image", "boxes", "keypoints")
-SKELETON = "skeleton"  # the optional fourth role
 # Pixel corners (index) -> pixel centres (napari): boxes and keypoints sit half a pixel up-left.
 HALF_PIXEL = (0.0, -0.5, -0.5)
 BOX_FACE_ALPHA = 0.12
@@ -197,7 +195,7 @@ def layer_data(index: Index, *, session: str | None = None) -> list[tuple[Any, d
             "name": f"{name} skeleton", "ndim": 3, "edge_width": max(1.0, size / 4),
             "vector_style": "line", "edge_color": colours if len(colours) else "white",
             "translate": HALF_PIXEL, "opacity": 0.8,
-            "metadata": _marker(index, SKELETON, session)}, "vectors"))
+            "metadata": _marker(index, "skeleton", session)}, "vectors"))
     return layers
 
 

@@ -326,26 +326,16 @@ class IndexLayers:
         self.events.current_image(value=self._page)
 
     def _fill(self, observations: Sequence[Observation]) -> None:
-        """Replace the rows of the boxes and keypoints layers by these observations."""
-        boxes, points = self.boxes_layer, self.keypoints_layer
-        data, box_features, edge, face = box_rows(observations, self._plane, self._cats)
-        kps, kp_features, colour = keypoint_rows(observations, self._plane, self._cats)
+        """Replace every row of the boxes and keypoints layers by these observations."""
+        layers = (self.boxes_layer, self.keypoints_layer)
         with self._quiet():
-            for layer, rows, features in ((boxes, [(v, "rectangle") for v in data], box_features),
-                                          (points, kps, kp_features)):
-                defaults = defaults_dict(layer)  # napari resets them with the features
+            for layer in layers:
                 layer.selected_data = set()
-                layer.data = rows
-                layer.features = features
-                layer.feature_defaults = defaults
-            if data:
-                boxes.edge_color = edge
-                boxes.face_color = face
-            if len(kps):
-                points.face_color = colour
-                points.border_color = colour
-            boxes.refresh_text()
-            points.refresh_text()
+                if len(layer.data):
+                    layer.remove(list(range(len(layer.data))))
+            self._add_rows(observations)
+            for layer in layers:  # a new page starts with nothing selected
+                layer.selected_data = set()
         self._recount()
         self._draw_skeleton()
 
@@ -754,27 +744,31 @@ class IndexLayers:
                 if stale:
                     layer.selected_data = set()
                     layer.remove(stale)
-            data, features, edge, face = box_rows(current, self._plane, self._cats)
-            if data:
-                start = len(self.boxes_layer.data)
-                self.boxes_layer.add(data, shape_type="rectangle", edge_color=edge,
-                                     face_color=face)
-                fill_features(self.boxes_layer, start, features)
-            points, features, colour = keypoint_rows(current, self._plane, self._cats)
-            if len(points):
-                layer = self.keypoints_layer
-                start = len(layer.data)
-                layer.add(points)
-                layer.face_color[start:] = colour
-                layer.border_color[start:] = colour
-                fill_features(layer, start, features)
-                layer.refresh()
+            self._add_rows(current)
             for layer, keys in zip(layers, chosen, strict=True):
                 rows = range(len(layer.data))
                 layer.selected_data = {r for r, key in zip(rows, _row_keys(layer, rows),
                                                            strict=True) if key in keys}
         self._recount()
         self._draw_skeleton()
+
+    def _add_rows(self, observations: Sequence[Observation]) -> None:
+        """Append the rows showing these observations (of the page) to the two layers, in
+        their categories' colours; the caller keeps the layers quiet."""
+        data, features, edge, face = box_rows(observations, self._plane, self._cats)
+        if data:
+            start = len(self.boxes_layer.data)
+            self.boxes_layer.add(data, shape_type="rectangle", edge_color=edge, face_color=face)
+            fill_features(self.boxes_layer, start, features)
+        points, features, colour = keypoint_rows(observations, self._plane, self._cats)
+        if len(points):
+            layer = self.keypoints_layer
+            start = len(layer.data)
+            layer.add(points)
+            layer.face_color[start:] = colour
+            layer.border_color[start:] = colour
+            fill_features(layer, start, features)
+            layer.refresh()
 
     def _on_layer_removed(self, event: Any) -> None:
         """Stop syncing once none of its layers is left in the viewer."""
