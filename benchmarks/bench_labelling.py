@@ -144,23 +144,28 @@ def move_first(shapes) -> None:
                        vertex_indices=((),))
 
 
+def time_edits(viewer: napari.Viewer, shapes, args, rng: random.Random) -> dict:
+    """The same actions on both sides: ``--repeats`` slider moves to random images, then on the
+    first image that many boxes drawn and the first box moved as often."""
+    planes = [rng.randrange(args.images) for _ in range(args.repeats)]
+    figures = {"switch_ms": summary([ms(lambda z=z: viewer.dims.set_point(0, z))
+                                     for z in planes])}
+    viewer.dims.set_point(0, 0)
+    painted()
+    figures["draw_ms"] = summary([ms(lambda k=k: shapes.add([rectangle(0, 10 + k, 10 + k)]))
+                                  for k in range(args.repeats)])
+    figures["move_ms"] = summary([ms(lambda: move_first(shapes)) for _ in range(args.repeats)])
+    return figures
+
+
 def measure_ours(viewer: napari.Viewer, folder: Path, args, rng: random.Random) -> dict:
     figures: dict[str, object] = {}
     began = time.perf_counter()
     layers: IndexLayers = open_index(viewer, Index(folder))
     painted()
     figures["open_ms"] = round((time.perf_counter() - began) * 1000, 1)
-    planes = [rng.randrange(args.images) for _ in range(args.repeats)]
-    figures["switch_ms"] = summary([ms(lambda z=z: viewer.dims.set_point(0, z))
-                                    for z in planes])
-    viewer.dims.set_point(0, 0)
-    painted()
-    layers.active_category = CATEGORIES[0]
-    figures["draw_ms"] = summary([
-        ms(lambda k=k: layers.boxes_layer.add([rectangle(0, 10 + k, 10 + k)]))
-        for k in range(args.repeats)])
-    figures["move_ms"] = summary([ms(lambda: move_first(layers.boxes_layer))
-                                  for _ in range(args.repeats)])
+    layers.active_category = CATEGORIES[0]  # what a drawn box takes
+    figures.update(time_edits(viewer, layers.boxes_layer, args, rng))
 
     shown_image = layers.current_image_id()
     done = threading.Event()
@@ -209,14 +214,7 @@ def measure_plain(viewer: napari.Viewer, folder: Path, args, rng: random.Random)
     _, shapes = plain_layers(viewer, index)
     painted()
     figures["open_ms"] = round((time.perf_counter() - began) * 1000, 1)
-    planes = [rng.randrange(args.images) for _ in range(args.repeats)]
-    figures["switch_ms"] = summary([ms(lambda z=z: viewer.dims.set_point(0, z))
-                                    for z in planes])
-    viewer.dims.set_point(0, 0)
-    painted()
-    figures["draw_ms"] = summary([ms(lambda k=k: shapes.add([rectangle(0, 10 + k, 10 + k)]))
-                                  for k in range(args.repeats)])
-    figures["move_ms"] = summary([ms(lambda: move_first(shapes)) for _ in range(args.repeats)])
+    figures.update(time_edits(viewer, shapes, args, rng))
     stalls = []
     for b in range(args.batches):
         planes = [0] + [rng.randrange(args.images) for _ in range(7)]
