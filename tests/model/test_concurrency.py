@@ -1,9 +1,11 @@
 """Model versions and model creation under concurrency: two threads, each with its own
 :class:`Index` on one folder (its own SQLite connection, as two processes have), one paused at
-a chosen moment while the other runs to the end; and two processes Learning at once."""
+a chosen moment while the other runs to the end; two processes Learning at once; two processes
+Completing, then Learning, at once."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -16,6 +18,7 @@ import torch
 from napari_learn_complete.errors import RefusedError
 from napari_learn_complete.index import Index
 from napari_learn_complete.model import active_model, build, create_model
+from untrained import untrained_model
 
 WAIT_S = 60
 
@@ -228,3 +231,90 @@ def test_two_processes_learning_at_once_keep_the_index_consistent(sample_index, 
     assert not list(Path(handle.folder, "versions").glob(".*")), "staging files left"
     runs = sample_index.query("SELECT status, version FROM runs ORDER BY id")
     assert sorted(r["version"] for r in runs if r["status"] == "done") == versions
+
+
+BOTH = """
+import json, sys, time
+from pathlib import Path
+import torch
+from napari_learn_complete.engine.complete import complete
+from napari_learn_complete.engine.settings import CompleteSettings
+from napari_learn_complete.engine.train import LearnSettings, learn
+from napari_learn_complete.errors import RefusedError
+from napari_learn_complete.index import Index
+
+folder, me = Path(sys.argv[2]), int(sys.argv[3])
+
+
+def meet(step):
+    # wait until both processes reach this step, or the other has ended
+    (folder / f"{step}-{me}").touch()
+    end = time.monotonic() + 120
+    while len(list(folder.glob(f"{step}-*"))) < 2 and not list(folder.glob("end-*")):
+        assert time.monotonic() < end, f"the other process never reached {step}"
+        time.sleep(0.01)
+
+
+torch.set_num_threads(1)
+out = {}
+try:
+    index = Index(sys.argv[1])
+    meet("start")
+    first = []
+    result = complete(
+        index, [r.name for r in index.images()], ["disc", "square"][me],
+        settings=CompleteSettings(max_detections=3, batch_size=1, remove_existing=me == 0),
+        # after its first batch, each waits for the other's: their batches interleave
+        on_batch=lambda ids: first or (first.append(1), meet("batch")))
+    out["complete"] = [result.run_id, result.written, result.removed]
+    meet("learn")
+    try:
+        out["version"] = learn(index, images=["sample_000.png", "sample_001.png"],
+                               settings=LearnSettings(epochs=1, test_percent=0)).version
+    except RefusedError as exc:
+        out["refused"] = str(exc)
+finally:
+    (folder / f"end-{me}").touch()
+print(json.dumps(out))
+"""
+
+
+def test_two_processes_completing_and_learning_at_once_keep_the_index_consistent(
+        sample_index, tmp_path, db_dump):
+    """Two processes each run a Complete (one removing the human discs first) with their
+    batches interleaved, then a Learn at the same moment: the database stays sound, every
+    version keeps its file, each Complete wrote exactly what it reports, and undoing both puts
+    every observation back as it was."""
+    handle = untrained_model(sample_index, min_size=96)
+    config = handle.config.replace(training=handle.config.training.replace(batch_size=2))
+    config.save(handle.folder / "config.json")
+    before = db_dump(sample_index)
+    humans = {name: len(sample_index.observations(category=name, source="human"))
+              for name in ("disc", "square")}
+    assert humans["disc"] > 0
+    script = tmp_path / "both.py"
+    script.write_text(BOTH)
+    (tmp_path / "meet").mkdir()
+    procs = [subprocess.Popen([sys.executable, str(script), str(sample_index.path),
+                               str(tmp_path / "meet"), str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    outs = [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
+    images = len(sample_index.images())
+    (run0, written0, removed0), (run1, written1, removed1) = (o["complete"] for o in outs)
+    assert (written0, removed0) == (3 * images, humans["disc"])
+    assert (written1, removed1) == (3 * images, 0)
+    for name, run, humans_left in (("disc", run0, 0), ("square", run1, humans["square"])):
+        assert len(sample_index.observations(category=name, source="human")) == humans_left
+        assert len(sample_index.observations(category=name, run_id=run)) == 3 * images
+        assert sample_index.runs.get(run).status == "done"
+    versions = sorted(o["version"] for o in outs if "version" in o)
+    assert versions in ([2, 3], [2]), outs
+    assert all("already running" in o["refused"] for o in outs if "refused" in o), outs
+    assert _check_versions(sample_index) == [1, *versions]
+    sample_index.runs.undo(run0)
+    sample_index.runs.undo(run1)
+    after = db_dump(sample_index)
+    for table in ("observations", "attributes"):
+        assert after[table] == before[table], table
