@@ -66,3 +66,26 @@ def test_missing_images_option_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["import-coco", str(tmp_path / "ix"), str(tmp_path / "x.json")])
     assert info.value.code == 2
+
+
+def test_info_names_the_folders_the_index_reads_images_from(tmp_path, capsys):
+    """Images imported by reference register their folder as an image root, which ``info``
+    shows (the one place outside the index it will read); copied images need none."""
+    from PIL import Image
+
+    Image.new("RGB", (5, 4)).save(tmp_path / "a.png")
+    assert main(["create", str(tmp_path / "new")]) == 0
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 5, "height": 4}],
+            "annotations": [], "categories": [{"id": 1, "name": "cell"}]}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    assert main(["info", str(tmp_path / "new")]) == 0
+    out = capsys.readouterr().out
+    assert "image roots: none (all images inside)" in out
+    assert main(["import-coco", str(tmp_path / "new"), str(tmp_path / "coco.json"),
+                 "--images", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "new")]) == 0
+    out = capsys.readouterr().out
+    assert f"image roots: {tmp_path}\n" in out
+    info = json.loads(out.strip().splitlines()[-1])
+    assert (info["image_roots"], info["read_only"]) == ([str(tmp_path)], False)

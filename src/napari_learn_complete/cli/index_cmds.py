@@ -50,6 +50,9 @@ def summary(index: Index) -> dict[str, Any]:
     counts = index.counts()
     return {
         "index": str(index.path),
+        "read_only": index.read_only,
+        # folders outside the index whose images it reads: the only places it reads from
+        "image_roots": [str(root) for root in index.image_roots()],
         "images": len(index.images()),
         "observations": index.count_observations(),
         "categories": {
@@ -61,7 +64,9 @@ def summary(index: Index) -> dict[str, Any]:
 
 def print_summary(facts: dict[str, Any]) -> None:
     """A small table on stdout, then the JSON line scripts read."""
-    print(f"{facts['index']}: {facts['images']} images")
+    print(f"{facts['index']}: {facts['images']} images"
+          f"{' (read-only folder)' if facts['read_only'] else ''}")
+    print(f"  image roots: {', '.join(facts['image_roots']) or 'none (all images inside)'}")
     print(f"  {'category':<20} {'images':>7} {'boxes':>7} {'keypoints':>9}")
     for name, c in facts["categories"].items():
         print(f"  {name:<20} {c['images']:>7} {c['boxes']:>7} {c['keypoints']:>9}")

@@ -8,11 +8,15 @@ operation back, so bad input leaves the index exactly as it was. Each thread get
 connection, so the UI thread and a worker read and write at once (WAL mode). Listeners registered
 with :meth:`Database.subscribe` hear about every committed change, from whatever thread committed
 it.
+
+An index in a folder this process cannot write to (a shared dataset on a read-only mount) is
+opened read-only: it reads as any other, and every write is refused naming the folder.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInputError, IndexLockedError
+from ..errors import BadInputError, IndexLockedError, RefusedError
 from .records import Change
 from .schema import migrate
 
@@ -38,8 +42,11 @@ class Database:
         self._local = threading.local()
         self._listeners: list[Callable[[Change], None]] = []
         self._listeners_lock = threading.Lock()
+        # Asked of the file system (a read-only mount answers no even to root), not learnt from
+        # a failed write: SQLite cannot even open the file for writing there.
+        self.read_only = not (os.access(file, os.W_OK) and os.access(file.parent, os.W_OK))
         try:
-            migrate(self._conn())
+            self._conn()
         except sqlite3.DatabaseError as exc:
             self.close()
             raise BadInputError(f"not a readable index database ({exc}): {file}") from exc
@@ -47,20 +54,48 @@ class Database:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            conn = self._connect()
+            try:  # per connection: a read-only index makes its missing tables in each one's TEMP
+                migrate(conn, read_only=self.file.parent if self.read_only else None)
+            except BaseException:
+                conn.close()
+                raise
+            self._local.conn = conn
+            self._local.depth = 0
+            self._local.pending = []
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            # With no -wal file the database file holds every commit, and opened immutable it
+            # needs no -shm either (which the folder could not hold); with one, SQLite reads its
+            # pages read-only.
+            wal = self.file.with_name(self.file.name + "-wal").exists()
+            conn = sqlite3.connect(
+                f"{self.file.absolute().as_uri()}?{'mode=ro' if wal else 'immutable=1'}",
+                uri=True, isolation_level=None, check_same_thread=True,
+            )
+        else:
             conn = sqlite3.connect(
                 self.file,
                 timeout=self.lock_timeout,
                 isolation_level=None,
                 check_same_thread=True,
             )
-            conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
-            self._local.conn = conn
-            self._local.depth = 0
-            self._local.pending = []
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys = ON")
         return conn
+
+    def check_writable(self) -> None:
+        """Refuse to change a read-only index, before anything is done (a model's files are
+        written before the rows that record them)."""
+        if self.read_only:
+            raise RefusedError(
+                "the index folder is read-only: nothing can be changed in it (copy the index to a "
+                f"writable folder to edit it): {self.file.parent}"
+            )
 
     def close(self) -> None:
         """Close this thread's connection (other threads close theirs when they end)."""
@@ -80,6 +115,7 @@ class Database:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """:meth:`transaction`, handing out the connection to this package's writers."""
+        self.check_writable()
         conn = self._conn()
         if self._local.depth:
             self._local.depth += 1

@@ -2,13 +2,24 @@
 
 The schema version lives in ``PRAGMA user_version``; :func:`migrate` brings an older database up to
 :data:`SCHEMA_VERSION` inside one transaction, so an interrupted upgrade leaves the old schema.
+A read-only index (a shared dataset on a read-only mount) cannot be upgraded: the migrations that
+only add tables (:data:`TABLE_ONLY`) are made in each connection's TEMP schema instead, so it
+reads as if upgraded; any other missing migration is refused by name.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 
-SCHEMA_VERSION = 3
+from ..errors import BadInputError, RefusedError
+
+SCHEMA_VERSION = 4
+
+log = logging.getLogger(__name__)
 
 # Boxes are stored as pixel corners (x0, y0, x1, y1) of the image, NULL when the observation has
 # no box. Keypoints are a JSON list of [x, y, v] in the order of the category's keypoint names,
@@ -115,29 +126,79 @@ ALTER TABLE runs ADD COLUMN pid INTEGER;
 ALTER TABLE runs ADD COLUMN host TEXT
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
+
+def _v4(conn: sqlite3.Connection, schema: str) -> None:
+    """4: the folders outside the index that images may be read from (its image roots), each
+    registered by adding images from it by reference; a path of the database that leads anywhere
+    else is refused. Images referenced before are kept readable: their folders become roots."""
+    conn.execute(f"""
+        CREATE TABLE {schema}.image_roots (
+            id       INTEGER PRIMARY KEY,
+            path     TEXT NOT NULL UNIQUE,  -- a folder, relative to the index as images.path
+            added_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now'))
+        )""")
+    roots = sorted({os.path.dirname(path) for (path,) in conn.execute("SELECT path FROM images")
+                    if _outside(path)})
+    conn.executemany(f"INSERT INTO {schema}.image_roots(path) VALUES (?)",
+                     [(root,) for root in roots])
+    if roots:
+        log.warning("image folders outside the index registered as its image roots: %s",
+                    ", ".join(roots))
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Apply every migration above the database's ``user_version`` in one transaction."""
+def _outside(path: str) -> bool:
+    """Whether a path stored relative to the index folder (``images.path``) lies outside it."""
+    return os.path.isabs(path) or os.path.normpath(path).split(os.sep)[0] == os.pardir
+
+
+# A migration is SQL statements, or a function given the connection and the schema to write into
+# ("main", or "temp" for a read-only index; see TABLE_ONLY).
+Migration = str | Callable[[sqlite3.Connection, str], None]
+MIGRATIONS: dict[int, Migration] = {1: _V1, 2: _V2, 3: _V3, 4: _v4}
+TABLE_ONLY = frozenset({4})
+
+
+def migrate(conn: sqlite3.Connection, *, read_only: Path | None = None) -> None:
+    """Apply every migration above the database's ``user_version`` in one transaction.
+
+    ``read_only`` (the folder, to name it) when the index cannot be written: the missing
+    migrations are made in this connection's TEMP schema if they all only add tables, else the
+    index is refused."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     if current > SCHEMA_VERSION:
-        from ..errors import BadInputError
-
         raise BadInputError(
             f"this index was written by a newer napari-learn-complete (schema {current}, "
             f"this version reads up to {SCHEMA_VERSION}); upgrade the plugin to open it"
         )
-    if current == SCHEMA_VERSION:
+    missing = range(current + 1, SCHEMA_VERSION + 1)
+    if not missing:
+        return
+    if read_only is not None:
+        if not TABLE_ONLY.issuperset(missing):
+            raise RefusedError(
+                f"the index folder is read-only and the index was written by an older "
+                f"napari-learn-complete (schema {current}, this version needs "
+                f"{SCHEMA_VERSION}); open it once where it can be written to upgrade it: "
+                f"{read_only}"
+            )
+        for version in missing:
+            _apply(conn, MIGRATIONS[version], "temp")
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+        for version in missing:
+            _apply(conn, MIGRATIONS[version], "main")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _apply(conn: sqlite3.Connection, migration: Migration, schema: str) -> None:
+    if callable(migration):
+        migration(conn, schema)
+        return
+    for statement in migration.split(";"):
+        if statement.strip():
+            conn.execute(statement)

@@ -10,7 +10,9 @@ The index (``index.models``: tables ``models`` and ``model_versions``) says whic
 and which is active; a version's files (and a new model's folder) are written completely under a
 staging name (``.*.tmp``) and moved to their final name inside the write transaction that records
 them, so a crash leaves at worst staging or unreferenced files and the previous active version,
-and concurrent runs never take the same number or name.
+and concurrent runs never take the same number or name. Every path taken from the database or a
+model folder must lead, its symbolic links resolved, into ``INDEX/models``: an edited database or
+a linked folder cannot make a model read or write anywhere else.
 
 Reading the registry (models, versions, the active model, rollback) needs no torch, so napari's
 process uses it; building, loading and saving weights import :mod:`.build` (torch) when called.
@@ -62,9 +64,9 @@ class ModelHandle:
         self.index = index
         self.id = record.id
         self.name = record.name
-        self.folder = index.path / Path(record.config_path).parent
+        self.folder = self._inside(index.path / Path(record.config_path).parent, "folder")
         self.active_version = record.active_version
-        self.config = ModelConfig.load(self.folder / CONFIG_FILE)
+        self.config = ModelConfig.load(self._inside(self.folder / CONFIG_FILE, "configuration"))
 
     def __repr__(self) -> str:
         return f"ModelHandle({self.name!r}, version {self.active_version})"
@@ -74,8 +76,9 @@ class ModelHandle:
 
     def versions(self) -> list[ModelVersion]:
         return [
-            ModelVersion(number=v.number, file=self.index.path / v.file, parent=v.parent,
-                         note=v.note, created_at=v.created_at,
+            ModelVersion(number=v.number, file=self._inside(self.index.path / v.file,
+                                                            f"version {v.number}"),
+                         parent=v.parent, note=v.note, created_at=v.created_at,
                          active=v.number == self.active_version)
             for v in self.index.models.versions(self.id)
         ]
@@ -119,9 +122,11 @@ class ModelHandle:
             raise BadInputError(
                 f"configuration of model {config.name!r} given to model {self.name!r}"
             )
+        self.index.check_writable()
+        versions = self._inside(self.folder / VERSIONS_DIR, "versions folder")
         parent = self.active_version if parent is None else parent
         token = secrets.token_hex(8)  # this commit's own staging names: no other run uses them
-        staged = {suffix: self.folder / VERSIONS_DIR / f".version-{token}{suffix}.tmp"
+        staged = {suffix: versions / f".version-{token}{suffix}.tmp"
                   for suffix in (".pt", ".json")}
         placed: list[Path] = []
 
@@ -160,7 +165,10 @@ class ModelHandle:
         config.save(self.folder / CONFIG_FILE)
 
     def _file(self, number: int, suffix: str) -> Path:
-        return _version_file(self.folder, number, suffix)
+        return self._inside(_version_file(self.folder, number, suffix), f"version {number}")
+
+    def _inside(self, path: Path, what: str) -> Path:
+        return _inside_models(self.index, path, f"model {self.name!r}: its {what}")
 
     def _version_config(self, number: int) -> ModelConfig:
         """The configuration a version was saved with: its ``NNNN.json`` (no torch needed), or
@@ -246,8 +254,9 @@ def create_model(
         min_size=min_size, max_size=max_size,
         categories=[c.name for c in categories], keypoint_names=keypoint_names,
     )
+    index.check_writable()
     index.models.check_free(name)  # refused before the costly build; checked again under lock
-    folder = index.models_dir / name
+    folder = _inside_models(index, index.models_dir / name, f"model {name!r}: its folder")
     if folder.exists():
         raise RefusedError(_stray_folder(folder))
     from .build import build_model, save_weights
@@ -311,6 +320,18 @@ def _remove_tree(folder: Path) -> None:
         path.unlink() if path.is_file() else path.rmdir()
     if folder.exists():
         folder.rmdir()
+
+
+def _inside_models(index: Index, path: Path, what: str) -> Path:
+    """``path`` with its symbolic links resolved; refused (before anything is read or written)
+    unless it lies inside the index's models folder (a linked ``models/`` itself leads out)."""
+    resolved = path.resolve()
+    if resolved == index.models_dir or not resolved.is_relative_to(index.models_dir):
+        raise RefusedError(
+            f"{what} leads outside the index's models folder (a symbolic link or an edited "
+            f"index database), so nothing is read or written there: {path} -> {resolved}"
+        )
+    return resolved
 
 
 def _relative(index: Index, path: Path) -> str:
