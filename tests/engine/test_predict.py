@@ -138,10 +138,10 @@ def test_complete_decodes_the_next_batch_while_the_model_predicts_and_no_further
     detector = WatchedDetector(sample_index, timeline, batch_size, batches)
     read = sample_index.read_image
 
-    def reading(image):  # the stream reads image records
+    def reading(image, **kwargs):  # the stream reads image records
         batch = batch_of[image.name]
         timeline.add(("decoding", batch))
-        array = read(image)
+        array = read(image, **kwargs)
         timeline.add(("decoded", batch))
         return array
 
@@ -164,9 +164,9 @@ class CountingIndex:
         self.index = index
         self.reads = 0
 
-    def read_image(self, record):
+    def read_image(self, record, **kwargs):
         self.reads += 1
-        return self.index.read_image(record)
+        return self.index.read_image(record, **kwargs)
 
 
 def test_closing_the_stream_stops_the_reader(sample_index):

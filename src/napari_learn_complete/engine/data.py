@@ -22,7 +22,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ..errors import BadInputError
 from ..index import Category, ImageRecord, Index, Observation, keypoint_extent
-from ..index.media import to_rgb_uint8
+from ..index.media import full_size, to_rgb_uint8
 from ..model.config import Augment, ModelConfig
 from .scope import trainable
 
@@ -179,7 +179,9 @@ class DetectionDataset(Dataset):
     """Images of the index with their targets; ``augment`` makes it a training set.
 
     Observations are read once, here; pixels are read per item through the index, which each
-    DataLoader worker process reopens for itself (SQLite connections do not survive a fork).
+    DataLoader worker process reopens for itself (SQLite connections do not survive a fork). A
+    large image is read reduced, no smaller than the model will scale it to, and its targets
+    scaled with it.
     """
 
     def __init__(
@@ -198,6 +200,7 @@ class DetectionDataset(Dataset):
         self.targets = [build_targets(image, by_image[image.id], categories, config)
                         for image in self.images]
         self.has_keypoints = bool(config.keypoint_names)
+        self.fit = (config.min_size, config.max_size)
         self.transform = (build_augmentation(augment, config.keypoint_names)
                           if augment is not None else None)
         self._index, self._path, self._pid = index, index.path, os.getpid()
@@ -212,17 +215,19 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         record, targets = self.images[i], self.targets[i]
-        pixels = to_rgb_uint8(self._reader().read_image(record))
+        pixels = to_rgb_uint8(self._reader().read_image(record, fit=self.fit))
         image = tv_tensors.Image(torch.tensor(pixels).permute(2, 0, 1))  # copy: read-only array
         canvas = tuple(image.shape[-2:])
+        width, height = full_size(pixels)
+        scale = torch.tensor([canvas[1] / width, canvas[0] / height])  # 1 unless read reduced
         target: dict = {
-            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(targets.boxes), format="XYXY",
-                                              canvas_size=canvas),
+            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(targets.boxes) * scale.repeat(2),
+                                              format="XYXY", canvas_size=canvas),
             "labels": torch.from_numpy(targets.labels),
         }
         if targets.keypoints is not None:
             kps = torch.from_numpy(targets.keypoints)
-            target["keypoints"] = tv_tensors.KeyPoints(kps[..., :2], canvas_size=canvas)
+            target["keypoints"] = tv_tensors.KeyPoints(kps[..., :2] * scale, canvas_size=canvas)
             target["visibility"] = kps[..., 2]
         if self.transform is not None:
             image, target = self.transform(image, target)

@@ -14,8 +14,11 @@ from typing import Protocol
 
 import numpy as np
 
-from ..index import Box, Category, ImageRecord, Index, Keypoint
-from ..index.media import to_rgb_uint8
+from ..index import Box, Category, ImageRecord, Index, Keypoint, media
+
+# The largest min_size and max_size a model configuration allows (model.config.Size): an image
+# read for any detector needs no more pixels than this.
+LARGEST_INPUT = (4096, 4096)
 
 
 @dataclass(frozen=True)
@@ -38,16 +41,21 @@ class Detector(Protocol):
     def check(self, kind: str, category: Category) -> None:
         """Raise RefusedError when the model cannot write ``kind`` for ``category``."""
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[list[Detection]]: ...
+    def predict(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Detections per image, in the pixels of the image itself: an image read reduced
+        (:class:`~napari_learn_complete.index.media.Reduced`) has its positions scaled back."""
 
 
 def stream_images(
-    index: Index, images: Sequence[ImageRecord], batch_size: int
+    index: Index, images: Sequence[ImageRecord], batch_size: int,
+    fit: tuple[int, int] = LARGEST_INPUT,
 ) -> Iterator[tuple[list[ImageRecord], list[np.ndarray]]]:
     """Batches of ``(records, RGB uint8 arrays)``, decoded in a background thread one batch ahead.
 
     At most two decoded batches exist at a time (the one in use and the next), whatever the
-    number of images. Closing the generator early stops the reader.
+    number of images, and each image is read reduced for ``fit`` (see :meth:`Index.read_image`), so
+    the memory they take is bounded whatever the image sizes. Closing the generator early stops
+    the reader.
     """
     ahead: queue.Queue = queue.Queue()
     slots = threading.Semaphore(2)  # decoded batches alive: the one in use and the next
@@ -65,7 +73,8 @@ def stream_images(
                 if not take_slot():
                     return
                 chunk = list(images[start:start + batch_size])
-                ahead.put((chunk, [to_rgb_uint8(index.read_image(r)) for r in chunk]))
+                ahead.put((chunk, [media.to_rgb_uint8(index.read_image(r, fit=fit))
+                                  for r in chunk]))
             ahead.put(None)
         except BaseException as exc:  # handed to the consumer, raised there
             ahead.put(exc)

@@ -16,7 +16,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ..errors import RefusedError
 from ..index import Category, Index
-from ..index.media import to_rgb_uint8
+from ..index.media import full_size, to_rgb_uint8
 from ..model.config import ModelConfig
 from .detections import Detection
 from .device import autocast, choose_device
@@ -78,31 +78,46 @@ class Predictor:
             self.config.keypoint_slots(category)  # raises naming the missing keypoints
 
     def predict(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Detections of each image (any dtype/channels; converted to RGB uint8 first)."""
-        # Decoded files can be read-only arrays; torch wants writable memory.
-        arrays = [np.require(to_rgb_uint8(a), requirements="W") for a in images]
-        tensors = [
-            F.to_dtype(F.to_image(a).to(self.device), torch.float32, scale=True) for a in arrays
-        ]
+        """Detections of each image (any dtype/channels; converted to RGB uint8 first), in the
+        pixels of the image itself: a reduced image's are scaled back to its full size."""
+        tensors = [self._input(a) for a in images]
         with torch.inference_mode():
             with autocast(self.device):
                 outputs = self.model(tensors)
             return [
-                self._detections(out, a.shape[1], a.shape[0])
-                for out, a in zip(outputs, arrays, strict=True)
+                self._detections(out, t.shape[-1], t.shape[-2], full_size(a))
+                for out, t, a in zip(outputs, tensors, images, strict=True)
             ]
 
-    def _detections(self, output: dict, width: int, height: int) -> list[Detection]:
+    def _input(self, image: np.ndarray) -> torch.Tensor:
+        """The model's input: an image larger than the model uses is scaled down to that size as
+        uint8, before the float conversion, so memory stays bounded whatever the image size."""
+        # Decoded files can be read-only arrays; torch wants writable memory.
+        tensor = F.to_image(np.require(to_rgb_uint8(image), requirements="W"))
+        height, width = tensor.shape[-2:]
+        scale = min(self.config.min_size / min(height, width),
+                    self.config.max_size / max(height, width))
+        if scale < 1:
+            size = [max(1, round(height * scale)), max(1, round(width * scale))]
+            tensor = F.resize(tensor, size, antialias=True)
+        return F.to_dtype(tensor.to(self.device), torch.float32, scale=True)
+
+    def _detections(
+        self, output: dict, width: int, height: int, full: tuple[int, int]
+    ) -> list[Detection]:
+        """Detections on a ``width`` x ``height`` input, in the pixels of an image of size
+        ``full``."""
+        sx, sy = full[0] / width, full[1] / height
         boxes = output["boxes"].float().cpu().clone()
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        boxes[:, 0::2] = (boxes[:, 0::2] * sx).clamp(0, full[0])
+        boxes[:, 1::2] = (boxes[:, 1::2] * sy).clamp(0, full[1])
         labels = output["labels"].cpu().tolist()
         scores = output["scores"].float().cpu().tolist()
         keypoints = output.get("keypoints")
         if keypoints is not None:
             keypoints = keypoints.float().cpu().clone()
-            keypoints[..., 0] = keypoints[..., 0].clamp(0, width)
-            keypoints[..., 1] = keypoints[..., 1].clamp(0, height)
+            keypoints[..., 0] = (keypoints[..., 0] * sx).clamp(0, full[0])
+            keypoints[..., 1] = (keypoints[..., 1] * sy).clamp(0, full[1])
         found = []
         for i, (label, score) in enumerate(zip(labels, scores, strict=True)):
             if not 1 <= label <= len(self.config.categories):

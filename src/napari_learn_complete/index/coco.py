@@ -8,6 +8,10 @@ Roboflow, mmpose) carry extra fields, which are ignored. A ``file_name`` may hav
 is resolved against the image root, becomes the image's name in the index, and may never leave
 that root.
 
+Coordinates and sizes are those of the displayed image, as every annotation tool shows it (a
+JPEG's EXIF orientation applied): a file declaring the stored, unrotated size of a rotated image
+is refused, naming the orientation and both sizes.
+
 Export writes what pycocotools reads: boxes as ``[x, y, w, h]``, ``area``, ``iscrowd``, keypoints
 as flat ``[x, y, v, ...]`` with ``num_keypoints``, skeletons 1-based. Observations made by a model
 also carry ``score`` and ``model_version``, so an export can be scored as detections.
@@ -93,8 +97,15 @@ class _Checker:
         return data[key]
 
 
+def _shown(file_name: str) -> str:
+    """A file name short enough for a one-line message."""
+    return file_name if len(file_name) <= 80 else f"{file_name[:77]}..."
+
+
 def _image_name(checker: _Checker, file_name: str, where: str) -> str:
     """The file name as a clean relative POSIX path, refusing any way out of the image root."""
+    if "\0" in file_name:
+        raise checker.fail(where, f"file_name {_shown(file_name)!r} contains a NUL byte")
     posix = file_name.replace("\\", "/")
     path = PurePosixPath(posix)
     if path.is_absolute() or (len(posix) > 1 and posix[1] == ":") or ".." in path.parts:
@@ -176,20 +187,24 @@ def _check_images(
         size = [checker.field(item, key, where, lambda v: _is_int(v) and v > 0,
                               "a positive integer", optional=True) for key in ("width", "height")]
         name = _image_name(checker, file_name, where)
-        where = f"image {image_id} ({file_name})"
+        where = f"image {image_id} ({_shown(file_name)})"
         if image_id in found or name in names:
             raise checker.fail(where, "image id or file_name is given twice")
         names.add(name)
         path = root / name
-        if not path.resolve().is_relative_to(root):  # a symbolic link out of the root
-            raise checker.fail(where, f"file_name {file_name!r} leaves the image root")
-        existing = _known_image(index, name) or by_path.get(path.resolve())
+        try:
+            if not path.resolve().is_relative_to(root):  # a symbolic link out of the root
+                raise checker.fail(where, f"file_name {_shown(file_name)!r} leaves the image root")
+            existing = _known_image(index, name) or by_path.get(path.resolve())
+            if existing is None and not path.is_file():
+                raise checker.fail(where, f"image file {path} not found")
+        except OSError as exc:  # a name too long, for one
+            raise checker.fail(where, f"file_name is not a usable path "
+                                      f"({exc.strerror or exc})") from exc
         if existing is not None:
             actual, path, probed = (existing.width, existing.height), None, None
             record = existing
         else:
-            if not path.is_file():
-                raise checker.fail(where, f"image file {path} not found")
             try:
                 probed = media.probe(path)
             except BadInputError as exc:
@@ -198,10 +213,21 @@ def _check_images(
             record = ImageRecord(0, name, str(path), None, probed[0], probed[1], probed[2],
                                  "image")
         if any(s is not None and s != a for s, a in zip(size, actual, strict=True)):
-            raise checker.fail(where, f"declares {size[0]}x{size[1]} but the image is "
-                                      f"{actual[0]}x{actual[1]}")
+            raise checker.fail(where, _size_problem(size, actual, path or index.resolve(record)))
         found[image_id] = (record, path, probed)
     return found
+
+
+def _size_problem(size: list[int | None], actual: tuple[int, int], path: Path) -> str:
+    """Why the declared size is not the image's, naming the EXIF orientation when the file
+    declares the stored size of an image its orientation turns."""
+    declared = f"{size[0]}x{size[1]}"
+    orientation = media.exif_orientation(path) if size == [actual[1], actual[0]] else 1
+    if orientation in media.QUARTER_TURNS:
+        return (f"declares {declared}, the stored size, but its EXIF orientation {orientation} "
+                f"turns it to {actual[0]}x{actual[1]} as displayed; annotations are in displayed "
+                "coordinates, as every annotation tool shows the image, so declare that size")
+    return f"declares {declared} but the image is {actual[0]}x{actual[1]}"
 
 
 def _check_annotations(

@@ -4,7 +4,8 @@ Layout::
 
     INDEX/
       index.sqlite      images, categories, observations, attributes, models, runs
-      images/           image files copied in (others are referenced where they are)
+      images/           image files copied in (others are referenced where they are, in the
+                        folders registered as the index's image roots: nothing else is read)
       models/           model configurations and weight versions (see ``model.registry``)
 
 Its database, transactions and change listeners: :mod:`.database`; the run history
@@ -68,12 +69,14 @@ class Index(Database):
         super().__init__(self.path / DB_NAME, lock_timeout=lock_timeout)
         self.runs = Runs(self)
         self.models = Models(self)
-        self._recover()
+        self._roots: list[Path] = []  # image_roots(), as last read (roots are only ever added)
+        if not self.read_only:  # nothing to clean up there, and no way to
+            self._recover()
 
     def _recover(self) -> None:
         """Clean up after a process killed while it worked here: its runs become 'interrupted'
         (so a Complete can be undone) and its stale leftovers (``LEFTOVERS``) go. Best effort: a
-        locked or read-only index still opens for reading; the next run started ends the runs."""
+        locked index still opens for reading; the next run started ends the runs."""
         try:
             self.runs.end_orphaned()
         except (IndexLockedError, sqlite3.OperationalError) as exc:
@@ -137,8 +140,40 @@ class Index(Database):
             return str(path)
 
     def resolve(self, image: ImageRecord) -> Path:
-        """Absolute path of an image's file (or zarr array, or clip)."""
-        return (self.path / image.path).resolve()
+        """Absolute path of an image's file (or zarr array, or clip), its symbolic links
+        resolved. Refused when that lies outside the index folder and its image roots: an edited
+        or crafted database must not make the index read (and show, and train on) other files."""
+        path = (self.path / image.path).resolve()
+        if not self._may_read(path):
+            raise RefusedError(
+                f"image {image.name!r} is outside the index folder and its image roots, so it is "
+                f"not read (add it again from where it is to register its folder): {path}"
+            )
+        return path
+
+    def image_roots(self) -> list[Path]:
+        """The folders outside the index folder that its images may be read from, each
+        registered by adding images from it by reference."""
+        return _read_roots(self.path, self._conn())
+
+    def _may_read(self, path: Path) -> bool:
+        """Whether a resolved path lies inside the index folder or one of its image roots."""
+        for attempt in range(2):
+            if path.is_relative_to(self.path) or any(path.is_relative_to(r) for r in self._roots):
+                return True
+            if not attempt:  # another process or thread may have registered a root since
+                self._roots = self.image_roots()
+        return False
+
+    def _register_roots(self, conn: sqlite3.Connection, paths: Iterable[Path]) -> None:
+        """Register the folders of files added by reference as image roots, in the caller's
+        transaction (those inside the index folder or a root already need none)."""
+        roots = _read_roots(self.path, conn)
+        for folder in sorted({Path(p).resolve().parent for p in paths}):
+            if not folder.is_relative_to(self.path) and not any(
+                    folder.is_relative_to(r) for r in roots):
+                conn.execute("INSERT INTO image_roots(path) VALUES (?)", (self._relative(folder),))
+                roots.append(folder)
 
     def add_image(
         self, path: str | os.PathLike, *, name: str | None = None, copy: bool = False
@@ -189,6 +224,8 @@ class Index(Database):
                         (name, self._relative(path), width, height, channels),
                     )
                     ids.append(cur.lastrowid)
+                if not copy:
+                    self._register_roots(conn, paths)
                 self._record_change("images", "added", ids)
         except BaseException:
             for target in copied:
@@ -199,7 +236,7 @@ class Index(Database):
     def add_zarr(self, path: str | os.PathLike, *, name: str | None = None) -> list[ImageRecord]:
         """Add every frame of a zarr array (N, H, W[, C]) as an image named ``NAME[frame]``."""
         path = Path(path)
-        array = media.open_zarr(path)
+        array = media.open_zarr(path, new=True)
         stem = name or path.name
         frames = array.shape[0]
         channels = 1 if array.ndim == 3 else array.shape[3]
@@ -214,6 +251,7 @@ class Index(Database):
                 ).lastrowid
                 for i, n in enumerate(names)
             ]
+            self._register_roots(conn, [path])
             self._record_change("images", "added", ids)
         return [self.image(i) for i in ids]
 
@@ -233,6 +271,7 @@ class Index(Database):
                 "INSERT INTO images(name, path, width, height, media) VALUES (?, ?, ?, ?, 'video')",
                 (name, self._relative(path), width, height),
             ).lastrowid
+            self._register_roots(conn, [path])
             self._record_change("images", "added", [new_id])
         return self.image(new_id)
 
@@ -330,16 +369,21 @@ class Index(Database):
                 raise BadInputError(f"no image in the index matches {pattern!r}")
         return found
 
-    def read_image(self, image: ImageRecord | int | str) -> np.ndarray:
-        """The pixels of an image, (H, W) or (H, W, C), in the file's dtype."""
+    def read_image(self, image: ImageRecord | int | str, *,
+                   fit: tuple[int, int] | None = None) -> np.ndarray:
+        """The pixels of an image as displayed, (H, W) or (H, W, C), in the file's dtype.
+
+        ``fit = (min_size, max_size)`` of a detector reads a large image reduced to what it uses
+        (a :class:`media.Reduced` array that knows the full size), decoding it reduced where the
+        format allows, so a huge image costs the memory of a small one."""
         if not isinstance(image, ImageRecord):
             image = self.image(image)
         if image.is_video:
             raise RefusedError(f"{image.name}: is a video clip, not an image")
         path = self.resolve(image)
         if image.media == "zarr":
-            return np.asarray(media.open_zarr(path)[image.frame])
-        return media.read_file(path)
+            return media.shrink(np.asarray(media.open_zarr(path)[image.frame]), fit)
+        return media.read_file(path, fit=fit)
 
     # -------------------------------------------------------------- categories
     def add_category(
@@ -736,6 +780,12 @@ def _put_attributes(conn: sqlite3.Connection, obs_id: int,
                 "INSERT OR REPLACE INTO attributes(observation_id, key, value) VALUES (?, ?, ?)",
                 (obs_id, str(key), str(value)),
             )
+
+
+def _read_roots(folder: Path, conn: sqlite3.Connection) -> list[Path]:
+    """The image roots of the index in ``folder``, resolved, as ``conn`` sees them."""
+    return [(folder / row[0]).resolve()
+            for row in conn.execute("SELECT path FROM image_roots ORDER BY path")]
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
