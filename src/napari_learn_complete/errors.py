@@ -6,9 +6,15 @@ the widgets can show its message as it is; the message names the problem and the
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
+
+# a full disk, an exhausted quota, a read-only file system: the user can act on these
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class LearnCompleteError(Exception):
@@ -44,6 +50,41 @@ class Cancelled(LearnCompleteError):
     """Raised inside long work when the ``cancel`` callback returned True."""
 
 
+class StoppedPartWay(LearnCompleteError):
+    """Long work stopped by an error after it had saved part of its result: the message gives
+    the reason, what was kept and the run (``run_id``) that undoes it. The CLI exits with
+    status 3 on this error, since the index did change."""
+
+    def __init__(self, message: str, run_id: int | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+def storage_error(exc: BaseException, folder: str | os.PathLike | None = None
+                  ) -> BadInputError | None:
+    """``exc`` as the user's problem when it is a full disk, an exhausted quota or a read-only
+    file system, naming the file ("no space left on device while writing PATH"), else the
+    ``folder`` written in (a write to an open file does not name it); None for any other error."""
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        where = (f" while writing {exc.filename}" if exc.filename else
+                 f" while writing in {folder}" if folder is not None else "")
+        return BadInputError(f"{os.strerror(exc.errno).lower()}{where}")
+    if isinstance(exc, sqlite3.OperationalError) and \
+            getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        where = f" in {folder}" if folder is not None else ""
+        return BadInputError(f"no space left on device while writing the index database{where}")
+    return None
+
+
+def explain(exc: BaseException) -> str:
+    """An error's message for the user: ours as it is, a storage failure named (see
+    :func:`storage_error`), any other with its type."""
+    if isinstance(exc, LearnCompleteError):
+        return str(exc)
+    storage = storage_error(exc)
+    return str(storage) if storage is not None else f"{type(exc).__name__}: {exc}"
+
+
 def read_json(path: Path, what: str) -> Any:
     """Parse a JSON file the user pointed at; a missing or broken file is a :class:`BadInputError`
     naming the path and ``what`` it should have been ("COCO file", "proposals file", ...)."""
@@ -51,5 +92,7 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise BadInputError(f"{path}: {what} not found") from exc
+    except RecursionError:
+        raise BadInputError(f"{path}: not a readable JSON {what} (nested too deeply)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadInputError(f"{path}: not a readable JSON {what} ({exc})") from exc

@@ -18,7 +18,7 @@ from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.detections import Detection
 from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.engine.settings import CompleteSettings
-from napari_learn_complete.errors import BadInputError, Cancelled, RefusedError
+from napari_learn_complete.errors import BadInputError, Cancelled, RefusedError, StoppedPartWay
 from napari_learn_complete.index import Index
 from napari_learn_complete.index.store import DB_NAME
 from untrained import untrained_model
@@ -307,14 +307,29 @@ def test_a_failure_mid_batch_rolls_back_that_batch_only(sample_index):
     scripted = {n: [det("square", (2, 2, 20, 20), 0.9)] for n in names}
     scripted["sample_009.png"] = [det("square", (2, 2, 900, 20), 0.9)]  # outside the image
     detector = ScriptedDetector(sample_index, scripted)
-    with pytest.raises(BadInputError, match=r"sample_009.png: box .* lies outside the image"):
+    with pytest.raises(StoppedPartWay, match=r"sample_009.png: box .* lies outside the image .*; "
+                       r"Complete stopped part-way, after 2 of 4 images: the 2 result\(s\) saved"
+                       ) as caught:
         complete(sample_index, names, "square", predictor=detector,
                  settings=CompleteSettings(batch_size=2))
+    assert isinstance(caught.value.__cause__, BadInputError)
     written = [len(sample_index.observations(images=[sample_index.image(n).id]))
                for n in names]
     assert written == [1, 1, 0, 0]  # sample_008 shared the failing batch: not written either
     [run] = sample_index.query("SELECT status FROM runs")
     assert run["status"] == "failed"
+
+
+def test_a_failure_before_any_change_is_raised_as_it_is(sample_index, db_dump):
+    """Part-way means the index changed: a corrupt first image stops Complete before that."""
+    names = [f"sample_{i:03d}.png" for i in range(6, 10)]
+    detector = _two_per_image(sample_index, names)
+    (sample_index.path / sample_index.image(names[0]).path).write_bytes(b"not a png")
+    before = db_dump(sample_index)
+    with pytest.raises(BadInputError, match=r"sample_006\.png"):
+        complete(sample_index, names, "square", predictor=detector,
+                 settings=CompleteSettings(batch_size=2))
+    assert without_runs(db_dump(sample_index)) == without_runs(before)
 
 
 def test_progress_and_on_batch_report_every_batch(sample_index):

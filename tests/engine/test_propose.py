@@ -4,6 +4,7 @@ accepted ones, only for the target category; proposals files; the CLI contract."
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import replace
 
 import pytest
@@ -63,6 +64,22 @@ def test_propose_leaves_out_video_and_refuses_an_unlabelled_category(
     before = db_dump(sample_index)
     with pytest.raises(RefusedError, match="category 'star' has no observations yet"):
         propose(sample_index, "star", predictor=detector)
+    assert db_dump(sample_index) == before
+
+
+def test_propose_skips_an_image_whose_file_is_gone_and_names_it(sample_index, db_dump):
+    detector = scripted(sample_index)
+    gone = sample_index.path / sample_index.image("sample_003.png").path
+    gone.unlink()
+    before = db_dump(sample_index)
+    events = []
+    proposals = propose(sample_index, "disc", settings=FIVE, predictor=detector,
+                        progress=events.append)
+    assert [(p.image_name, p.score) for p in proposals] == [("sample_005.png", 0.7)]
+    assert proposals.skipped == {"sample_003.png": f"image file not found: {gone.resolve()}"}
+    assert events[-1].message.endswith("1 proposals, 1 skipped (file not found)")
+    back = pickle.loads(pickle.dumps(proposals))  # as the engine process sends it
+    assert back == proposals and back.skipped == proposals.skipped
     assert db_dump(sample_index) == before
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from napari_learn_complete._qt import index_panel
 from napari_learn_complete._qt.review import ReviewWidget
 from napari_learn_complete.engine.jobs import Job
-from napari_learn_complete.engine.results import Proposal, TrainResult
+from napari_learn_complete.engine.results import Proposal, Proposals, TrainResult
 from napari_learn_complete.engine.settings import LearnSettings
 from napari_learn_complete.model.registry import create_model
 from napari_learn_complete.session import set_default_runner
@@ -94,7 +95,7 @@ def test_complete_keypoints_from_a_card_reviews_keypoint_proposals(
     proposal = Proposal(id=0, image_id=9, image_name=index.image(9).name, category="triangle",
                         box=drawn.box, keypoints=tuple(tuple(k) for k in drawn.keypoints),
                         score=0.8, kind="keypoints", model_version="default:v1")
-    runner = record([proposal])
+    runner = record(Proposals([proposal]))
     answers.next()
     _choose(panel, "triangle", "Complete (Keypoints)")
     qtbot.waitUntil(lambda: not panel.workers)
@@ -113,10 +114,30 @@ def test_complete_roi_from_a_card_proposes_boxes(keypoint_model, record, answers
                                                  qtbot) -> None:
     """On a category with keypoints, Complete (ROI) still proposes boxes: the entry decides."""
     panel = keypoint_model.panel
-    runner = record([])
+    runner = record(Proposals())
     answers.next()
     _choose(panel, "triangle", "Complete (ROI)")
     qtbot.waitUntil(lambda: not panel.workers)
     [job] = runner.jobs
     assert (job.operation, job.args["category"], job.args["kind"]) == (
         "propose", "triangle", "roi")
+
+
+@pytest.mark.parametrize("found", [0, 1])
+def test_complete_from_a_card_names_the_images_it_skipped(keypoint_model, record, answers,
+                                                          qtbot, monkeypatch, found) -> None:
+    """An image whose file is gone is skipped by the proposals, not silently: the message says
+    which, whether or not anything was proposed elsewhere."""
+    panel, index = keypoint_model.panel, keypoint_model.index
+    shown: list[str] = []
+    monkeypatch.setattr(index_panel, "show_info", shown.append)
+    drawn = index.observations(category="disc")[0]
+    proposals = [Proposal(id=0, image_id=9, image_name=index.image(9).name, category="disc",
+                          box=drawn.box, keypoints=None, score=0.8, kind="roi",
+                          model_version="default:v1")][:found]
+    record(Proposals(proposals, skipped={"sample_004.png": "image file not found: /gone"}))
+    answers.next()
+    _choose(panel, "disc", "Complete (ROI)")
+    qtbot.waitUntil(lambda: not panel.workers)
+    [message] = [m for m in shown if "disc" in m]
+    assert message.endswith("; skipped 1 image whose file is gone: sample_004.png"), message

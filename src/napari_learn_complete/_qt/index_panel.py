@@ -64,7 +64,7 @@ from .._napari.layers import IndexLayers, index_layers, layers_for, open_index, 
 from .._napari.menus import register_menus
 from ..actions import Availability
 from ..engine.progress import Progress
-from ..engine.results import CompleteResult, Proposal, TrainResult
+from ..engine.results import CompleteResult, Proposals, TrainResult
 from ..engine.settings import LearnSettings
 from ..errors import LearnCompleteError
 from ..index import KIND_NOUNS, KIND_TITLES, Category, Change, ImageRecord, Index
@@ -1009,13 +1009,17 @@ class IndexPanel(QWidget):
             self.session.complete_category, self.layers.index, name, kind, settings
         ), self._review)
 
-    def _review(self, task: Task, proposals: list[Proposal]) -> None:
+    def _review(self, task: Task, proposals: Proposals) -> None:
+        skipped = list(proposals.skipped)
+        gone = (f"; skipped {plural(len(skipped), 'image')} whose file is gone: "
+                f"{', '.join(skipped[:10])}{', ...' if len(skipped) > 10 else ''}"
+                if skipped else "")
         if not proposals:
-            show_info(f"Complete from category {task.category!r}: no proposals")
+            show_info(f"Complete from category {task.category!r}: no proposals{gone}")
             return
         show_review(self.viewer, task.index, task.category, proposals, beside=self)
         show_info(f"{len(proposals)} proposal(s) for {task.category!r}: review them before "
-                  "saving")
+                  f"saving{gone}")
 
 
 def index_panel(viewer: napari.Viewer) -> IndexPanel:

@@ -1,15 +1,18 @@
 """``napari-learn-complete`` command line: the same operations as the widgets, for scripts.
 
 Each sub-module adds its sub-commands with ``register(subparsers)``; a command is a function
-``run(args) -> int``. Exit codes: 0 done, 2 refused or bad input (nothing was changed, the reason is
-printed on stderr), 1 unexpected failure. Progress goes to stderr (:class:`ProgressBar`); commands
-that produce a result print it as one JSON line, the last line on stdout.
+``run(args) -> int``. Exit codes: 0 done; 2 refused or bad input, a full disk included (nothing was
+changed, the reason is printed on stderr); 3 stopped part-way (the reason, what was kept and the
+``undo`` command that removes it are printed); 1 failure (the engine or the training itself).
+Progress goes to stderr (:class:`ProgressBar`); commands that produce a result print it as one
+JSON line, the last line on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,9 +22,9 @@ from typing import Any
 from tqdm import tqdm
 
 from ..engine.progress import Progress
-from ..errors import LearnCompleteError
+from ..errors import EngineError, LearnCompleteError, StoppedPartWay, storage_error
 
-EXIT_OK, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_REFUSED, EXIT_STOPPED = 0, 1, 2, 3
 
 
 def emit_json(summary: dict[str, Any]) -> None:
@@ -85,10 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prefix = f"napari-learn-complete {args.command}"
     try:
         return int(args.run(args) or EXIT_OK)
+    except StoppedPartWay as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        if exc.run_id is not None:
+            index = shlex.quote(str(getattr(args, "index", "INDEX")))
+            print(f"undo it with: napari-learn-complete undo {index} {exc.run_id}",
+                  file=sys.stderr)
+        return EXIT_STOPPED
+    except EngineError as exc:  # not the user's input
+        print(f"{prefix} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except LearnCompleteError as exc:
-        print(f"napari-learn-complete {args.command}: {exc}", file=sys.stderr)
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except Exception as exc:
+        # the operations leave the index as it was
+        storage = storage_error(exc, getattr(args, "index", None))
+        if storage is None:
+            raise
+        print(f"{prefix}: {storage}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,7 +1,8 @@
 """``complete | propose | accept | undo``: the model annotates images, from the command line.
 
 Each prints progress on stderr and, last on stdout, a one-line JSON summary
-(``images``, ``written``, ``removed``, ``seconds``, ``run_id`` for the writing commands).
+(``images``, ``written``, ``removed``, ``seconds``, ``run_id`` for the writing commands;
+``proposals``, ``images``, ``out`` and ``skipped``, image name -> reason, for propose).
 """
 
 from __future__ import annotations
@@ -83,9 +84,11 @@ def run_propose(args: argparse.Namespace) -> int:
         proposals = propose(index, args.category, kind=args.kind, settings=settings,
                             progress=progress)
         save_proposals(args.out, proposals, index=index, category=args.category, kind=args.kind)
+    for name, reason in proposals.skipped.items():
+        print(f"skipped {name}: {reason}", file=sys.stderr)
     print(f"{len(proposals)} proposal(s) written to {args.out}", file=sys.stderr)
     emit_json({"proposals": len(proposals), "images": len({p.image_id for p in proposals}),
-               "out": str(args.out)})
+               "out": str(args.out), "skipped": proposals.skipped})
     return EXIT_OK
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from ..engine.progress import ProgressFn
 from ..engine.settings import MODES, LearnSettings
 from ..engine.train import TrainResult, learn, train
-from ..errors import LearnCompleteError
+from ..errors import LearnCompleteError, storage_error
 from ..index import KINDS, Index
 from . import EXIT_FAILURE, EXIT_OK, ProgressBar, command, emit_json
 
@@ -57,15 +57,15 @@ def _summary(result: TrainResult) -> dict:
 
 
 def _finish(args: argparse.Namespace, work: Callable[[Index, ProgressFn], TrainResult]) -> int:
-    """Run ``work`` with a progress bar; refusals go up to the CLI (exit 2), a failure of
-    training itself (diverged, out of memory, a broken image) is reported here with exit 1."""
+    """Run ``work`` with a progress bar; refusals and a full disk go up to the CLI (exit 2), a
+    failure of training itself (diverged, out of memory) is reported here with exit 1."""
     with Index(args.index) as index:
         try:
             with ProgressBar() as progress:
                 result = work(index, progress)
-        except LearnCompleteError:
-            raise
         except Exception as exc:
+            if isinstance(exc, LearnCompleteError) or storage_error(exc) is not None:
+                raise
             print(f"napari-learn-complete {args.command} failed: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
             return EXIT_FAILURE

@@ -5,11 +5,12 @@ batch by batch (the write rules: :mod:`.write_rules`; propose/accept: :mod:`.pro
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
 
-from ..errors import Cancelled, RefusedError
+from ..errors import BadInputError, Cancelled, RefusedError, StoppedPartWay, explain
 from ..index import Category, ImageRecord, Index, check_kind
 from .detections import Detector, stream_images
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
@@ -17,16 +18,29 @@ from .results import CompleteResult
 from .settings import CompleteSettings
 from .write_rules import ObservationWriter, select
 
+log = logging.getLogger(__name__)
+
+
+def _names(images: list[ImageRecord]) -> str:
+    """The first ten names, for a message about many images."""
+    return f"{', '.join(i.name for i in images[:10])}{' ...' if len(images) > 10 else ''}"
+
 
 def refuse_video(images: Iterable[ImageRecord]) -> None:
     """Complete, propose and accept write to images only (the specification: video is refused,
     naming the clips)."""
-    video = [image.name for image in images if image.is_video]
+    video = [image for image in images if image.is_video]
     if video:
         raise RefusedError(
             f"Complete supports images only; the selection includes {len(video)} video "
-            f"item(s): {', '.join(video[:10])}{' ...' if len(video) > 10 else ''}"
+            f"item(s): {_names(video)}"
         )
+
+
+def missing_files(index: Index, images: Iterable[ImageRecord]) -> list[ImageRecord]:
+    """The images whose file is gone (moved or deleted since they were added): Complete refuses
+    them before writing anything, propose leaves them out and names them."""
+    return [image for image in images if not index.resolve(image).exists()]
 
 
 def load_predictor(index: Index, device: str | None) -> Detector:
@@ -53,9 +67,12 @@ def complete(
 
     The index, the category and the images are resolved now and written whatever happens
     afterwards (a rename, another category chosen in the UI). Everything that can be refused is
-    refused before anything is written. Each batch is one transaction; ``on_batch(ids)`` hears
-    the observation ids written by it after its commit. On cancel, the batches committed so far
-    stay (undo them with the run id in the :class:`Cancelled` message) and ``Cancelled`` is raised.
+    refused before anything is written (a missing image file included). Each batch is one
+    transaction; ``on_batch(ids)`` hears the observation ids written by it after its commit. On
+    cancel, the batches committed so far stay (undo them with the run id in the
+    :class:`Cancelled` message) and ``Cancelled`` is raised; an error after a batch changed the
+    index (a corrupt image, the write lock, a full disk) is raised as :class:`StoppedPartWay`,
+    which says the same, with the error as its cause. The run is recorded as failed.
     ``predictor`` replaces the active model (tests inject a deterministic one).
     """
     check_kind(kind)
@@ -65,6 +82,11 @@ def complete(
     if not records:
         raise RefusedError("Complete needs at least one image; none were selected")
     refuse_video(records)
+    if missing := missing_files(index, records):
+        raise BadInputError(
+            f"image file not found for {len(missing)} selected image(s), so nothing was "
+            f"written: {_names(missing)} (first: {index.resolve(missing[0])})"
+        )
     cat.require(kind)
     predictor = predictor or load_predictor(index, device)
     predictor.check(kind, cat)
@@ -78,7 +100,12 @@ def complete(
     writer = ObservationWriter(index, run_id, cat, kind, predictor.model_version,
                                settings.remove_existing)
     batches = math.ceil(len(records) / settings.batch_size)
-    done, written, removed, status = 0, [], 0, "failed"
+    done, written, removed = 0, [], 0
+
+    def finish(status: str) -> None:
+        index.runs.finish(run_id, status, seconds=time.perf_counter() - start,
+                          metrics={"images": done, "written": len(written), "removed": removed})
+
     try:
         batch_iter = stream_images(index, records, settings.batch_size)
         for number, (chunk, arrays) in enumerate(batch_iter, 1):
@@ -103,17 +130,25 @@ def complete(
                 message=f"{done}/{len(records)} images, {len(written)} written, {removed} removed",
                 eta_s=elapsed / done * (len(records) - done),
             ))
-        status = "done"
-    except Cancelled:
-        status = "cancelled"
-        raise Cancelled(
-            f"Complete cancelled after {done} of {len(records)} images; the {len(written)} "
-            f"result(s) saved so far are kept (run {run_id}: undo it to remove them)"
-        ) from None
-    finally:
-        seconds = time.perf_counter() - start
-        index.runs.finish(run_id, status, seconds=seconds,
-                          metrics={"images": done, "written": len(written), "removed": removed})
-    return CompleteResult(run_id, done, len(written), removed, seconds, written)
-
-
+        finish("done")
+    except BaseException as exc:
+        status = "cancelled" if isinstance(exc, Cancelled) else "failed"
+        try:
+            finish(status)
+        except Exception:  # e.g. the lock that stopped the run: the original error is the one
+            log.warning("run %d could not be marked %s", run_id, status, exc_info=True)
+        kept = (f"the {len(written)} result(s) saved so far are kept"
+                f"{f' and the {removed} removed stay removed' if removed else ''} "
+                f"(run {run_id}: undo it to take them back)")
+        if status == "cancelled":
+            raise Cancelled(
+                f"Complete cancelled after {done} of {len(records)} images; {kept}"
+            ) from None
+        if isinstance(exc, Exception) and (written or removed):
+            raise StoppedPartWay(
+                f"{explain(exc)}; Complete stopped part-way, after {done} of {len(records)} "
+                f"images: {kept}", run_id,
+            ) from exc
+        raise
+    return CompleteResult(run_id, done, len(written), removed, time.perf_counter() - start,
+                          written)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import BadInputError
+from ..errors import BadInputError, storage_error
 from ..index import Change, Index
 from .progress import CancelFn, ProgressFn
 
@@ -112,7 +112,9 @@ class PredictorCache:
 
 def run_job(job: Job, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
             changed: ChangeFn | None = None, predictors: PredictorCache | None = None) -> Any:
-    """Open the job's index, run its operation, and relay the index's changes to ``changed``."""
+    """Open the job's index, run its operation, and relay the index's changes to ``changed``.
+    A full disk (or quota, or read-only file system) is raised as the
+    :class:`~napari_learn_complete.errors.BadInputError` naming it."""
     module, name = OPERATIONS[job.operation].split(":")
     operation = getattr(importlib.import_module(module), name)
     index = Index(job.index)
@@ -124,6 +126,11 @@ def run_job(job: Job, *, progress: ProgressFn | None = None, cancel: CancelFn | 
         if predictors is not None and job.operation in PREDICTING:
             kwargs["predictor"] = predictors.get(index, kwargs.get("device"))
         return operation(index, **kwargs)
+    except Exception as exc:
+        storage = storage_error(exc, job.index)  # a full disk is the user's to act on
+        if storage is None:
+            raise
+        raise storage from exc
     finally:
         if unsubscribe is not None:
             unsubscribe()

@@ -11,7 +11,8 @@ second waits); progress and committed changes stream back while ``run`` waits. C
 cooperative first (the operation stops at its next check) and, after ``grace_s``, the process
 is killed. If the process dies during a job, the runs it had started are marked failed
 (cancelled, when killed on cancel) so they can be undone, and an
-:class:`~napari_learn_complete.errors.EngineError` names what happened. Between jobs the
+:class:`~napari_learn_complete.errors.EngineError` names what happened and the run to undo
+for what it had saved. Between jobs the
 process stays up with torch imported and the last predictor loaded, and exits after ``idle_s``
 without work, when its parent goes away, or on :meth:`EngineProcess.close`.
 
@@ -153,9 +154,9 @@ class EngineProcess:
                 self._conn.send(("cancel", number))
             if asked_at is not None and time.monotonic() - asked_at > self.grace_s:
                 self._kill()
-                self._end_runs(job, runs, "cancelled")
+                kept = self._end_runs(job, runs, "cancelled")
                 raise Cancelled(f"{job.operation} cancelled: the engine did not stop within "
-                                f"{self.grace_s:g} s and was stopped; saved work is kept")
+                                f"{self.grace_s:g} s and was stopped; saved work is kept{kept}")
             try:
                 if not self._conn.poll(POLL_S):
                     if not self.alive:
@@ -165,10 +166,10 @@ class EngineProcess:
             except (EOFError, OSError):
                 reason = self._exit_reason()
                 self._kill()
-                self._end_runs(job, runs, "failed")
+                kept = self._end_runs(job, runs, "failed")
                 raise EngineError(
                     f"the engine process died during {job.operation} ({reason}); the work "
-                    "saved before is kept and the index is intact"
+                    f"saved before is kept and the index is intact{kept}"
                 ) from None
             what = message[0]
             if what == "progress":
@@ -185,10 +186,16 @@ class EngineProcess:
                 raise _rebuild(*message[1:])
 
     @staticmethod
-    def _end_runs(job: Job, runs: list[int], status: str) -> None:
-        if runs:
-            with Index(job.index) as index:
-                index.runs.end_interrupted(runs, status)
+    def _end_runs(job: Job, runs: list[int], status: str) -> str:
+        """Mark the job's runs ``status``; returns what they changed that stays, as the end of
+        a message ("": nothing), naming the run that undoes it."""
+        if not runs:
+            return ""
+        with Index(job.index) as index:
+            index.runs.end_interrupted(runs, status)
+            changed = {run: len(index.runs.observation_ids(run)) for run in runs}
+        return "".join(f": {count} result(s) of run {run} were saved (undo it to take them back)"
+                       for run, count in changed.items() if count)
 
 
 def _rebuild(name: str, text: str, trace: str) -> Exception:

@@ -16,10 +16,10 @@ from typing import Any
 
 from ..errors import BadInputError, RefusedError, read_json
 from ..index import Category, ImageRecord, Index, check_kind
-from .complete import load_predictor, refuse_video
+from .complete import load_predictor, missing_files, refuse_video
 from .detections import Detection, Detector, stream_images
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
-from .results import CompleteResult, Proposal
+from .results import CompleteResult, Proposal, Proposals
 from .settings import CompleteSettings
 from .write_rules import ObservationWriter, select
 
@@ -31,11 +31,12 @@ def propose(
     index: Index, category: Category | int | str, *, kind: str = "roi",
     settings: CompleteSettings | None = None, progress: ProgressFn | None = None,
     cancel: CancelFn | None = None, device: str | None = None, predictor: Detector | None = None,
-) -> list[Proposal]:
+) -> Proposals:
     """Detections of ``category`` on the images of other categories that have no observation
     of it yet (the specification: it "looks across the other categories"; images with no
     observation at all and videos are left out), as proposals numbered from 1, best first per
-    image. Nothing is saved. ``settings``: the Complete dialog's min score and max detections
+    image. Nothing is saved, so an image whose file is gone is skipped, not a reason to stop;
+    it is named in ``skipped``. ``settings``: the Complete dialog's min score and max detections
     (remove existing does not apply: nothing is written)."""
     check_kind(kind)
     settings = settings or CompleteSettings()
@@ -49,9 +50,13 @@ def propose(
     labelled = index.observation_counts()  # images belonging to some category
     records = [image for image in index.images(exclude_category=cat.id)
                if image.id in labelled and not image.is_video]
+    missing = missing_files(index, records)
+    skipped = {image.name: f"image file not found: {index.resolve(image)}" for image in missing}
+    records = [image for image in records if image.name not in skipped]
     predictor = predictor or load_predictor(index, device)
     predictor.check(kind, cat)
-    proposals: list[Proposal] = []
+    proposals = Proposals(skipped=skipped)
+    gone = f", {len(skipped)} skipped (file not found)" if skipped else ""
     batches = math.ceil(len(records) / batch_size)
     start = time.perf_counter()
     for number, (chunk, arrays) in enumerate(stream_images(index, records, batch_size), 1):
@@ -69,7 +74,7 @@ def propose(
         done = min(number * batch_size, len(records))
         report(progress, Progress(
             "propose", number, batches,
-            message=f"{done}/{len(records)} images, {len(proposals)} proposals",
+            message=f"{done}/{len(records)} images, {len(proposals)} proposals{gone}",
             eta_s=(time.perf_counter() - start) / done * (len(records) - done),
         ))
     return proposals

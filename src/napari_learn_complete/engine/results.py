@@ -3,6 +3,7 @@ from the engine process to napari's process without loading torch there."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..index import Box, Keypoint
@@ -48,3 +49,13 @@ class Proposal:
     score: float
     kind: str = "roi"
     model_version: str | None = None
+
+
+class Proposals(list[Proposal]):
+    """What :func:`~.proposals.propose` found, and ``skipped``: the images it left out because
+    their file is gone (name -> reason), so the CLI and the panel can say so."""
+
+    def __init__(self, proposals: Sequence[Proposal] = (),
+                 skipped: dict[str, str] | None = None) -> None:
+        super().__init__(proposals)
+        self.skipped = dict(skipped or {})

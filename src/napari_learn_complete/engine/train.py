@@ -16,6 +16,7 @@ leaves the previous active version in place and records its status.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import TrainResult
 from .scope import labelled_images, learn_scope, mix_in, require_kind, split, split_notes
 from .settings import LearnSettings
+
+log = logging.getLogger(__name__)
 
 GRAD_CLIP = 10.0  # max gradient norm: a few odd boxes must not throw the weights off
 WARMUP_START = 0.001  # the learning rate ramps up linearly from this share of its value
@@ -239,8 +242,8 @@ def train_one_epoch(
         loss = sum(v for k, v in parts.items() if losses_used is None or k in losses_used)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"the training loss became {loss.item()} at epoch {epoch}: training diverged; "
-                "lower the learning rate in the model configuration"
+                f"training diverged: the loss became {loss.item()} at epoch {epoch}, so no "
+                "version was saved; lower the learning rate in the model configuration"
             )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -363,7 +366,13 @@ def _fit(
     started = time.monotonic()
     losses: list[float] = []
     metrics: dict[str, float] = {}
-    status = "failed"
+
+    def finish(status: str, version: int | None) -> float:
+        seconds = time.monotonic() - started
+        index.runs.finish(run_id, status, seconds=seconds, metrics=metrics, losses=losses,
+                          version=version)
+        return seconds
+
     try:
         with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda"
                                    else []):
@@ -374,13 +383,13 @@ def _fit(
                 f"{len(plan.train_images)} image(s) from v{start_version}")
         version = handle.commit_version(trainer.model.eval().cpu(), trainer.config, note=note,
                                         parent=start_version)
-        status = "done"
-    except Cancelled:
-        status = "cancelled"
+    except BaseException as exc:
+        status = "cancelled" if isinstance(exc, Cancelled) else "failed"
+        try:
+            finish(status, None)
+        except Exception:  # e.g. the full disk that stopped the run: that error is the one
+            log.warning("run %d could not be marked %s", run_id, status, exc_info=True)
         raise
-    finally:
-        seconds = time.monotonic() - started
-        index.runs.finish(run_id, status, seconds=seconds, metrics=metrics, losses=losses,
-                          version=version if status == "done" else None)
+    seconds = finish("done", version)
     return TrainResult(run_id=run_id, version=version, seconds=seconds, losses=losses,
                        metrics=metrics, images=len(plan.train_images), notes=plan.notes)

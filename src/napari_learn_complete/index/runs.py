@@ -14,22 +14,29 @@ succeeded.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import sqlite3
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInputError, RefusedError
+from ..errors import BadInputError, IndexLockedError, RefusedError
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from .database import Database
+
+log = logging.getLogger(__name__)
 
 UNDOABLE = ("complete", "accept")  # the operations that write observations and can be undone
 STATUSES = ("running", "done", "cancelled", "failed", "interrupted", "undone")
 SERIAL = ("learn", "train")  # the operations that write model versions: one at a time per index
+# How long a run whose end met the write lock keeps trying to record it (see Runs.finish).
+FINISH_LATER_S = 600.0
+_FINISH = ("UPDATE runs SET status = ?, seconds = ?, metrics = ?, "
+           "losses = COALESCE(?, losses), version = COALESCE(?, version) WHERE id = ?")
 
 
 @dataclass(frozen=True)
@@ -89,17 +96,25 @@ class Runs:
     def finish(self, run_id: int, status: str, *, seconds: float,
                metrics: Mapping[str, Any] | None = None, losses: list[float] | None = None,
                version: int | None = None) -> None:
-        """Record how a run ended ('done', 'cancelled', 'failed') with what it measured."""
+        """Record how a run ended ('done', 'cancelled', 'failed') with what it measured.
+
+        When the write lock is held too long (often the very lock that stopped the run), the
+        end is recorded in the background as soon as the lock is free, for up to
+        ``FINISH_LATER_S``, and :class:`IndexLockedError` is raised: a long-lived process (the
+        engine) would otherwise leave the run 'running', which undo refuses, until it exits."""
         if status not in STATUSES:
             raise BadInputError(f"run status must be one of {', '.join(STATUSES)}, not {status!r}")
-        with self._index._write() as conn:
-            conn.execute(
-                "UPDATE runs SET status = ?, seconds = ?, metrics = ?, "
-                "losses = COALESCE(?, losses), version = COALESCE(?, version) WHERE id = ?",
-                (status, seconds, json.dumps(dict(metrics or {})),
-                 None if losses is None else json.dumps(losses), version, run_id),
-            )
-            self._index._record_change("runs", "updated", [run_id])
+        values = (status, seconds, json.dumps(dict(metrics or {})),
+                  None if losses is None else json.dumps(losses), version, run_id)
+        try:
+            with self._index._write() as conn:
+                conn.execute(_FINISH, values)
+                self._index._record_change("runs", "updated", [run_id])
+        except IndexLockedError:
+            threading.Thread(target=_finish_later, args=(self._index.file, values),
+                             name=f"napari-learn-complete-finish-run-{run_id}",
+                             daemon=True).start()
+            raise
 
     def end_interrupted(self, run_ids: Iterable[int], status: str) -> list[int]:
         """Mark the runs among ``run_ids`` still 'running' as ``status``: their process is gone
@@ -301,3 +316,17 @@ def _run(row: Any) -> Run:
 def _as_json(value: Any) -> Any:
     """``value`` as it comes back from JSON (tuples become lists), so states compare equal."""
     return json.loads(json.dumps(value))
+
+
+def _finish_later(file: Any, values: tuple) -> None:
+    """Record a run's end through a connection of its own that waits for the write lock."""
+    try:
+        conn = sqlite3.connect(file, timeout=FINISH_LATER_S, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_FINISH + " AND status = 'running'", values)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:  # still locked, or the index is gone: the next open ends it
+        log.warning("the end of run %s could not be recorded: %s", values[-1], exc)
