@@ -165,26 +165,29 @@ def test_same_name_created_twice_at_once_keeps_the_winner(sample_index, monkeypa
     active_model(sample_index).load()  # the winner's weights are whole
 
 
-LEARN = """
-import sys, time
+# The start of each child's script: ``meet(step)`` waits until both processes reach ``step``, or
+# the other has ended (refused, failed); ``me`` is the child's number, 0 or 1.
+MEET = """
+import json, sys, time
 from pathlib import Path
 import torch
-from napari_learn_complete.engine.train import LearnSettings, learn
-from napari_learn_complete.errors import RefusedError
-from napari_learn_complete.index import Index
-from napari_learn_complete.model import build
 
-folder, me = Path(sys.argv[2]), sys.argv[3]
+folder, me = Path(sys.argv[2]), int(sys.argv[3])
 
 
 def meet(step):
-    # wait until both processes reach this step, or the other has ended (refused, failed)
     (folder / f"{step}-{me}").touch()
     end = time.monotonic() + 60
     while len(list(folder.glob(f"{step}-*"))) < 2 and not list(folder.glob("end-*")):
         assert time.monotonic() < end, f"the other process never reached {step}"
         time.sleep(0.01)
+"""
 
+LEARN = MEET + """
+from napari_learn_complete.engine.train import LearnSettings, learn
+from napari_learn_complete.errors import RefusedError
+from napari_learn_complete.index import Index
+from napari_learn_complete.model import build
 
 def saving(*args, real=build.save_weights):
     meet("saving")  # both Learns are past training: their commits overlap
@@ -206,21 +209,30 @@ finally:
 """
 
 
-def test_two_processes_learning_at_once_keep_the_index_consistent(sample_index, tmp_path):
-    """Both commit distinct versions, or (when concurrent runs are refused) one is refused
-    with a message and leaves nothing; never a lost version or a version without its file."""
-    handle = create_model(sample_index, min_size=96)
+def _small_batches(handle) -> None:
+    """Learn in batches of 2 (the sample's two images in one step)."""
     config = handle.config.replace(training=handle.config.training.replace(batch_size=2))
     config.save(handle.folder / "config.json")
-    script = tmp_path / "learn.py"
-    script.write_text(LEARN)
+
+
+def _run_two(script: str, index: Index, tmp_path: Path) -> list[str]:
+    """Run ``script`` in two processes at once on ``index``; the last stdout line of each."""
+    (tmp_path / "script.py").write_text(script)
     (tmp_path / "meet").mkdir()
-    procs = [subprocess.Popen([sys.executable, str(script), str(sample_index.path),
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "script.py"), str(index.path),
                                str(tmp_path / "meet"), str(i)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in results]
-    outs = [out.strip().splitlines()[-1] for out, _ in results]
+    return [out.strip().splitlines()[-1] for out, _ in results]
+
+
+def test_two_processes_learning_at_once_keep_the_index_consistent(sample_index, tmp_path):
+    """Both commit distinct versions, or (when concurrent runs are refused) one is refused
+    with a message and leaves nothing; never a lost version or a version without its file."""
+    handle = create_model(sample_index, min_size=96)
+    _small_batches(handle)
+    outs = _run_two(LEARN, sample_index, tmp_path)
     versions = sorted(int(o.split()[1]) for o in outs if o.startswith("version"))
     refused = [o for o in outs if o.startswith("refused")]
     assert versions in ([2, 3], [2]), outs
@@ -233,27 +245,12 @@ def test_two_processes_learning_at_once_keep_the_index_consistent(sample_index, 
     assert sorted(r["version"] for r in runs if r["status"] == "done") == versions
 
 
-BOTH = """
-import json, sys, time
-from pathlib import Path
-import torch
+BOTH = MEET + """
 from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.settings import CompleteSettings
 from napari_learn_complete.engine.train import LearnSettings, learn
 from napari_learn_complete.errors import RefusedError
 from napari_learn_complete.index import Index
-
-folder, me = Path(sys.argv[2]), int(sys.argv[3])
-
-
-def meet(step):
-    # wait until both processes reach this step, or the other has ended
-    (folder / f"{step}-{me}").touch()
-    end = time.monotonic() + 120
-    while len(list(folder.glob(f"{step}-*"))) < 2 and not list(folder.glob("end-*")):
-        assert time.monotonic() < end, f"the other process never reached {step}"
-        time.sleep(0.01)
-
 
 torch.set_num_threads(1)
 out = {}
@@ -286,21 +283,12 @@ def test_two_processes_completing_and_learning_at_once_keep_the_index_consistent
     version keeps its file, each Complete wrote exactly what it reports, and undoing both puts
     every observation back as it was."""
     handle = untrained_model(sample_index, min_size=96)
-    config = handle.config.replace(training=handle.config.training.replace(batch_size=2))
-    config.save(handle.folder / "config.json")
+    _small_batches(handle)
     before = db_dump(sample_index)
     humans = {name: len(sample_index.observations(category=name, source="human"))
               for name in ("disc", "square")}
     assert humans["disc"] > 0
-    script = tmp_path / "both.py"
-    script.write_text(BOTH)
-    (tmp_path / "meet").mkdir()
-    procs = [subprocess.Popen([sys.executable, str(script), str(sample_index.path),
-                               str(tmp_path / "meet"), str(i)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    results = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
-    outs = [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
+    outs = [json.loads(out) for out in _run_two(BOTH, sample_index, tmp_path)]
     images = len(sample_index.images())
     (run0, written0, removed0), (run1, written1, removed1) = (o["complete"] for o in outs)
     assert (written0, removed0) == (3 * images, humans["disc"])
