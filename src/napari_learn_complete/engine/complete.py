@@ -5,10 +5,10 @@ batch by batch (the write rules: :mod:`.write_rules`; propose/accept: :mod:`.pro
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..errors import BadInputError, Cancelled, RefusedError, StoppedPartWay, explain
 from ..index import Category, ImageRecord, Index, check_kind
@@ -17,8 +17,6 @@ from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import CompleteResult
 from .settings import CompleteSettings
 from .write_rules import ObservationWriter, select
-
-log = logging.getLogger(__name__)
 
 
 def _names(images: list[ImageRecord]) -> str:
@@ -102,9 +100,9 @@ def complete(
     batches = math.ceil(len(records) / settings.batch_size)
     done, written, removed = 0, [], 0
 
-    def finish(status: str) -> None:
-        index.runs.finish(run_id, status, seconds=time.perf_counter() - start,
-                          metrics={"images": done, "written": len(written), "removed": removed})
+    def measured() -> dict[str, Any]:
+        return {"seconds": time.perf_counter() - start,
+                "metrics": {"images": done, "written": len(written), "removed": removed}}
 
     try:
         batch_iter = stream_images(index, records, settings.batch_size)
@@ -130,13 +128,9 @@ def complete(
                 message=f"{done}/{len(records)} images, {len(written)} written, {removed} removed",
                 eta_s=elapsed / done * (len(records) - done),
             ))
-        finish("done")
+        index.runs.finish(run_id, "done", **measured())
     except BaseException as exc:
-        status = "cancelled" if isinstance(exc, Cancelled) else "failed"
-        try:
-            finish(status)
-        except Exception:  # e.g. the lock that stopped the run: the original error is the one
-            log.warning("run %d could not be marked %s", run_id, status, exc_info=True)
+        status = index.runs.end_on_error(run_id, exc, **measured())
         kept = (f"the {len(written)} result(s) saved so far are kept"
                 f"{f' and the {removed} removed stay removed' if removed else ''} "
                 f"(run {run_id}: undo it to take them back)")

@@ -16,7 +16,6 @@ leaves the previous active version in place and records its status.
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
-from ..errors import Cancelled, RefusedError
+from ..errors import RefusedError
 from ..index import Category, ImageRecord, Index, check_kind
 from ..model.build import freeze_backbone
 from ..model.config import ModelConfig, TrainingSettings
@@ -38,8 +37,6 @@ from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import TrainResult
 from .scope import labelled_images, learn_scope, mix_in, require_kind, split, split_notes
 from .settings import LearnSettings
-
-log = logging.getLogger(__name__)
 
 GRAD_CLIP = 10.0  # max gradient norm: a few odd boxes must not throw the weights off
 WARMUP_START = 0.001  # the learning rate ramps up linearly from this share of its value
@@ -367,11 +364,8 @@ def _fit(
     losses: list[float] = []
     metrics: dict[str, float] = {}
 
-    def finish(status: str, version: int | None) -> float:
-        seconds = time.monotonic() - started
-        index.runs.finish(run_id, status, seconds=seconds, metrics=metrics, losses=losses,
-                          version=version)
-        return seconds
+    def measured() -> dict[str, Any]:
+        return {"seconds": time.monotonic() - started, "metrics": metrics, "losses": losses}
 
     try:
         with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda"
@@ -384,12 +378,9 @@ def _fit(
         version = handle.commit_version(trainer.model.eval().cpu(), trainer.config, note=note,
                                         parent=start_version)
     except BaseException as exc:
-        status = "cancelled" if isinstance(exc, Cancelled) else "failed"
-        try:
-            finish(status, None)
-        except Exception:  # e.g. the full disk that stopped the run: that error is the one
-            log.warning("run %d could not be marked %s", run_id, status, exc_info=True)
+        index.runs.end_on_error(run_id, exc, **measured())
         raise
-    seconds = finish("done", version)
-    return TrainResult(run_id=run_id, version=version, seconds=seconds, losses=losses,
+    fields = measured()
+    index.runs.finish(run_id, "done", version=version, **fields)
+    return TrainResult(run_id=run_id, version=version, seconds=fields["seconds"], losses=losses,
                        metrics=metrics, images=len(plan.train_images), notes=plan.notes)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInputError, IndexLockedError, RefusedError
+from ..errors import BadInputError, Cancelled, IndexLockedError, RefusedError
 
 if TYPE_CHECKING:
     from .database import Database
@@ -115,6 +115,20 @@ class Runs:
                              name=f"napari-learn-complete-finish-run-{run_id}",
                              daemon=True).start()
             raise
+
+    def end_on_error(self, run_id: int, error: BaseException, *, seconds: float,
+                     metrics: Mapping[str, Any] | None = None,
+                     losses: list[float] | None = None) -> str:
+        """Record the end of a run that ``error`` stopped: 'cancelled' for :class:`Cancelled`,
+        else 'failed' (returned). Never hides ``error``: when the end cannot be recorded (often
+        the lock or the full disk that stopped the run), that is logged, and :meth:`finish`
+        records it later or the next open of the index does."""
+        status = "cancelled" if isinstance(error, Cancelled) else "failed"
+        try:
+            self.finish(run_id, status, seconds=seconds, metrics=metrics, losses=losses)
+        except Exception:
+            log.warning("run %d could not be marked %s", run_id, status, exc_info=True)
+        return status
 
     def end_interrupted(self, run_ids: Iterable[int], status: str) -> list[int]:
         """Mark the runs among ``run_ids`` still 'running' as ``status``: their process is gone

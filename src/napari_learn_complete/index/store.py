@@ -158,20 +158,17 @@ class Index(Database):
 
     def _may_read(self, path: Path) -> bool:
         """Whether a resolved path lies inside the index folder or one of its image roots."""
-        for attempt in range(2):
-            if path.is_relative_to(self.path) or any(path.is_relative_to(r) for r in self._roots):
-                return True
-            if not attempt:  # another process or thread may have registered a root since
-                self._roots = self.image_roots()
-        return False
+        if _within(path, self.path, self._roots):
+            return True
+        self._roots = self.image_roots()  # another process or thread may have added one since
+        return _within(path, self.path, self._roots)
 
     def _register_roots(self, conn: sqlite3.Connection, paths: Iterable[Path]) -> None:
         """Register the folders of files added by reference as image roots, in the caller's
         transaction (those inside the index folder or a root already need none)."""
         roots = _read_roots(self.path, conn)
         for folder in sorted({Path(p).resolve().parent for p in paths}):
-            if not folder.is_relative_to(self.path) and not any(
-                    folder.is_relative_to(r) for r in roots):
+            if not _within(folder, self.path, roots):
                 conn.execute("INSERT INTO image_roots(path) VALUES (?)", (self._relative(folder),))
                 roots.append(folder)
 
@@ -780,6 +777,11 @@ def _put_attributes(conn: sqlite3.Connection, obs_id: int,
                 "INSERT OR REPLACE INTO attributes(observation_id, key, value) VALUES (?, ?, ?)",
                 (obs_id, str(key), str(value)),
             )
+
+
+def _within(path: Path, folder: Path, roots: list[Path]) -> bool:
+    """Whether a resolved ``path`` lies in the index ``folder`` or one of its image ``roots``."""
+    return path.is_relative_to(folder) or any(path.is_relative_to(root) for root in roots)
 
 
 def _read_roots(folder: Path, conn: sqlite3.Connection) -> list[Path]:
