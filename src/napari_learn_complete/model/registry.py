@@ -132,9 +132,10 @@ class ModelHandle:
 
         def place(number: int) -> str:
             for suffix, path in staged.items():
-                os.replace(path, self._file(number, suffix))
-                placed.append(self._file(number, suffix))
-            return _relative(self.index, self._file(number, ".pt"))
+                target = self._file(number, suffix)
+                os.replace(path, target)
+                placed.append(target)
+            return _relative(self.index, placed[0])  # the weights (".pt" is staged first)
 
         try:
             save_weights(staged[".pt"], model, config, {"parent": parent, "note": note})
