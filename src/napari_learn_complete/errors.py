@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,12 @@ def explain(exc: BaseException) -> str:
         return str(exc)
     storage = storage_error(exc)
     return str(storage) if storage is not None else f"{type(exc).__name__}: {exc}"
+
+
+def listed(names: Iterable[str], limit: int = 10) -> str:
+    """The first ``limit`` names, joined, for a message about many items ("a, b, c ...")."""
+    names = list(names)
+    return f"{', '.join(names[:limit])}{' ...' if len(names) > limit else ''}"
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -66,7 +66,7 @@ from ..actions import Availability
 from ..engine.progress import Progress
 from ..engine.results import CompleteResult, Proposals, TrainResult
 from ..engine.settings import LearnSettings
-from ..errors import LearnCompleteError
+from ..errors import LearnCompleteError, listed
 from ..index import KIND_NOUNS, KIND_TITLES, Category, Change, ImageRecord, Index
 from ..session import Task, session_for
 from . import dialogs
@@ -1010,10 +1010,9 @@ class IndexPanel(QWidget):
         ), self._review)
 
     def _review(self, task: Task, proposals: Proposals) -> None:
-        skipped = list(proposals.skipped)
+        skipped = proposals.skipped
         gone = (f"; skipped {plural(len(skipped), 'image')} whose file is gone: "
-                f"{', '.join(skipped[:10])}{', ...' if len(skipped) > 10 else ''}"
-                if skipped else "")
+                f"{listed(skipped)}" if skipped else "")
         if not proposals:
             show_info(f"Complete from category {task.category!r}: no proposals{gone}")
             return

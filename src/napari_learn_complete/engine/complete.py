@@ -10,18 +10,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import BadInputError, Cancelled, RefusedError, StoppedPartWay, explain
+from ..errors import BadInputError, Cancelled, RefusedError, StoppedPartWay, explain, listed
 from ..index import Category, ImageRecord, Index, check_kind
 from .detections import Detector, stream_images
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import CompleteResult
 from .settings import CompleteSettings
 from .write_rules import ObservationWriter, select
-
-
-def _names(images: list[ImageRecord]) -> str:
-    """The first ten names, for a message about many images."""
-    return f"{', '.join(i.name for i in images[:10])}{' ...' if len(images) > 10 else ''}"
 
 
 def refuse_video(images: Iterable[ImageRecord]) -> None:
@@ -31,7 +26,7 @@ def refuse_video(images: Iterable[ImageRecord]) -> None:
     if video:
         raise RefusedError(
             f"Complete supports images only; the selection includes {len(video)} video "
-            f"item(s): {_names(video)}"
+            f"item(s): {listed(i.name for i in video)}"
         )
 
 
@@ -83,7 +78,7 @@ def complete(
     if missing := missing_files(index, records):
         raise BadInputError(
             f"image file not found for {len(missing)} selected image(s), so nothing was "
-            f"written: {_names(missing)} (first: {index.resolve(missing[0])})"
+            f"written: {listed(i.name for i in missing)} (first: {index.resolve(missing[0])})"
         )
     cat.require(kind)
     predictor = predictor or load_predictor(index, device)
