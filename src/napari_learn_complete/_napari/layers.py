@@ -54,6 +54,8 @@ from .layer_data import (
 )
 
 ARRIVALS_MS = 250  # observations written by other threads appear in the layers within this
+# napari sends each data edit twice, before ("-ing") and after; these are the "after" events
+DONE = (ActionType.ADDED, ActionType.CHANGED, ActionType.REMOVED)
 
 _OPEN: list[IndexLayers] = []
 
@@ -145,7 +147,7 @@ class IndexLayers:
         keep their observation's category."""
         cat = None if name is None else self._category(name)  # BadInputError when unknown
         boxes, points = self.boxes_layer, self.keypoints_layer
-        moving = self._selected_ids(boxes)
+        moving = _selected_ids(boxes)
         kept_points, points.selected_data = set(points.selected_data), set()
         self._active_category = None if cat is None else cat.name
         for layer in (boxes, points):
@@ -181,12 +183,21 @@ class IndexLayers:
 
     def selected_observation_ids(self) -> list[int]:
         """The observations of the boxes and keypoints selected in the layers."""
-        return sorted(self._selected_ids(self.boxes_layer) | self._selected_ids(
+        return sorted(_selected_ids(self.boxes_layer) | _selected_ids(
             self.keypoints_layer))
 
     def image_ids(self) -> list[int]:
         """Image id of each plane: plane z of the layers shows ``image_ids()[z]``."""
         return [r.id for r in self._images]
+
+    def plane(self, image_id: int) -> int:
+        """The plane (slider position, from 0) that shows ``image_id``, of :attr:`planes`."""
+        return self._plane[image_id]
+
+    @property
+    def planes(self) -> int:
+        """How many images the layers stack (every image but video clips)."""
+        return len(self._images)
 
     def current_image_id(self) -> int | None:
         """The image shown now, or None when the index has no image."""
@@ -275,8 +286,8 @@ class IndexLayers:
         ids: set[int] = set()
         for role, idx in rows.items():
             layer = getattr(self, f"{role}_layer")
+            ids |= _row_ids(layer, idx)
             column = layer.features["observation_id"].to_numpy()
-            ids |= {int(column[i]) for i in idx if i < len(column)} - {NO_OBSERVATION}
             orphans = [i for i in range(len(column)) if column[i] == NO_OBSERVATION]
             with self._quiet():
                 if orphans:
@@ -303,11 +314,6 @@ class IndexLayers:
             features.iloc[row, features.columns.get_loc(key)] = value
         layer.refresh_text()
 
-    def _selected_ids(self, layer: Layer) -> set[int]:
-        column = layer.features["observation_id"].to_numpy()
-        return {int(column[i]) for i in layer.selected_data if i < len(column)} - {
-            NO_OBSERVATION}
-
     # ----------------------------------------------------------------------- the page
     def _on_step(self, _event: Any = None) -> None:
         image_id = self.current_image_id()
@@ -321,7 +327,7 @@ class IndexLayers:
         self._fill(page_observations(self.index, image))
         if image is not None:
             overlay = self.viewer.canvas.overlays.text
-            overlay.text = f"{image.name}  ({self._plane[image.id] + 1}/{len(self._images)})"
+            overlay.text = f"{image.name}  ({self.plane(image.id) + 1}/{self.planes})"
             overlay.visible = True
         self.events.current_image(value=self._page)
 
@@ -377,19 +383,15 @@ class IndexLayers:
         if self._busy:
             return
         self._apply_layer_edit(role, event)
-        if role == "keypoints":
+        if role == "keypoints" and event.action in DONE:  # not again for the "-ing" twin
             self._draw_skeleton()
 
     def _apply_layer_edit(self, role: str, event: Any) -> None:
         layer = getattr(self, f"{role}_layer")
         action = event.action
         if action == ActionType.REMOVING:
-            features = layer.features
-            self._removing[role] = [
-                (int(features["observation_id"].iloc[i]),
-                 str(features["keypoint"].iloc[i]) if role == "keypoints" else "")
-                for i in event.data_indices if 0 <= i < len(features)
-            ]
+            self._removing[role] = _row_keys(
+                layer, [i for i in event.data_indices if 0 <= i < len(layer.features)])
             return
         if action == ActionType.REMOVED:
             removed, self._removing[role] = self._removing[role], []
@@ -720,7 +722,9 @@ class IndexLayers:
             return
         if change.table == "observations":
             self._sync_observations(change.ids)
-        elif change.table in ("images", "categories"):
+        elif change.table == "categories" or (change.table == "images"
+                                               and change.action != "updated"):
+            # an image update is its reviewed flag, which the layers do not show
             self.refresh()
             if self._active_category not in self._cats_by_name:
                 first = next(iter(self._cats.values()), None)
@@ -774,6 +778,16 @@ class IndexLayers:
         """Stop syncing once none of its layers is left in the viewer."""
         if not any(layer in self.viewer.layers for layer in self.layers):
             self.close()
+
+
+def _row_ids(layer: Layer, rows: Iterable[int]) -> set[int]:
+    """The observations that ``rows`` of a layer show (new rows, not saved yet, have none)."""
+    column = layer.features["observation_id"].to_numpy()
+    return {int(column[i]) for i in rows if i < len(column)} - {NO_OBSERVATION}
+
+
+def _selected_ids(layer: Layer) -> set[int]:
+    return _row_ids(layer, layer.selected_data)
 
 
 def _row_keys(layer: Layer, rows: Iterable[int]) -> list[tuple[int, str]]:

@@ -23,13 +23,14 @@ from napari._app_model.constants import MenuId
 from napari._app_model.context._context_keys import ContextNamespace
 from napari.components import LayerList
 
+from ..actions import ACTIONS
+
 METADATA_KEY = "napari_learn_complete"
 SUBMENUS = {
     "roi": ("napari_learn_complete/layer_context/roi", "ROI"),
     "keypoints": ("napari_learn_complete/layer_context/keypoints", "Keypoints"),
 }
 GROUP = "9_learn_complete"
-ACTIONS = ("learn", "complete")
 
 
 def is_index_layer(layer: Any) -> bool:

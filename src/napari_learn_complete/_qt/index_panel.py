@@ -250,8 +250,7 @@ class Reading:
     opens, in the panel's reader thread after a change (these queries grow with the index)."""
 
     index: Index | None
-    images: list[ImageRecord] | None  # every image, when images were added
-    reviewed: set[int] | None  # ids of the reviewed images, when images changed
+    images: list[ImageRecord] | None  # every image, when images changed
     counts: dict[str, dict[str, int]]  # per category: images, boxes, keypoints
     per_image: dict[int, tuple[int, int]]  # (human, model) observations per image
     attributes: dict[str, list[str]]  # attribute key -> values
@@ -262,10 +261,9 @@ class Reading:
         """Read ``index`` (None: nothing to show); ``images``: the images changed (some were
         added, or marked reviewed)."""
         if index is None:
-            return cls(None, None, None, {}, {}, {}, Passing.of(None, filters))
-        return cls(index, index.images() if images else None,
-                   {image.id for image in index.images(reviewed=True)} if images else None,
-                   index.counts(), index.observation_counts(), index.attribute_values(),
+            return cls(None, None, {}, {}, {}, Passing.of(None, filters))
+        return cls(index, index.images() if images else None, index.counts(),
+                   index.observation_counts(), index.attribute_values(),
                    Passing.of(index, filters))
 
 
@@ -576,8 +574,7 @@ class IndexPanel(QWidget):
         if reading.images is not None:
             with self._rows_moving():
                 self.image_model.add_images(reading.images)
-        if reading.reviewed is not None:
-            self.image_model.set_reviewed(reading.reviewed)
+            self.image_model.set_reviewed({i.id for i in reading.images if i.reviewed})
         self._refill(self.attribute_filter, "Any attribute", [
             (f"{key} = {value}", (key, value))
             for key, values in reading.attributes.items() for value in values
@@ -793,11 +790,10 @@ class IndexPanel(QWidget):
         if image_id is None:
             self.current_label.setText("")
             return
-        planes = self.layers.image_ids()
         row = self.image_model.row_of(image_id)
         name = self.image_model.record(row).name if row is not None else ""
         self.current_label.setText(
-            f"Image {planes.index(image_id) + 1} / {len(planes)} · {name}"
+            f"Image {self.layers.plane(image_id) + 1} / {self.layers.planes} · {name}"
         )
         shown = self.image_filter.mapFromSource(self.image_model.index(row, 0)) \
             if row is not None else QModelIndex()
@@ -873,19 +869,13 @@ class IndexPanel(QWidget):
             return None
         worker = run_in_worker(
             partial(self.session.run, task), title=task.title,
-            on_done=partial(on_done, task), on_error=partial(self._failed, task),
+            on_done=partial(on_done, task),
             on_progress=partial(self._show_progress, task), on_finished=self._finished,
         )
         self.workers.append(worker)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"{task.title}: starting...")
         return worker
-
-    @staticmethod
-    def _failed(task: Task, exc: Exception) -> None:
-        if not isinstance(exc, LearnCompleteError):
-            log.error("%s failed", task.title, exc_info=exc)
-        show_error(f"{task.title}: {reason_first(exc)}")
 
     def _finished(self, worker: Worker) -> None:
         self.workers.remove(worker)

@@ -392,7 +392,7 @@ class ReviewWidget(QWidget):
         if layers is None:
             layers = open_index(self.viewer, self.index)
         layers.show_image(proposal.image_id)
-        plane = layers.image_ids().index(proposal.image_id)
+        plane = layers.plane(proposal.image_id)
         visible = set(self.visible_rows())
         self._shown_rows = [r for r in self._by_image[proposal.image_id] if r in visible]
         self._shown_current = row

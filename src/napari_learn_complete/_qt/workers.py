@@ -118,7 +118,7 @@ def run_in_worker(
             show_error(f"{title}: {reason_first(exc)}")
         else:
             log.error("%s failed", title, exc_info=exc)
-            show_error(f"{title} failed: {type(exc).__name__}: {exc}")
+            show_error(f"{title} failed: {reason_first(exc)}")
 
     connect: dict[str, Callable[..., Any]] = {"errored": failed}
     if on_done is not None:
