@@ -34,6 +34,9 @@ def test_the_layers_hold_the_image_shown_and_follow_the_slider(opened) -> None:
     index, viewer = synced.index, synced.viewer
     shown: list[int] = []
     synced.events.current_image.connect(lambda e: shown.append(e.value))
+    overlay = viewer.canvas.overlays.text
+    first = index.image(synced.current_image_id()).name
+    assert overlay.visible and overlay.text == f"{first}  (1/12)"  # named from the start
 
     assert page_ids(synced.boxes_layer) == [o.id for o in index.observations(
         images=[TRIANGLE_IMAGE], kind="roi")]
@@ -45,7 +48,6 @@ def test_the_layers_hold_the_image_shown_and_follow_the_slider(opened) -> None:
     assert set(synced.keypoints_layer.features["observation_id"]) == {
         o.id for o in on_image if o.has_keypoints} != set()
     assert {int(v[0, 0]) for v in synced.boxes_layer.data} == {OTHER_TRIANGLE - 1}
-    overlay = viewer.canvas.overlays.text
     assert overlay.visible and overlay.text == "sample_003.png  (4/12)"
     assert viewer.dims.axis_labels[0] == "image"
 

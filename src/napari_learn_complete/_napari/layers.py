@@ -126,6 +126,7 @@ class IndexLayers:
         self._label_axis()
         if self._images:  # napari opens stacks in the middle; a labeller starts at the first
             self.show_image(self._images[0].id)
+        self._name_page()  # the first page was filled before any step: name it now
         self._activate_edit_layer()
         # napari's reader makes the last layer it inserted active once our binding has run
         QTimer.singleShot(0, self._activate_edit_layer)
@@ -325,6 +326,11 @@ class IndexLayers:
         image = self._by_id.get(image_id) if image_id is not None else None
         self._page = image.id if image is not None else None
         self._fill(page_observations(self.index, image))
+        self._name_page()
+
+    def _name_page(self) -> None:
+        """Say which image the page is: on the canvas, and to ``events.current_image``."""
+        image = self._by_id.get(self._page) if self._page is not None else None
         if image is not None:
             overlay = self.viewer.canvas.overlays.text
             overlay.text = f"{image.name}  ({self.plane(image.id) + 1}/{self.planes})"
