@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         base = make_sample_index(work / "base", n_images=max(args.sizes), labelled=0,
                                  size_range=(96, 160))
         if args.real_model:
-            create_model(base, min_size=128)
+            create_model(base, weights="none", min_size=128)
         base.close()
         results = []
         for count in args.sizes:

@@ -103,7 +103,7 @@ def build_index(folder: Path) -> Index:
     """The sample index, a keypoint model and two short Learn runs (versions 2 and 3)."""
     index = make_sample_index(folder / "shapes", n_images=24, labelled=8)
     torch.manual_seed(0)
-    create_model(index, keypoints=True)
+    create_model(index, weights="none", keypoints=True)
     labelled = [image.id for image in index.images()][:8]
     learn(index, images=labelled, kind="roi",
           settings=LearnSettings(epochs=2, test_percent=25))

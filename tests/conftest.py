@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +24,13 @@ from napari_learn_complete.session import set_default_runner
 
 TESTS = Path(__file__).parent
 DISPLAY_DIRS = ("gui", "napari")  # every test under these drives the real viewer or Qt widgets
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """torch's weight cache is an empty folder of the run's own (engine processes inherit it):
+    no test reads the user's downloaded weights or leaves files there; tests that need
+    torchvision's pretrained files place stand-ins in a cache of their own."""
+    os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="nlc-torch-home-")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -32,7 +32,7 @@ DISCS = {  # what the scripted model finds, per unlabelled image
 @pytest.fixture
 def scripted(sample_index: Index, monkeypatch) -> Index:
     """The sample index with a model, whose predictions are the scripted ``DISCS``."""
-    create_model(sample_index)
+    create_model(sample_index, weights="none")
     detector = ScriptedDetector(sample_index, DISCS)
     monkeypatch.setattr(Predictor, "from_index", classmethod(lambda cls, *a, **k: detector))
     return sample_index
@@ -76,7 +76,7 @@ def test_propose_accept_and_undo_on_an_index(scripted: Index, db_dump) -> None:
 @pytest.mark.slow
 def test_learn_on_a_category_with_overrides(sample_index: Index) -> None:
     torch.manual_seed(0)
-    create_model(sample_index)
+    create_model(sample_index, weights="none")
     result = api.learn(str(sample_index.path), category="square", epochs=1)
     assert result.version == 2 and active_model(sample_index).active_version == 2
     assert len(result.losses) >= 1
@@ -85,7 +85,7 @@ def test_learn_on_a_category_with_overrides(sample_index: Index) -> None:
 
 
 def test_train_passes_cancel_through(sample_index: Index, db_dump) -> None:
-    create_model(sample_index)
+    create_model(sample_index, weights="none")
     with pytest.raises(Cancelled):
         api.train(sample_index, cancel=lambda: True)
     assert active_model(sample_index).active_version == 1

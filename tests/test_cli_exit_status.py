@@ -128,7 +128,7 @@ def test_a_full_disk_during_model_create_exits_2_and_changes_nothing(
 
     monkeypatch.setattr(torch, "save", fills_up)
     before = db_dump(sample_index)
-    assert main(["model", "create", str(sample_index.path)]) == 2
+    assert main(["model", "create", str(sample_index.path), "--weights", "none"]) == 2
     assert capsys.readouterr().err == ("napari-learn-complete model: no space left on device "
                                        f"while writing in {sample_index.path}\n")
     assert db_dump(sample_index) == before
@@ -137,7 +137,7 @@ def test_a_full_disk_during_model_create_exits_2_and_changes_nothing(
 
 def test_a_full_disk_at_learns_weight_save_exits_2_keeping_the_version(
         sample_index, capsys, db_dump, monkeypatch):
-    handle = create_model(sample_index, min_size=64)
+    handle = create_model(sample_index, weights="none", min_size=64)
     config = handle.config.replace(training=handle.config.training.replace(batch_size=2))
     config.save(handle.folder / "config.json")
     before = db_dump(sample_index)

@@ -40,7 +40,7 @@ def _per_image(index: Index) -> list[int]:
 
 
 def _small_model(index: Index) -> None:
-    handle = create_model(index, min_size=64)
+    handle = create_model(index, weights="none", min_size=64)
     config = handle.config.replace(training=handle.config.training.replace(batch_size=2))
     config.save(handle.folder / "config.json")
 

@@ -21,7 +21,7 @@ SCOPE = ["sample_000.png", "sample_001.png", "sample_003.png", "sample_005.png"]
 
 def _model(index, *, keypoints=False, purpose="locate", **training):
     """A small, fast model (96 px) whose training settings are edited like a user would."""
-    handle = create_model(index, keypoints=keypoints, purpose=purpose, min_size=96)
+    handle = create_model(index, weights="none", keypoints=keypoints, purpose=purpose, min_size=96)
     settings = {"batch_size": 2, "warmup_iters": 1,
                 "augment": Augment(scale_jitter=(1.0, 1.0), color_jitter=0.0), **training}
     config = handle.config.replace(training=handle.config.training.replace(**settings))
@@ -232,7 +232,7 @@ def test_train_refuses_identify_and_an_unlabelled_index(sample_index, empty_inde
         train(sample_index)
     assert db_dump(sample_index) == before
     empty_index.add_category("thing")
-    create_model(empty_index, min_size=96)
+    create_model(empty_index, weights="none", min_size=96)
     with pytest.raises(RefusedError, match="no labelled images"):
         train(empty_index)
 

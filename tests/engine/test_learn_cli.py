@@ -13,7 +13,7 @@ from napari_learn_complete.model import active_model, create_model
 
 @pytest.fixture
 def small_model(sample_index):
-    handle = create_model(sample_index, min_size=96)
+    handle = create_model(sample_index, weights="none", min_size=96)
     config = handle.config.replace(training=handle.config.training.replace(
         batch_size=2, epochs=1, test_percent=0.0))
     config.save(handle.folder / "config.json")

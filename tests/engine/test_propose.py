@@ -219,7 +219,7 @@ def test_cli_refusals_exit_2_and_change_nothing(sample_index, tmp_path, capsys, 
     before = db_dump(sample_index)
     assert main(["complete", path, "--images", "sample_000.png", "--category", "disc"]) == 2
     assert "no model yet" in capsys.readouterr().err
-    create_model(sample_index, min_size=64)
+    create_model(sample_index, weights="none", min_size=64)
     before = db_dump(sample_index)
     assert main(["complete", path, "--images", "sample_000.png", "clip.mp4",
                  "--category", "disc"]) == 2

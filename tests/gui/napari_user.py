@@ -161,7 +161,9 @@ def main(scenario: str, folder: Path) -> dict:
 
         def first_learn(dialog: QDialog) -> None:
             widgets = dialog._magic_widget
-            report["first_learn_offers"] = [widgets.model_type.value, widgets.mode.value]
+            report["first_learn_offers"] = [widgets.model_choice.value, widgets.keypoints.value,
+                                            widgets.weights.value, widgets.mode.value]
+            widgets.weights.value = "Random (offline, learns slowly)"  # nothing to download here
             widgets.epochs.value = 1
 
         answer_next_dialog(first_learn)

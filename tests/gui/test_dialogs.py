@@ -6,14 +6,21 @@ import pytest
 
 from napari_learn_complete._qt import dialogs
 from napari_learn_complete.engine.settings import CompleteSettings, LearnSettings, Mode
+from napari_learn_complete.model.config import MODEL_CHOICES
 
 pytestmark = pytest.mark.gui
 
 
 def _labels_and_values(dialog) -> dict[str, object]:
     """Each named widget's value, by the label the user reads (by name for notes, which have
-    none)."""
-    return {w.label.strip() or w.name: w.value for w in dialog if w.name}
+    none); a hidden note is left out."""
+    return {w.label.strip() or w.name: w.value for w in dialog
+            if w.name and (w.label.strip() or _shown(dialog, w))}
+
+
+def _shown(dialog, widget) -> bool:
+    """Whether ``widget`` shows when ``dialog`` does (before the dialog itself is shown)."""
+    return widget.native.isVisibleTo(dialog.native)
 
 
 def test_learn_dialog_defaults(qtbot) -> None:
@@ -33,6 +40,28 @@ def test_learn_dialog_defaults(qtbot) -> None:
     assert dialogs.learn_settings(dialog) == LearnSettings(epochs=3, mode="full", test_percent=20)
 
 
+def test_heads_only_on_an_untrained_backbone_is_warned_not_refused(qtbot, answers) -> None:
+    """A model started from random weights, with no Full model Learn yet: Heads only would train
+    on features that mean nothing; the note says so while Heads only is chosen, OK still goes."""
+    dialog = dialogs.learn_dialog("scope", backbone_trained=False)
+    qtbot.addWidget(dialog.native)
+    assert _shown(dialog, dialog.mode_note)
+    assert dialog.mode_note.value == dialogs.HEADS_ON_UNTRAINED
+    assert dialogs.HEADS_ON_UNTRAINED.startswith("The backbone was never trained")
+    assert "Full model is suggested" in dialogs.HEADS_ON_UNTRAINED
+    dialog.mode.value = "Full model"
+    assert not _shown(dialog, dialog.mode_note)
+    dialog.mode.value = "Heads only"
+    assert _shown(dialog, dialog.mode_note)
+
+    trained = dialogs.learn_dialog("scope", backbone_trained=True)  # pretrained or Full-learned
+    qtbot.addWidget(trained.native)
+    assert not _shown(trained, trained.mode_note)
+
+    seen: list[bool] = []
+    answers.next(edit=lambda d: seen.append(d._magic_widget.mode_note.visible))
+    assert dialogs.ask_learn("scope", backbone_trained=False) == LearnSettings(mode="heads")
+    assert seen == [True]  # shown in the open dialog, and OK keeps the user's choice
 def test_complete_dialog_defaults(qtbot) -> None:
     dialog = dialogs.complete_dialog("Complete boxes on 2 selected image(s)")
     qtbot.addWidget(dialog.native)
@@ -94,22 +123,50 @@ def test_ok_returns_settings_and_cancel_none(qtbot, answers) -> None:
 
 
 def test_the_first_learn_offers_the_model_to_create(qtbot, answers) -> None:
-    """Without a model, Learn says it creates one, offers its type (the caller's default) and
-    trains the full model: a new backbone is untrained."""
+    """Without a model, Learn says it creates one and offers the model (fast, keypoints as the
+    caller says) and its start: COCO with the settings' Heads only, or Random with Full model
+    and the note why."""
     dialog = dialogs.learn_dialog("Learn boxes on 1 selected image(s)", new_model=False)
     qtbot.addWidget(dialog.native)
     assert _labels_and_values(dialog) == {
         "no_model": dialogs.NO_MODEL_YET,
-        "Model type": "Boxes (Faster R-CNN)",
+        "Model": "fast",
+        "choice_note": MODEL_CHOICES["fast"].describe(),
+        "Predict keypoints too": False,
+        "Initial weights": "COCO (torchvision, downloaded once)",
         "Nr of training epochs": 10,
-        "Training mode": "Full model",
-        "mode_note": dialogs.UNTRAINED_NOTE,
+        "Training mode": "Heads only",
         "Size of test data (%)": 0,
     }
+    assert list(dialog.model_choice.choices) == ["fast", "balanced", "accurate", "keypoints"]
+    assert list(dialog.weights.choices) == ["COCO (torchvision, downloaded once)",
+                                            "Random (offline, learns slowly)"]
     assert dialogs.NO_MODEL_YET.startswith("No model yet: Learn will first create one")
-    assert dialogs.learn_settings(dialog) == LearnSettings(epochs=10, mode="full")
+    assert "random" not in dialogs.NO_MODEL_YET
 
-    answers.next(edit=lambda d: setattr(d._magic_widget.mode, "value", "Heads only"))
-    assert dialogs.ask_first_learn("scope", keypoints=True) == (LearnSettings(mode="heads"), True)
+    dialog.weights.value = "Random (offline, learns slowly)"
+    assert dialog.mode.value == "Full model"
+    assert _labels_and_values(dialog)["mode_note"] == dialogs.UNTRAINED_NOTE
+    dialog.mode.value = "Heads only"  # the user may insist: warned
+    assert _labels_and_values(dialog)["mode_note"] == dialogs.HEADS_ON_UNTRAINED
+    dialog.weights.value = "COCO (torchvision, downloaded once)"
+    assert dialog.mode.value == "Heads only" and not _shown(dialog, dialog.mode_note)
+
+    dialog.model_choice.value = "keypoints"  # implies keypoints
+    assert dialog.keypoints.value is True and not dialog.keypoints.enabled
+    assert dialog.choice_note.value == MODEL_CHOICES["keypoints"].describe()
+    dialog.model_choice.value = "balanced"
+    assert dialog.keypoints.enabled
+
+    def random_keypoints(d) -> None:
+        d._magic_widget.weights.value = "Random (offline, learns slowly)"
+        d._magic_widget.model_choice.value = "balanced"
+
+    answers.next(edit=random_keypoints)
+    assert dialogs.ask_first_learn("scope", keypoints=True) == (
+        LearnSettings(mode="full"), dialogs.NewModel("balanced", True, "none"))
+    answers.next()
+    assert dialogs.ask_first_learn("scope", keypoints=False) == (
+        LearnSettings(mode="heads"), dialogs.NewModel("fast", False, "coco"))
     answers.next(accept=False)
     assert dialogs.ask_first_learn("scope", keypoints=False) is None

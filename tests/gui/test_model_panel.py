@@ -3,17 +3,25 @@ and runs, roll back, and run a short full training in a worker while the UI keep
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
+from urllib.error import URLError
 
 import pytest
 import torch
+from napari._qt.widgets.qt_progress_bar import QtLabeledProgressBar
 from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLabel
+from torchvision.models.detection import FasterRCNN_MobileNet_V3_Large_320_FPN_Weights
 
 from napari_learn_complete._napari.layers import open_index
-from napari_learn_complete._qt.model_panel import NO_MODEL, ModelPanel
+from napari_learn_complete._qt.model_panel import INPUT_SIZE_HINT, NO_MODEL, ModelPanel
 from napari_learn_complete.engine.settings import LearnSettings
 from napari_learn_complete.errors import BadInputError, Cancelled
 from napari_learn_complete.index import Index
+from napari_learn_complete.model import pretrained
+from napari_learn_complete.model.config import MODEL_CHOICES
 from napari_learn_complete.model.registry import (
     CONFIG_FILE,
     active_model,
@@ -57,24 +65,134 @@ def test_follows_the_index_opened_in_the_viewer(panel: ModelPanel, sample_index:
     assert panel.categories_label.text() == "disc, square, triangle"
     assert panel.keypoints_label.text() == "apex, left, right"
     assert panel.input_size.value() == 320  # from the images (96-160 px: the 320 floor)
+    assert INPUT_SIZE_HINT in panel.input_size.toolTip()  # the rule, where the size is chosen
+    assert INPUT_SIZE_HINT in [label.text() for label in panel.findChildren(QLabel)]
     assert panel.model_label.text() == NO_MODEL  # where to start, in the GUI's words
     assert panel.create_button.isEnabled() and not panel.train_button.isEnabled()
 
 
 def test_create_model_from_the_form(panel: ModelPanel, sample_index: Index, qtbot) -> None:
-    panel.architecture.setCurrentIndex(1)  # boxes + keypoints
+    panel.keypoints.setChecked(True)  # keypoints on the fast model
+    panel.weights.setCurrentIndex(panel.weights.findData("none"))
     panel.input_size.setValue(256)
     qtbot.mouseClick(panel.create_button, Qt.MouseButton.LeftButton)
     assert not panel.create_button.isEnabled()  # the engine builds it: the form waits
     qtbot.waitUntil(lambda: panel.worker is None, timeout=60_000)
     handle = active_model(sample_index)
     assert handle.config.architecture == "keypointrcnn"
+    assert handle.config.backbone == "mobilenet_v3_large_320_fpn"
     assert handle.config.keypoint_names == ["apex", "left", "right"]
     assert handle.config.categories == ["disc", "square", "triangle"]
     assert handle.config.min_size == 256
     assert _column(panel.versions, 0) == ["1"] and _column(panel.versions, 4) == ["yes"]
     assert "keypointrcnn" in panel.model_label.text()
     assert panel.train_button.isEnabled()
+
+
+def test_the_model_choices_say_what_they_are_good_for(panel: ModelPanel, sample_index: Index,
+                                                      qtbot) -> None:
+    """Four choices named for what a user picks, each with its purpose and size; fast and COCO
+    weights by default."""
+    combo = panel.choice
+    assert _items(combo) == ["fast", "balanced", "accurate", "keypoints"]
+    tips = [combo.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(combo.count())]
+    assert tips == [choice.describe() for choice in MODEL_CHOICES.values()]
+    assert all(" M parameters, " in tip and " MB download" in tip for tip in tips)
+    assert combo.currentText() == "fast" and panel.weights.currentData() == "coco"
+    assert panel.choice_note.text() == MODEL_CHOICES["fast"].describe()
+    assert _items(panel.weights) == ["COCO (torchvision, downloaded once)",
+                                     "ImageNet backbone only (for images far from COCO)",
+                                     "Random (offline, learns slowly)", "Weight file…"]
+    combo.setCurrentIndex(combo.findData("keypoints"))  # implies keypoints
+    assert panel.choice_note.text() == MODEL_CHOICES["keypoints"].describe()
+    assert panel.keypoints.isChecked() and not panel.keypoints.isEnabled()
+    assert panel.model_name.text() == "default"
+
+    combo.setCurrentIndex(combo.findData("balanced"))
+    panel.keypoints.setChecked(False)
+    panel.weights.setCurrentIndex(panel.weights.findData("none"))
+    _click_and_wait(qtbot, panel, panel.create_button)
+    config = active_model(sample_index).config
+    assert (config.architecture, config.backbone) == ("fasterrcnn", "mobilenet_v3_large_fpn")
+    assert config.backbone_trained is False  # random: a heads-only Learn is warned about
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path) -> Path:
+    """No network, and an empty torch weight cache (returned): as on a machine offline."""
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+
+    def no_network(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(pretrained, "urlopen", no_network)
+    return tmp_path / "hub" / "checkpoints"
+
+
+def test_coco_weights_offline_say_what_to_do(panel: ModelPanel, sample_index: Index, qtbot,
+                                             offline: Path, db_dump, errors) -> None:
+    before = db_dump(sample_index)
+    _click_and_wait(qtbot, panel, panel.create_button)  # the defaults: fast, COCO weights
+    file = os.path.basename(FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1.url)
+    [error] = errors
+    assert error.startswith("Create model 'default': torchvision's pretrained weights are not")
+    assert f"the file {file} is missing" in error and str(offline) in error
+    assert "'Random' in the Model panel" in error
+    assert db_dump(sample_index) == before and panel.model_label.text() == NO_MODEL
+    assert list(offline.iterdir()) == []  # nothing half-downloaded either
+
+
+class Download:
+    """A weight file served 1 MiB at a time; the second MiB waits for ``release``."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.sent, self.release = total, 0, threading.Event()
+        self.headers = {"Content-Length": str(total)}
+
+    def __call__(self, *args, **kwargs) -> Download:  # as urlopen(request, timeout=...)
+        return self
+
+    def __enter__(self) -> Download:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def read(self, size: int) -> bytes:
+        if self.sent:
+            self.release.wait(30)
+        size = min(size, self.total - self.sent)
+        self.sent += size
+        return b"\0" * size
+
+
+def test_a_download_shows_its_progress_and_can_be_cancelled(
+        panel: ModelPanel, sample_index: Index, qtbot, offline: Path, monkeypatch,
+        db_dump) -> None:
+    """COCO weights are fetched by the engine's create job: its progress is in the panel and in
+    napari's activity dock, as a Learn's is; Cancel stops it and leaves nothing behind."""
+    download = Download(total=4 * pretrained.CHUNK)
+    monkeypatch.setattr(pretrained, "urlopen", download)
+    before = db_dump(sample_index)
+    qtbot.mouseClick(panel.create_button, Qt.MouseButton.LeftButton)
+    file = os.path.basename(FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1.url)
+    bars = panel.viewer.window._qt_window._activity_dialog.findChildren(QtLabeledProgressBar)
+    try:
+        qtbot.waitUntil(lambda: bars and "download" in bars[0].description_label.text())
+        assert bars[0].description_label.text().startswith("Create model 'default': ")
+        assert f"download · {file}" in bars[0].description_label.text()
+        assert (bars[0].qt_progress_bar.value(), bars[0].qt_progress_bar.maximum()) == (
+            pretrained.CHUNK, 4 * pretrained.CHUNK)
+        assert (panel.progress.value(), panel.progress.maximum()) == (
+            pretrained.CHUNK, 4 * pretrained.CHUNK)
+        assert file in panel.progress_label.text()
+        qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    finally:
+        download.release.set()
+    qtbot.waitUntil(lambda: panel.worker is None, timeout=30_000)
+    assert download.sent < download.total  # stopped midway
+    assert db_dump(sample_index) == before and panel.model_label.text() == NO_MODEL
+    assert list(offline.iterdir()) == []
 
 
 def test_create_refusal_is_shown_and_changes_nothing(panel: ModelPanel, sample_index: Index,
@@ -100,7 +218,7 @@ def test_create_refusal_is_shown_and_changes_nothing(panel: ModelPanel, sample_i
 
 
 def test_versions_listed_and_rollback(panel: ModelPanel, sample_index: Index, qtbot) -> None:
-    handle = create_model(sample_index)  # the panel hears about it through the index
+    handle = create_model(sample_index, weights="none")  # the panel hears of it through the index
     qtbot.waitUntil(lambda: panel.versions.rowCount() == 1)
     handle.commit_version(*handle.load(), note="second")
     qtbot.waitUntil(lambda: panel.versions.rowCount() == 2)
@@ -116,7 +234,7 @@ def test_versions_listed_and_rollback(panel: ModelPanel, sample_index: Index, qt
 @pytest.mark.slow
 def test_full_training_runs_in_a_worker(panel: ModelPanel, sample_index: Index, qtbot) -> None:
     torch.manual_seed(0)
-    handle = create_model(sample_index)
+    handle = create_model(sample_index, weights="none")
     handle.config.training.epochs = 1  # a short recipe: one pass, no test split
     handle.config.training.test_percent = 0.0
     handle.config.save(handle.folder / CONFIG_FILE)
@@ -134,7 +252,7 @@ def test_full_training_runs_in_a_worker(panel: ModelPanel, sample_index: Index, 
 
 
 def test_cancel_a_full_training_run(panel: ModelPanel, sample_index: Index, qtbot) -> None:
-    create_model(sample_index)
+    create_model(sample_index, weights="none")
     qtbot.waitUntil(panel.train_button.isEnabled)
     qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
     assert not panel.model_select.isEnabled()  # the run keeps to the model it started with
@@ -150,10 +268,11 @@ def test_cancel_a_full_training_run(panel: ModelPanel, sample_index: Index, qtbo
 def test_create_a_second_model_under_a_free_name(panel: ModelPanel, sample_index: Index,
                                                  qtbot, db_dump) -> None:
     assert panel.model_name.text() == "default"  # the index has no model yet
+    panel.weights.setCurrentIndex(panel.weights.findData("none"))
     _click_and_wait(qtbot, panel, panel.create_button)
     assert active_model(sample_index).name == "default"
     assert panel.model_name.text() == "boxes-2"
-    panel.architecture.setCurrentIndex(1)  # boxes + keypoints
+    panel.keypoints.setChecked(True)
     assert panel.model_name.text() == "keypoints-2"
     _click_and_wait(qtbot, panel, panel.create_button)
     handle = active_model(sample_index)
@@ -186,11 +305,11 @@ def test_learns_show_in_the_runs_table_as_they_end(panel: ModelPanel, sample_ind
         tasks.append(session.learn_images(sample_index, [1, 2], "roi", ONE_EPOCH))
         return session.run(tasks[-1], **run)
 
-    create_model(sample_index, name="earlier", min_size=64)
+    create_model(sample_index, weights="none", name="earlier", min_size=64)
     with pytest.raises(Cancelled):
         learn(cancel=lambda: True)
     qtbot.waitUntil(lambda: _column(panel.runs, 8) == ["cancelled"])
-    create_model(sample_index, min_size=64)  # the active model from now on
+    create_model(sample_index, weights="none", min_size=64)  # the active model from now on
     qtbot.waitUntil(lambda: panel.runs.rowCount() == 0)  # the earlier model's run is not shown
 
     done = learn()
@@ -227,7 +346,7 @@ def test_learns_show_in_the_runs_table_as_they_end(panel: ModelPanel, sample_ind
 @pytest.mark.slow
 def test_the_full_record_of_a_run_is_shown_below(panel: ModelPanel, sample_index: Index,
                                                  qtbot) -> None:
-    create_model(sample_index, keypoints=True, min_size=64)
+    create_model(sample_index, weights="none", keypoints=True, min_size=64)
     session = panel.session
     task = session.learn_category(sample_index, "triangle", "keypoints", LearnSettings(
         epochs=1, mode="full", test_percent=50, mix_in=2))
@@ -258,11 +377,12 @@ def _items(combo) -> list[str]:
 
 
 def test_switch_back_to_an_earlier_model(panel: ModelPanel, sample_index: Index, qtbot) -> None:
-    create_model(sample_index, min_size=64)
+    create_model(sample_index, weights="none", min_size=64)
     session = panel.session
     session.run(session.learn_images(sample_index, [1, 2], "roi", ONE_EPOCH))  # version 2
     qtbot.waitUntil(lambda: _column(panel.runs, 1) == ["learn"])
-    panel.architecture.setCurrentIndex(1)  # boxes + keypoints
+    panel.keypoints.setChecked(True)
+    panel.weights.setCurrentIndex(panel.weights.findData("none"))
     _click_and_wait(qtbot, panel, panel.create_button)
     assert _items(panel.model_select) == ["default", "keypoints-2"]
     assert panel.model_select.currentText() == "keypoints-2"
@@ -280,9 +400,9 @@ def test_switch_back_to_an_earlier_model(panel: ModelPanel, sample_index: Index,
 def test_model_selector_follows_the_index(panel: ModelPanel, sample_index: Index, qtbot,
                                           db_dump) -> None:
     assert panel.model_select.count() == 0 and not panel.model_select.isEnabled()
-    create_model(sample_index)
+    create_model(sample_index, weights="none")
     worker = threading.Thread(target=create_model, args=(sample_index,),
-                              kwargs={"name": "other"})
+                              kwargs={"name": "other", "weights": "none"})
     worker.start()  # a model created off the main thread, as a CLI or worker would
     worker.join()
     qtbot.waitUntil(lambda: _items(panel.model_select) == ["default", "other"])
@@ -314,7 +434,7 @@ def test_docked_beside_the_index_panel_it_fits_a_1000_px_screen(opened, qtbot) -
 
 
 def test_a_long_note_is_shown_in_full(panel: ModelPanel, sample_index: Index, qtbot) -> None:
-    handle = create_model(sample_index)
+    handle = create_model(sample_index, weights="none")
     note = ("learned on the 40 blood smears of the second batch after relabelling the "
             "platelets, 20 epochs, full model")
     handle.commit_version(*handle.load(), note=note)

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from urllib.error import URLError
 
 import pytest
+import torch
 
 from napari_learn_complete._qt import dialogs, index_panel
 from napari_learn_complete.engine.jobs import InProcessRunner, Job
 from napari_learn_complete.engine.progress import Progress
 from napari_learn_complete.engine.results import TrainResult
 from napari_learn_complete.errors import RefusedError
+from napari_learn_complete.model import pretrained
 from napari_learn_complete.model.registry import active_model, create_model
 from napari_learn_complete.session import set_default_runner
 
@@ -39,6 +42,7 @@ class Runner(InProcessRunner):
 
     def __init__(self, *, hold: bool = False, fail: Exception | None = None) -> None:
         self.operations: list[str] = []
+        self.args: list[dict[str, Any]] = []  # each job's, in order
         self.started, self.release = threading.Event(), threading.Event()
         if not hold:
             self.release.set()
@@ -46,6 +50,7 @@ class Runner(InProcessRunner):
 
     def run(self, job: Job, **kwargs: Any) -> Any:
         self.operations.append(job.operation)
+        self.args.append(job.args)
         if self.fail is not None:
             raise self.fail
         if job.operation != "create_model":
@@ -55,14 +60,25 @@ class Runner(InProcessRunner):
         return super().run(job, **kwargs)
 
 
-def _first_learn_answer(seen: dict[str, Any], model_type: str = "Boxes (Faster R-CNN)"):
-    """Answer the first Learn's dialog: note what it offers, choose ``model_type``, 1 epoch."""
+RANDOM = "Random (offline, learns slowly)"
+
+
+def _first_learn_answer(seen: dict[str, Any], weights: str = RANDOM, keypoints: bool = False):
+    """Answer the first Learn's dialog: note what it offers (the notes only when shown), choose
+    ``weights`` and ``keypoints`` on the fast model, 1 epoch."""
 
     def edit(dialog) -> None:
         widgets = dialog._magic_widget
+
+        def note() -> str | None:
+            return widgets.mode_note.value if widgets.mode_note.visible else None
+
         seen.update({name: getattr(widgets, name).value
-                     for name in ("no_model", "model_type", "mode", "mode_note")})
-        widgets.model_type.value = model_type
+                     for name in ("no_model", "model_choice", "keypoints", "weights", "mode")})
+        seen["mode_note"] = note()
+        widgets.weights.value = weights
+        widgets.keypoints.value = keypoints
+        seen["mode chosen"], seen["note chosen"] = widgets.mode.value, note()  # as the start made
         widgets.epochs.value = 1
 
     return edit
@@ -79,9 +95,10 @@ def test_the_first_learn_creates_a_model_then_learns(opened, answers, shown, qtb
     learn.trigger()
     qtbot.waitUntil(lambda: not panel.workers, timeout=240_000)
 
-    assert offered == {  # the sample has a category with keypoints: Keypoint R-CNN first
-        "no_model": dialogs.NO_MODEL_YET, "model_type": "Boxes + keypoints (Keypoint R-CNN)",
-        "mode": "Full model", "mode_note": dialogs.UNTRAINED_NOTE,
+    assert offered == {  # the sample has a category with keypoints: keypoints first
+        "no_model": dialogs.NO_MODEL_YET, "model_choice": "fast", "keypoints": True,
+        "weights": "COCO (torchvision, downloaded once)", "mode": "Heads only", "mode_note": None,
+        "mode chosen": "Full model", "note chosen": dialogs.UNTRAINED_NOTE,  # from random weights
     }
     assert "No model yet: Learn will first create one" in dialogs.NO_MODEL_YET
     assert not shown["error"], shown
@@ -128,6 +145,79 @@ def test_the_learn_follows_the_model_and_says_its_notes(opened, answers, shown,
     assert runner.operations == ["create_model", "learn"] and not panel.workers
     assert answers.seen == ["Learn", "Learn"]
     assert [r.name for r in index.models.list()] == ["default"]
+
+
+def test_the_model_is_created_as_chosen_then_learns(opened, answers, shown, qtbot) -> None:
+    """The first Learn's dialog starts at COCO weights and Heads only; Random switches to Full
+    model with the note why; the model is created with what the dialog says."""
+    panel, index = opened.panel, opened.index
+    runner = Runner()
+    set_default_runner(runner)
+    offered: dict[str, Any] = {}
+    answers.next(edit=_first_learn_answer(offered, keypoints=True))
+    panel.learn_category("disc", "roi")
+    qtbot.waitUntil(lambda: not panel.workers)
+    assert offered["weights"] == "COCO (torchvision, downloaded once)"
+    assert (offered["mode"], offered["mode_note"]) == ("Heads only", None)
+    assert (offered["mode chosen"], offered["note chosen"]) == ("Full model",
+                                                                dialogs.UNTRAINED_NOTE)
+    assert runner.operations == ["create_model", "learn"]
+    create, learn = runner.args
+    assert create == {"choice": "fast", "keypoints": True, "weights": "none", "name": "default"}
+    assert learn["settings"].mode == "full"
+    config = active_model(index).config
+    assert (config.architecture, config.backbone) == ("keypointrcnn", "mobilenet_v3_large_320_fpn")
+    assert not shown["error"], shown
+
+
+def test_coco_weights_offline_stop_before_learn(opened, answers, shown, qtbot,
+                                                monkeypatch, tmp_path) -> None:
+    """The default start (COCO) reaches the engine; offline it fails saying what to do, and no
+    model is made and no Learn runs."""
+    panel, index = opened.panel, opened.index
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))  # nothing cached
+
+    def no_network(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(pretrained, "urlopen", no_network)
+    runner = Runner()
+    set_default_runner(runner)
+    answers.next(edit=_first_learn_answer({}, weights="COCO (torchvision, downloaded once)"))
+    panel.learn_category("disc", "roi")
+    qtbot.waitUntil(lambda: not panel.workers)
+    assert runner.operations == ["create_model"]
+    assert runner.args[0]["weights"] == "coco" and runner.args[0]["choice"] == "fast"
+    [error] = shown["error"]
+    assert error.startswith("Create model 'default': torchvision's pretrained weights are not")
+    assert "'Random' in the Model panel" in error
+    assert index.models.active() is None
+
+
+def test_heads_only_on_a_backbone_never_trained_is_warned(opened, answers, qtbot) -> None:
+    """The Learn dialog reads the active model's configuration: a random start with no Full
+    model Learn yet gets the note (the user's Heads only still goes); a trained backbone none."""
+    panel, index = opened.panel, opened.index
+    handle = create_model(index, weights="none")
+    runner = Runner()
+    set_default_runner(runner)
+    notes: list[str | None] = []
+
+    def note(dialog) -> None:
+        widgets = dialog._magic_widget
+        notes.append(widgets.mode_note.value if widgets.mode_note.visible else None)
+
+    answers.next(edit=note)
+    panel.learn_category("disc", "roi")
+    qtbot.waitUntil(lambda: not panel.workers)
+    assert notes == [dialogs.HEADS_ON_UNTRAINED]
+    assert runner.operations == ["learn"] and runner.args[0]["settings"].mode == "heads"
+
+    model, config = handle.load()  # as after a Full model Learn
+    handle.commit_version(model, config.replace(backbone_trained=True))
+    answers.next(edit=note, accept=False)
+    panel.learn_category("disc", "roi")
+    assert notes == [dialogs.HEADS_ON_UNTRAINED, None]
 
 
 def test_cancel_in_the_first_learn_dialog_creates_nothing(opened, answers, qtbot) -> None:

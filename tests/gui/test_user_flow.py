@@ -82,7 +82,8 @@ def test_the_sample_index_runs_the_loop_from_the_gui(tmp_path: Path) -> None:
     seen = napari_user("sample", tmp_path)
     assert seen["torch_loaded"] == []
     assert seen["complete_before"] == [False, NO_MODEL]
-    assert seen["first_learn_offers"] == ["Boxes + keypoints (Keypoint R-CNN)", "Full model"]
+    assert seen["first_learn_offers"] == ["fast", True, "COCO (torchvision, downloaded once)",
+                                          "Heads only"]
     assert seen["models"] == [["default", 2]]  # created (version 1), then learned (version 2)
     assert seen["runs"] == [["learn", "done"], ["complete", "done"]]
     assert seen["integrity"] == "ok"

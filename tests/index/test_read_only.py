@@ -78,7 +78,7 @@ with Index(folder) as index:
         "observation": lambda: index.delete_observations([1]),
         "run": lambda: index.runs.start("complete", model_id=None, kind="roi", scope={},
                                         settings={}),
-        "model": lambda: create_model(index, name="other"),
+        "model": lambda: create_model(index, weights="none", name="other"),
         "version": lambda: handle.commit_version(None, handle.config),
         "rollback": lambda: handle.rollback(1),
     }
@@ -96,7 +96,7 @@ with Index(folder) as index:
 
 
 def test_a_read_only_index_reads_and_refuses_every_write(sample_index, tmp_path):
-    create_model(sample_index)
+    create_model(sample_index, weights="none")
     # a run left 'running' by a killed process: opening it must not try to end it (a write)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

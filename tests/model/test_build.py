@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import urllib.error
 
 import pytest
 import torch
-from torchvision.models._api import WeightsEnum
-from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
 from napari_learn_complete.errors import BadInputError, BadWeightsError
 from napari_learn_complete.model import (
@@ -25,7 +22,7 @@ from napari_learn_complete.model import (
 SIZE = 96
 
 
-def _config(architecture: str = "fasterrcnn", backbone: str = "mobilenet_v3_large_fpn",
+def _config(architecture: str = "fasterrcnn", backbone: str = "mobilenet_v3_large_320_fpn",
             **kw) -> ModelConfig:
     keypoints = ["apex", "left", "right"] if architecture == "keypointrcnn" else []
     kw.setdefault("inference", InferenceSettings(max_detections=5))
@@ -210,30 +207,3 @@ def test_crash_mid_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["0001.pt"]  # the temp file is gone
 
 
-def test_coco_weights_offline_tell_the_user_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))  # nothing cached here
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(BadInputError) as err:
-        build_model(_config(), "coco")
-    message = str(err.value)
-    assert "COCO weights" in message and "no network" in message
-    assert "--weights none" in message and "network access" in message
-    assert str(tmp_path / "hub") in message
-
-
-@pytest.mark.parametrize("architecture", ["fasterrcnn", "keypointrcnn"])
-def test_coco_weights_load_where_shapes_match(monkeypatch, architecture):
-    torch.manual_seed(0)
-    # torchvision's COCO file: 91 classes, FrozenBatchNorm (no num_batches_tracked)
-    coco = {k: v for k, v in fasterrcnn_mobilenet_v3_large_320_fpn(
-        weights=None, weights_backbone=None).state_dict().items()
-        if not k.endswith("num_batches_tracked")}
-    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, **kw: coco)
-    state = build_model(_config(architecture), "coco").state_dict()
-    shared = [k for k in coco if not k.startswith("roi_heads.box_predictor")]
-    assert all(torch.equal(coco[k], state[k]) for k in shared)
-    assert state["roi_heads.box_predictor.cls_score.weight"].shape[0] == 3

@@ -16,7 +16,8 @@ def _last_json(out: str) -> dict:
 
 def test_create_versions_rollback(sample_index, capsys):
     path = str(sample_index.path)
-    assert cli.main(["model", "create", path, "--keypoints", "--input-size", "352"]) == 0
+    assert cli.main(["model", "create", path, "--keypoints", "--input-size", "352",
+                     "--weights", "none"]) == 0
     created = _last_json(capsys.readouterr().out)
     assert created["architecture"] == "keypointrcnn" and created["min_size"] == 352
     assert created["keypoint_names"] == ["apex", "left", "right"] and created["version"] == 1
@@ -41,7 +42,8 @@ def test_refusals_exit_2_with_the_reason(sample_index, empty_index, db_dump, cap
     before = db_dump(empty_index)
     assert cli.main(["model", "versions", str(empty_index.path)]) == 2
     assert "no model yet: create one in the Model panel" in capsys.readouterr().err
-    assert cli.main(["model", "create", str(empty_index.path), "--keypoints"]) == 2
+    assert cli.main(["model", "create", str(empty_index.path), "--keypoints",
+                     "--weights", "none"]) == 2
     assert "needs a category with keypoints enabled" in capsys.readouterr().err
     assert db_dump(empty_index) == before
 
@@ -53,3 +55,19 @@ def test_refusals_exit_2_with_the_reason(sample_index, empty_index, db_dump, cap
     with pytest.raises(SystemExit) as exit_:
         cli.main(["model", "create", str(sample_index.path), "--backbone", "vgg16"])
     assert exit_.value.code == 2
+
+
+def test_create_picks_a_choice_and_starts_from_coco_by_default(sample_index, db_dump, capsys):
+    path = str(sample_index.path)
+    before = db_dump(sample_index)
+    assert cli.main(["model", "create", path]) == 2  # COCO weights by default: offline here
+    err = capsys.readouterr().err
+    assert "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth is missing" in err
+    assert "--weights none" in err
+    assert db_dump(sample_index) == before
+
+    assert cli.main(["model", "create", path, "--choice", "keypoints", "--weights", "none",
+                     "--input-size", "96"]) == 0
+    created = _last_json(capsys.readouterr().out)
+    assert (created["architecture"], created["backbone"]) == ("keypointrcnn", "resnet50_fpn")
+    assert not active_model(sample_index).config.backbone_trained

@@ -67,7 +67,7 @@ def _check_versions(index: Index) -> list[int]:
 def test_concurrent_commits_get_distinct_numbers_and_keep_their_files(sample_index,
                                                                        monkeypatch):
     torch.manual_seed(0)
-    handle = create_model(sample_index, min_size=96)
+    handle = create_model(sample_index, weights="none", min_size=96)
     model, config = handle.load()
     paused, release = _paused_in(monkeypatch, "save_weights", "paused")
     other = Index(sample_index.path)  # its own connection: another Learn on the same folder
@@ -94,7 +94,7 @@ def test_concurrent_commits_get_distinct_numbers_and_keep_their_files(sample_ind
 def test_failed_commit_removes_only_its_own_files(sample_index, monkeypatch, db_dump):
     """A commit whose transaction fails after it moved its files into place removes them, and
     never a file of a version another run has registered."""
-    handle = create_model(sample_index, min_size=96)
+    handle = create_model(sample_index, weights="none", min_size=96)
     model, config = handle.load()
     handle.commit_version(model, config, note="kept")
     before = db_dump(sample_index)
@@ -115,7 +115,7 @@ def test_failed_commit_removes_only_its_own_files(sample_index, monkeypatch, db_
 def test_cleanup_spares_the_number_another_run_took_meanwhile(sample_index, monkeypatch):
     """Between a failed commit's rollback and its clean-up, another run registers the same
     number (its files now have the names this one had used): the clean-up leaves them."""
-    handle = create_model(sample_index, min_size=96)
+    handle = create_model(sample_index, weights="none", min_size=96)
     model, config = handle.load()
     models = type(sample_index.models)
     real_set, real_transaction = models._set_version, sample_index.transaction
@@ -146,9 +146,10 @@ def test_same_name_created_twice_at_once_keeps_the_winner(sample_index, monkeypa
     paused, release = _paused_in(monkeypatch, "build_model", "paused")
     other = Index(sample_index.path)
     try:
-        thread, outcome = _in_thread(lambda: create_model(other, name="m", min_size=96))
+        thread, outcome = _in_thread(
+            lambda: create_model(other, weights="none", name="m", min_size=96))
         assert paused.wait(WAIT_S)  # past the check that the name is free
-        winner = create_model(sample_index, name="m", min_size=96)
+        winner = create_model(sample_index, weights="none", name="m", min_size=96)
         after_winner = db_dump(sample_index)
         release.set()
         thread.join(WAIT_S)
@@ -230,7 +231,7 @@ def _run_two(script: str, index: Index, tmp_path: Path) -> list[str]:
 def test_two_processes_learning_at_once_keep_the_index_consistent(sample_index, tmp_path):
     """Both commit distinct versions, or (when concurrent runs are refused) one is refused
     with a message and leaves nothing; never a lost version or a version without its file."""
-    handle = create_model(sample_index, min_size=96)
+    handle = create_model(sample_index, weights="none", min_size=96)
     _small_batches(handle)
     outs = _run_two(LEARN, sample_index, tmp_path)
     versions = sorted(int(o.split()[1]) for o in outs if o.startswith("version"))

@@ -40,7 +40,8 @@ def test_json_round_trip_is_human_readable(tmp_path):
 def test_defaults_match_the_contract():
     config = ModelConfig()
     assert (config.architecture, config.backbone, config.min_size) == (
-        "fasterrcnn", "mobilenet_v3_large_fpn", 320)
+        "fasterrcnn", "mobilenet_v3_large_320_fpn", 320)
+    assert not config.backbone_trained  # random until a pretrained start or a Full Learn
     assert config.training.lr_decay == "cosine"
     assert config.kinds == ("roi",)
     assert _keypoint_config().kinds == ("roi", "keypoints")
@@ -51,7 +52,7 @@ def test_defaults_match_the_contract():
     [
         ({"purpose": "detect"}, "purpose: must be 'locate', 'classify' or 'identify', not"),
         ({"architecture": "yolo"}, "architecture: must be 'fasterrcnn' or 'keypointrcnn'"),
-        ({"backbone": "vgg16"}, "backbone: must be 'mobilenet_v3_large_fpn' or"),
+        ({"backbone": "vgg16"}, "backbone: must be 'mobilenet_v3_large_320_fpn', "),
         ({"keypoint_names": []}, "needs at least one keypoint name"),
         ({"min_size": 700}, "max_size 640 is smaller than min_size 700"),
         ({"min_size": 8}, "min_size: must be greater than or equal to 32, not 8"),
@@ -114,7 +115,7 @@ def test_boxes_model_refuses_keypoint_names():
     [
         (lambda d: d.update(colour="red"), "colour: unknown field"),
         (lambda d: d["training"].update(epoch=3), "training.epoch: unknown field"),
-        (lambda d: d.update(format_version=2), "newer than this plugin reads"),
+        (lambda d: d.update(format_version=3), "newer than this plugin reads"),
         (lambda d: d.update(format="something-else"), "not a model configuration"),
         (lambda d: d["training"]["augment"].update(scale_jitter=3),
          "training.augment.scale_jitter: must be a valid tuple, not 3"),

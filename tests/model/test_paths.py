@@ -23,7 +23,7 @@ def _edit(index, sql: str, *params: str) -> None:
 
 
 def test_a_linked_versions_folder_gets_no_new_version(sample_index, tmp_path, db_dump):
-    handle = create_model(sample_index)
+    handle = create_model(sample_index, weights="none")
     model, config = handle.load()
     elsewhere = tmp_path / "elsewhere"
     shutil.move(handle.folder / "versions", elsewhere)
@@ -40,7 +40,7 @@ def test_a_linked_versions_folder_gets_no_new_version(sample_index, tmp_path, db
 @pytest.mark.parametrize("how", ["config_path", "linked folder"])
 def test_a_model_folder_outside_the_index_is_refused(sample_index, tmp_path, how):
     """Learn would write the version and its config.json there: the handle is refused first."""
-    create_model(sample_index)
+    create_model(sample_index, weights="none")
     other = tmp_path / "other_index" / "models" / "default"
     shutil.copytree(sample_index.models_dir / "default", other)
     if how == "config_path":
@@ -55,7 +55,7 @@ def test_a_model_folder_outside_the_index_is_refused(sample_index, tmp_path, how
 
 
 def test_a_version_file_outside_the_models_folder_is_refused(sample_index, tmp_path):
-    handle = create_model(sample_index)
+    handle = create_model(sample_index, weights="none")
     shutil.copy(handle.folder / "versions" / "0001.pt", tmp_path / "weights.pt")
     _edit(sample_index, "UPDATE model_versions SET file = ?", "../weights.pt")
     with pytest.raises(RefusedError, match="model 'default': its version 1 leads outside"):
@@ -67,5 +67,5 @@ def test_a_linked_models_folder_gets_no_model(sample_index, tmp_path):
     shutil.move(sample_index.models_dir, elsewhere)
     sample_index.models_dir.symlink_to(elsewhere)
     with pytest.raises(RefusedError, match="model 'default': its folder leads outside"):
-        create_model(sample_index)
+        create_model(sample_index, weights="none")
     assert list(elsewhere.iterdir()) == []

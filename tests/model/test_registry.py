@@ -24,7 +24,7 @@ from napari_learn_complete.model import (
 
 
 def test_create_model_writes_config_and_version_one(sample_index):
-    handle = create_model(sample_index, keypoints=True)
+    handle = create_model(sample_index, weights="none", keypoints=True)
     config_file = sample_index.models_dir / "default" / "config.json"
     assert json.loads(config_file.read_text())["architecture"] == "keypointrcnn"
     assert handle.config == ModelConfig.load(config_file)
@@ -43,13 +43,13 @@ def test_keypoint_names_are_the_ordered_union_of_enabled_categories(empty_index)
     empty_index.add_category("rat", keypoints=["nose", "ear", "tail"])
     empty_index.add_category("fly", keypoints=["wing"])
     empty_index.update_category("fly", keypoints_enabled=False)
-    handle = create_model(empty_index, keypoints=True)
+    handle = create_model(empty_index, weights="none", keypoints=True)
     assert handle.config.keypoint_names == ["nose", "tail", "ear"]
 
 
 def test_one_active_model_per_index(sample_index):
-    create_model(sample_index)
-    second = create_model(sample_index, name="second", purpose="identify")
+    create_model(sample_index, weights="none")
+    second = create_model(sample_index, weights="none", name="second", purpose="identify")
     assert active_model(sample_index).name == "second"
     assert second.config.purpose == "identify"
     assert [r["name"] for r in sample_index.query("SELECT name FROM models WHERE active = 1")] \
@@ -61,7 +61,10 @@ def test_one_active_model_per_index(sample_index):
     [
         ({"keypoints": True}, RefusedError, "needs a category with keypoints enabled"),
         ({"backbone": "vgg16"}, BadInputError,
-         "backbone: must be 'mobilenet_v3_large_fpn' or 'resnet50_fpn_v2', not 'vgg16'"),
+         "backbone: must be 'mobilenet_v3_large_320_fpn', 'mobilenet_v3_large_fpn', "
+         "'resnet50_fpn_v2' or 'resnet50_fpn', not 'vgg16'"),
+        ({"choice": "huge"}, BadInputError,
+         "model choice 'huge' is not one of fast, balanced, accurate, keypoints"),
         ({"purpose": "count"}, BadInputError,
          "purpose: must be 'locate', 'classify' or 'identify', not 'count'"),
         ({"name": "a/b"}, BadInputError, "plain folder name"),
@@ -72,19 +75,19 @@ def test_refused_create_leaves_the_index_as_it_was(empty_index, db_dump, kwargs,
     empty_index.add_category("cell")
     before = db_dump(empty_index)
     with pytest.raises(error) as err:
-        create_model(empty_index, **kwargs)
+        create_model(empty_index, **{"weights": "none", **kwargs})
     assert message in str(err.value)
     assert db_dump(empty_index) == before
 
 
 def test_duplicate_name_and_stray_folder_are_refused(sample_index, db_dump):
-    create_model(sample_index)
+    create_model(sample_index, weights="none")
     before = db_dump(sample_index)
     with pytest.raises(RefusedError, match=r"^a model named 'default' already exists in the index"):
-        create_model(sample_index)
+        create_model(sample_index, weights="none")
     (sample_index.models_dir / "stray").mkdir()
     with pytest.raises(RefusedError, match="not a model of the index"):
-        create_model(sample_index, name="stray")
+        create_model(sample_index, weights="none", name="stray")
     assert db_dump(sample_index) == before
 
 
@@ -101,7 +104,7 @@ def test_failed_database_write_removes_the_new_folder(sample_index, db_dump, mon
     else:
         monkeypatch.setattr(sample_index, "_record_change", fail)
     with pytest.raises(OSError, match="disk full"):
-        create_model(sample_index)
+        create_model(sample_index, weights="none")
     assert db_dump(sample_index) == before
     assert not (sample_index.models_dir / "default").exists()
 
@@ -141,14 +144,14 @@ def test_default_input_size_follows_the_images(tmp_path, sizes, expected):
 def test_create_uses_the_input_size_rule(tmp_path):
     index = _index_with_images(tmp_path, [(480, 360)] * 3)
     index.add_category("cell")
-    handle = create_model(index)
+    handle = create_model(index, weights="none")
     assert (handle.config.min_size, handle.config.max_size) == (352, 480)
-    assert create_model(index, name="big", min_size=640).config.min_size == 640
+    assert create_model(index, weights="none", name="big", min_size=640).config.min_size == 640
 
 
 def test_commit_versions_and_rollback(sample_index, db_dump):
     torch.manual_seed(0)
-    handle = create_model(sample_index)
+    handle = create_model(sample_index, weights="none")
     model, config = handle.load()
     assert not model.training
     with torch.no_grad():
@@ -174,7 +177,7 @@ def test_commit_versions_and_rollback(sample_index, db_dump):
 
 @pytest.mark.parametrize("failing", ["config file", "database"])
 def test_failed_commit_keeps_the_active_version(sample_index, db_dump, monkeypatch, failing):
-    handle = create_model(sample_index)
+    handle = create_model(sample_index, weights="none")
     model, config = handle.load()
     config.training.epochs = 3
     before = db_dump(sample_index)
@@ -197,7 +200,7 @@ def test_failed_commit_keeps_the_active_version(sample_index, db_dump, monkeypat
 
 def test_load_extends_heads_for_new_categories(sample_index):
     torch.manual_seed(0)
-    handle = create_model(sample_index)
+    handle = create_model(sample_index, weights="none")
     old = handle.load()[0].roi_heads.box_predictor.cls_score.weight
     sample_index.add_category("star")
     model, config = handle.load()
@@ -213,7 +216,7 @@ def test_load_extends_heads_for_new_categories(sample_index):
 
 def test_create_from_a_weight_file_of_another_index(sample_index, empty_index):
     torch.manual_seed(0)
-    source = create_model(sample_index)
+    source = create_model(sample_index, weights="none")
     file = source.versions()[0].file
     empty_index.add_category("triangle")
     empty_index.add_category("disc")
@@ -227,8 +230,8 @@ def test_create_from_a_weight_file_of_another_index(sample_index, empty_index):
 
 
 def test_switching_the_active_model(sample_index, db_dump):
-    first = create_model(sample_index, name="boxes")
-    second = create_model(sample_index, keypoints=True, name="keypoints")
+    first = create_model(sample_index, weights="none", name="boxes")
+    second = create_model(sample_index, weights="none", keypoints=True, name="keypoints")
     assert active_model(sample_index).name == "keypoints" == second.name
     assert [h.name for h in models(sample_index)] == ["boxes", "keypoints"]
     seen = []
@@ -246,8 +249,8 @@ def test_switching_the_active_model(sample_index, db_dump):
 def test_cli_activate(sample_index, capsys):
     from napari_learn_complete import cli
 
-    create_model(sample_index, name="a")
-    create_model(sample_index, name="b")
+    create_model(sample_index, weights="none", name="a")
+    create_model(sample_index, weights="none", name="b")
     assert cli.main(["model", "activate", str(sample_index.path), "a"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == "a"
     assert active_model(sample_index).name == "a"

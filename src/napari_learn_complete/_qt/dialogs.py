@@ -3,20 +3,34 @@ are those of :mod:`~napari_learn_complete.engine.settings`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from magicgui.widgets import CheckBox, ComboBox, Dialog, FloatSpinBox, Label, SpinBox
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QWidget
 
 from ..engine.settings import CompleteSettings, LearnSettings
-from .model_panel import ARCHITECTURES
+from ..model.config import MODEL_CHOICES
+from .model_panel import KEYPOINTS_TOO, WEIGHTS
 
 # Training mode as the user reads it -> LearnSettings.mode
 TRAINING_MODES = {"Heads only": "heads", "Full model": "full"}
-# The model a first Learn creates, as the Model panel names it -> keypoints or not
-NEW_MODELS = dict(ARCHITECTURES)
-NO_MODEL_YET = "No model yet: Learn will first create one (random initial weights)"
-UNTRAINED_NOTE = "Full model: a new model's backbone is untrained, training only its heads " \
+# What a first Learn's model starts from, as the Model panel names it -> create_model's weights
+FIRST_STARTS = {label: value for label, value in WEIGHTS if value in ("coco", "none")}
+NO_MODEL_YET = "No model yet: Learn will first create one, as chosen below"
+UNTRAINED_NOTE = "Full model: a random backbone has learned nothing, training only its heads " \
                  "learns little"
+HEADS_ON_UNTRAINED = ("The backbone was never trained (random start, no Full model Learn yet): "
+                      "Heads only will learn little; Full model is suggested")
+
+
+@dataclass(frozen=True)
+class NewModel:
+    """The model a first Learn creates: ``create_model``'s choice, keypoints and weights."""
+
+    choice: str
+    keypoints: bool
+    weights: str
 
 
 def _dialog(title: str, scope: str, widgets: list, parent: QWidget | None) -> Dialog:
@@ -27,32 +41,83 @@ def _dialog(title: str, scope: str, widgets: list, parent: QWidget | None) -> Di
     return dialog
 
 
+def _mode_label(mode: str) -> str:
+    return next(label for label, m in TRAINING_MODES.items() if m == mode)
+
+
+def _mode_note(mode: str, backbone_trained: bool, new_model: bool) -> str:
+    """Why the mode matters on a backbone that never learned anything ("" when it does not)."""
+    if backbone_trained:
+        return ""
+    if mode == "heads":
+        return HEADS_ON_UNTRAINED
+    return UNTRAINED_NOTE if new_model else ""
+
+
 def learn_dialog(scope: str, parent: QWidget | None = None, *,
-                 new_model: bool | None = None) -> Dialog:
+                 new_model: bool | None = None, backbone_trained: bool = True) -> Dialog:
     """Nr of training epochs, Training mode, Size of test data %, set to LearnSettings().
 
-    ``new_model`` (the index has no model yet): the dialog says Learn creates one first and
-    offers its type, Keypoint R-CNN when ``new_model`` is True; Training mode then starts at Full
-    model, since a heads-only Learn on a random backbone learns next to nothing.
+    ``backbone_trained`` False (the active model started from random weights and had no Full
+    model Learn yet): while Training mode is Heads only, a note says it will learn little and
+    suggests Full model; it never stops the user.
+
+    ``new_model`` (the index has no model yet; True when it should predict keypoints): the
+    dialog says Learn creates one first and offers the model, keypoints and the start weights;
+    Training mode follows the start: Full model from random weights (a heads-only Learn on a
+    random backbone learns next to nothing), the settings' default from COCO's.
     """
     defaults = LearnSettings()
-    mode = "full" if new_model is not None else defaults.mode
     epochs = SpinBox(name="epochs", label="Nr of training epochs", value=defaults.epochs, min=1,
                      max=10_000)
     modes = ComboBox(name="mode", label="Training mode", choices=list(TRAINING_MODES),
-                     value=next(label for label, m in TRAINING_MODES.items() if m == mode))
+                     value=_mode_label(defaults.mode))
+    # notes: a blank label (an empty one shows the name)
+    note = Label(name="mode_note", label=" ")
     test = SpinBox(name="test_percent", label="Size of test data (%)",
                    value=round(defaults.test_percent), min=0, max=90)
+
+    def trained() -> bool:  # the backbone the Learn starts from
+        return backbone_trained if new_model is None else \
+            FIRST_STARTS[dialog.weights.value] != "none"
+
+    def follow() -> None:
+        text = _mode_note(TRAINING_MODES[modes.value], trained(), new_model is not None)
+        note.value = text
+        note.visible = bool(text)
+
     if new_model is None:
-        return _dialog("Learn", scope, [epochs, modes, test], parent)
-    model_type = ComboBox(
-        name="model_type", label="Model type", choices=list(NEW_MODELS),
-        value=next(label for label, keypoints in NEW_MODELS.items() if keypoints == new_model),
-    )
-    return _dialog("Learn", scope, [  # notes: a blank label (an empty one shows the name)
-        Label(name="no_model", label=" ", value=NO_MODEL_YET), model_type, epochs, modes,
-        Label(name="mode_note", label=" ", value=UNTRAINED_NOTE), test,
-    ], parent)
+        dialog = _dialog("Learn", scope, [epochs, modes, note, test], parent)
+    else:
+        choice = ComboBox(name="model_choice", label="Model", choices=list(MODEL_CHOICES),
+                          value="fast")
+        described = Label(name="choice_note", label=" ")
+        keypoints = CheckBox(name="keypoints", label=KEYPOINTS_TOO, value=new_model)
+        start = ComboBox(name="weights", label="Initial weights", choices=list(FIRST_STARTS))
+        dialog = _dialog("Learn", scope, [
+            Label(name="no_model", label=" ", value=NO_MODEL_YET), choice, described, keypoints,
+            start, epochs, modes, note, test,
+        ], parent)
+
+        def chosen() -> None:  # as in the Model panel: the keypoints model implies keypoints
+            picked = MODEL_CHOICES[choice.value]
+            described.value = picked.describe()
+            implied = picked.architecture == "keypointrcnn"
+            if implied:
+                keypoints.value = True
+            keypoints.enabled = not implied
+
+        def started() -> None:
+            modes.value = _mode_label(defaults.mode if trained() else "full")
+            follow()  # the note follows the start even when the mode stays
+
+        choice.changed.connect(chosen)
+        start.changed.connect(started)
+        chosen()
+        started()
+    modes.changed.connect(follow)
+    follow()  # once the dialog holds the note: a parentless widget made visible is a window
+    return dialog
 
 
 def learn_settings(dialog: Dialog) -> LearnSettings:
@@ -91,21 +156,24 @@ def complete_settings(dialog: Dialog) -> CompleteSettings:
     )
 
 
-def ask_learn(scope: str, parent: QWidget | None = None) -> LearnSettings | None:
-    """Show the Learn dialog modally; the settings on OK, None on Cancel."""
-    dialog = learn_dialog(scope, parent)
+def ask_learn(scope: str, parent: QWidget | None = None, *,
+              backbone_trained: bool = True) -> LearnSettings | None:
+    """Show the Learn dialog modally (see :func:`learn_dialog`); the settings on OK, None on
+    Cancel."""
+    dialog = learn_dialog(scope, parent, backbone_trained=backbone_trained)
     return learn_settings(dialog) if dialog.exec() else None
 
 
 def ask_first_learn(
     scope: str, keypoints: bool, parent: QWidget | None = None
-) -> tuple[LearnSettings, bool] | None:
+) -> tuple[LearnSettings, NewModel] | None:
     """The Learn dialog of an index without a model (see :func:`learn_dialog`): the settings
-    and whether the model to create predicts keypoints on OK, None on Cancel."""
+    and the model to create on OK, None on Cancel."""
     dialog = learn_dialog(scope, parent, new_model=keypoints)
     if not dialog.exec():
         return None
-    return learn_settings(dialog), NEW_MODELS[dialog.model_type.value]
+    return learn_settings(dialog), NewModel(
+        dialog.model_choice.value, dialog.keypoints.value, FIRST_STARTS[dialog.weights.value])
 
 
 def ask_complete(

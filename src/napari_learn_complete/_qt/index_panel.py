@@ -68,6 +68,7 @@ from ..engine.results import CompleteResult, Proposals, TrainResult
 from ..engine.settings import LearnSettings
 from ..errors import LearnCompleteError, listed
 from ..index import KIND_NOUNS, KIND_TITLES, Category, Change, ImageRecord, Index
+from ..model.registry import active_model
 from ..session import Task, session_for
 from . import dialogs
 from .model_panel import free_model_name
@@ -913,22 +914,29 @@ class IndexPanel(QWidget):
                            partial(self.session.learn_category, self.layers.index, name, kind))
 
     def _learn(self, scope: str, make: Callable[[LearnSettings], Task]) -> Worker | None:
-        """Ask the Learn dialog and run ``make(settings)``. On an index without a model the
-        dialog also offers the model to create, and the Learn starts once it is created (in the
-        engine: building weights needs torch); Cancel or a failure stops there."""
+        """Ask the Learn dialog and run ``make(settings)``; the dialog warns when a heads-only
+        Learn would train on a backbone that never learned anything. On an index without a model
+        the dialog also offers the model to create and its start weights, and the Learn starts
+        once it is created (in the engine: building it and getting its weights need torch);
+        Cancel or a failure stops there."""
         index = self.layers.index
         if index.models.active() is not None:
-            settings = dialogs.ask_learn(scope, self)
+            try:
+                trained = active_model(index).config.backbone_trained
+            except LearnCompleteError as exc:  # its configuration cannot be read
+                show_error(reason_first(exc))
+                return None
+            settings = dialogs.ask_learn(scope, self, backbone_trained=trained)
             return None if settings is None else self._start(partial(make, settings),
                                                              self._learned)
         wants_keypoints = any(cat.keypoints_enabled for cat in self._categories.values())
         answer = dialogs.ask_first_learn(scope, wants_keypoints, self)
         if answer is None:
             return None
-        settings, keypoints = answer
+        settings, model = answer
         return self._start(partial(  # a cancelled job returns nothing: no Learn follows
-            self.session.create_model, index, keypoints=keypoints, weights="none",
-            name=free_model_name(index, keypoints),
+            self.session.create_model, index, choice=model.choice, keypoints=model.keypoints,
+            weights=model.weights, name=free_model_name(index, model.keypoints),
         ), lambda _task, _name: self._start(partial(make, settings), self._learned))
 
     def _learned(self, _task: Task, result: TrainResult) -> None:

@@ -21,6 +21,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -48,7 +49,7 @@ from ..engine.results import TrainResult
 from ..errors import LearnCompleteError, RefusedError
 from ..index import Change, Index
 from ..index.runs import Run
-from ..model.config import BACKBONES
+from ..model.config import MODEL_CHOICES
 from ..model.registry import (
     ModelHandle,
     active_model,
@@ -59,8 +60,15 @@ from ..model.registry import (
 from ..session import Task, session_for
 from .workers import Worker, describe, run_in_worker
 
-ARCHITECTURES = (("Boxes (Faster R-CNN)", False), ("Boxes + keypoints (Keypoint R-CNN)", True))
-WEIGHTS = (("None (random)", "none"), ("COCO (torchvision)", "coco"), ("File…", "file"))
+# Initial weights as the user reads them -> create_model's ``weights`` ("file": the file row)
+WEIGHTS = (("COCO (torchvision, downloaded once)", "coco"),
+           ("ImageNet backbone only (for images far from COCO)", "imagenet"),
+           ("Random (offline, learns slowly)", "none"),
+           ("Weight file…", "file"))
+KEYPOINTS_TOO = "Predict keypoints too"
+INPUT_SIZE_HINT = ("Short side the images are scaled to; default: the median short side of the "
+                   "index's images, rounded to 32, within 320-640; larger finds smaller objects, "
+                   "costs time")
 VERSION_COLUMNS = ("Version", "Parent", "Note", "Created", "Active")
 RUN_COLUMNS = ("Version", "Operation", "Kind", "Scope", "Epochs / mode", "Final loss", "Metric",
                "Seconds", "Status")
@@ -90,11 +98,16 @@ class ModelPanel(QWidget):
         self.index_label.setWordWrap(True)
 
         # -- new model
-        self.architecture = QComboBox()
-        for label, keypoints in ARCHITECTURES:
-            self.architecture.addItem(label, keypoints)
-        self.backbone = QComboBox()
-        self.backbone.addItems(BACKBONES)
+        self.choice = QComboBox()
+        for name, choice in MODEL_CHOICES.items():
+            self.choice.addItem(name, name)
+            self.choice.setItemData(self.choice.count() - 1, choice.describe(),
+                                    Qt.ItemDataRole.ToolTipRole)
+        self.choice_note = QLabel()  # what the chosen model is good for and its size
+        self.choice_note.setWordWrap(True)
+        self.keypoints = QCheckBox(KEYPOINTS_TOO)
+        self.keypoints.setToolTip("Boxes and the keypoints of the categories that have keypoints "
+                                  "enabled, on the chosen model's backbone")
         self.weights = QComboBox()
         for label, value in WEIGHTS:
             self.weights.addItem(label, value)
@@ -108,7 +121,11 @@ class ModelPanel(QWidget):
         weights_row.addWidget(browse)
         self.input_size = QSpinBox(minimum=64, maximum=4096, singleStep=32)
         self.input_size.setSuffix(" px")
-        self.input_size.setToolTip("Shorter image side the model sees (from the index's images)")
+        self.input_size.setToolTip(
+            f"{INPUT_SIZE_HINT}. The long side follows the images' median aspect ratio, at most "
+            "twice the short side; both can be edited in the model's config.json")
+        input_hint = QLabel(INPUT_SIZE_HINT)
+        input_hint.setWordWrap(True)
         self.categories_label = QLabel()
         self.categories_label.setWordWrap(True)
         self.keypoints_label = QLabel()
@@ -121,10 +138,12 @@ class ModelPanel(QWidget):
         new_box = QGroupBox("New model")
         new_form = QFormLayout(new_box)
         new_form.addRow("Name", self.model_name)
-        new_form.addRow("Architecture", self.architecture)
-        new_form.addRow("Backbone", self.backbone)
+        new_form.addRow("Model", self.choice)
+        new_form.addRow("", self.choice_note)
+        new_form.addRow("", self.keypoints)
         new_form.addRow("Initial weights", weights_row)
         new_form.addRow("Input size", self.input_size)
+        new_form.addRow("", input_hint)
         new_form.addRow("Categories", self.categories_label)
         new_form.addRow("Keypoints", self.keypoints_label)
         new_form.addRow(self.create_button)
@@ -191,7 +210,8 @@ class ModelPanel(QWidget):
         layout.addWidget(self.progress_label)
 
         self.weights.currentIndexChanged.connect(self._weights_changed)
-        self.architecture.currentIndexChanged.connect(self._suggest_name)
+        self.choice.currentIndexChanged.connect(self._choice_changed)
+        self.keypoints.toggled.connect(self._suggest_name)
         self.runs.itemSelectionChanged.connect(self._show_run)
         self.model_select.currentIndexChanged.connect(self._model_chosen)
         browse.clicked.connect(self._browse)
@@ -206,6 +226,7 @@ class ModelPanel(QWidget):
         # not a method of self: Qt calls no slot of an object being destroyed
         self.destroyed.connect(partial(ModelPanel._detach, self))
         self._weights_changed()
+        self._choice_changed()
         self._follow_open_index()
 
     # ------------------------------------------------------------------------------ public
@@ -256,8 +277,9 @@ class ModelPanel(QWidget):
         self._update_enabled()
 
     def create(self) -> Worker | None:
-        """Create a model from the form in the engine and make it the active one (building and
-        loading weights needs torch); errors are shown, not raised."""
+        """Create a model from the form in the engine and make it the active one (building it
+        and getting its weights need torch; a download of pretrained weights reports its progress
+        here and in the activity dock); errors are shown, not raised."""
         if self.index is None or self.worker is not None:
             return None
         name = self.model_name.text().strip()
@@ -273,8 +295,8 @@ class ModelPanel(QWidget):
         size = self.input_size.value()
         task = self.session.create_model(
             self.index,
-            keypoints=self.architecture.currentData(),
-            backbone=self.backbone.currentText(),
+            choice=self.choice.currentData(),
+            keypoints=self.keypoints.isChecked(),
             weights=weights,
             name=name,
             # the untouched default lets the registry also fit max_size to the images' aspect
@@ -422,7 +444,7 @@ class ModelPanel(QWidget):
         """Offer a free name, unless the user typed one of their own."""
         if self.index is None or self.model_name.text() not in ("", self._suggested_name):
             return
-        self._suggested_name = free_model_name(self.index, self.architecture.currentData())
+        self._suggested_name = free_model_name(self.index, self.keypoints.isChecked())
         self.model_name.setText(self._suggested_name)
 
     def _update_enabled(self) -> None:
@@ -436,6 +458,15 @@ class ModelPanel(QWidget):
         )
         self.train_button.setEnabled(idle and has_model)
         self.cancel_button.setEnabled(not idle)
+
+    def _choice_changed(self) -> None:
+        """Say what the chosen model is good for; the keypoints model implies keypoints."""
+        choice = MODEL_CHOICES[self.choice.currentData()]
+        self.choice_note.setText(choice.describe())
+        implied = choice.architecture == "keypointrcnn"
+        if implied:
+            self.keypoints.setChecked(True)
+        self.keypoints.setEnabled(not implied)
 
     def _weights_changed(self) -> None:
         is_file = self.weights.currentData() == "file"

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..engine.jobs import create_model
 from ..index import Index
-from ..model import active_model, create_model, set_active_model
-from ..model.config import BACKBONES, PURPOSES
-from . import EXIT_OK, command, emit_json
+from ..model import active_model, set_active_model
+from ..model.config import BACKBONES, MODEL_CHOICES, PURPOSES
+from . import EXIT_OK, ProgressBar, command, emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,11 +21,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     create = command(sub, "create", run_create,
                      "make the active model for the index's categories")
-    create.add_argument("--keypoints", action="store_true",
-                        help="predict keypoints too (Keypoint R-CNN)")
-    create.add_argument("--backbone", choices=BACKBONES, default=BACKBONES[0])
-    create.add_argument("--weights", default="none", metavar="none|coco|PATH",
-                        help="initial weights: random, torchvision COCO, or a weight file of ours")
+    create.add_argument(
+        "--choice", choices=MODEL_CHOICES, default="fast",
+        help="; ".join(f"{c.name}: {c.describe()}" for c in MODEL_CHOICES.values()))
+    create.add_argument("--keypoints", action="store_true", default=None,
+                        help="predict keypoints too (Keypoint R-CNN on the choice's backbone)")
+    create.add_argument("--backbone", choices=BACKBONES, default=None,
+                        help="another backbone than the choice's")
+    create.add_argument("--weights", default="coco", metavar="coco|imagenet|none|PATH",
+                        help="initial weights: torchvision's COCO detector (default; downloaded "
+                             "once into torch's cache), its ImageNet backbone only, random, or "
+                             "a weight file of ours")
     create.add_argument("--purpose", choices=PURPOSES, default="locate")
     create.add_argument("--input-size", type=int, default=None, metavar="N",
                         help="short side in pixels the images are scaled to "
@@ -43,12 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    weights = args.weights if args.weights in ("none", "coco") else Path(args.weights)
-    with Index(args.index) as index:
-        handle = create_model(
-            index, keypoints=args.keypoints, backbone=args.backbone, weights=weights,
-            name=args.name, purpose=args.purpose, min_size=args.input_size,
+    weights = args.weights if args.weights in ("coco", "imagenet", "none") else Path(args.weights)
+    with Index(args.index) as index, ProgressBar() as progress:
+        create_model(
+            index, choice=args.choice, keypoints=args.keypoints, backbone=args.backbone,
+            weights=weights, name=args.name, purpose=args.purpose, min_size=args.input_size,
+            progress=progress,
         )
+        handle = active_model(index)
     config = handle.config
     print(f"created model {handle.name!r}: {config.architecture} on {config.backbone}, "
           f"input {config.min_size}-{config.max_size} px, {len(config.categories)} categories",

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from ..errors import BadInputError, storage_error
 from ..index import Change, Index
-from .progress import CancelFn, ProgressFn
+from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 
 ChangeFn = Callable[[Change], None]
 
@@ -34,6 +34,8 @@ OPERATIONS: dict[str, str] = {
 # operations that run the active model: they report progress and can be cancelled
 MODEL_OPERATIONS = ("learn", "train", "complete", "propose")
 PREDICTING = ("complete", "propose")  # of those, the ones that take a warm ``predictor``
+# operations that report progress and can be cancelled (creating a model may download weights)
+REPORTING = (*MODEL_OPERATIONS, "create_model")
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,17 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
-def create_model(index: Index, **kwargs: Any) -> str:
-    """The ``create_model`` operation: returns the new model's name (a handle holds the index)."""
+def create_model(index: Index, *, progress: ProgressFn | None = None,
+                 cancel: CancelFn | None = None, **kwargs: Any) -> str:
+    """The ``create_model`` operation: returns the new model's name (a handle holds the index).
+    A download of pretrained weights is reported as the ``download`` stage, in bytes."""
     from ..model.registry import create_model as create
 
-    return create(index, **kwargs).name
+    def downloaded(done: int, total: int, what: str) -> None:
+        report(progress, Progress("download", done, total, what))
+        check_cancel(cancel)
+
+    return create(index, download=downloaded, **kwargs).name
 
 
 def rollback(index: Index, *, model: str, number: int) -> int:
@@ -121,7 +129,7 @@ def run_job(job: Job, *, progress: ProgressFn | None = None, cancel: CancelFn | 
     unsubscribe = index.subscribe(changed) if changed is not None else None
     try:
         kwargs = dict(job.args)
-        if job.operation in MODEL_OPERATIONS:
+        if job.operation in REPORTING:
             kwargs.update(progress=progress, cancel=cancel)
         if predictors is not None and job.operation in PREDICTING:
             kwargs["predictor"] = predictors.get(index, kwargs.get("device"))

@@ -179,15 +179,17 @@ def make_optimizer(params: list[nn.Parameter], training: TrainingSettings) -> to
                            weight_decay=training.weight_decay)
 
 
-def _trainable(model: nn.Module, mode: str, kind: str | None) -> list[nn.Parameter]:
+def _trainable(model: nn.Module, mode: str, kind: str | None,
+               backbone_trained: bool) -> list[nn.Parameter]:
     """Freeze what this run must not change; return the parameters the optimizer may touch.
 
     Learning ROI on a keypoint model leaves its keypoint head alone (the two kinds are
-    independent), so that head is frozen and its loss left out.
+    independent), so that head is frozen and its loss left out. A backbone that already learned
+    its features keeps its BatchNorm statistics under Full model too.
     """
     for param in model.parameters():
         param.requires_grad_(True)
-    freeze_backbone(model, mode == "heads")
+    freeze_backbone(model, mode == "heads", statistics_frozen=mode == "heads" or backbone_trained)
     heads = model.roi_heads
     if kind == "roi" and getattr(heads, "keypoint_head", None) is not None:
         for part in (heads.keypoint_head, heads.keypoint_predictor):
@@ -306,7 +308,7 @@ class _Trainer:
         patience and a held-out part, stop early and keep the best epoch's weights. Returns the
         held-out metrics of the weights kept."""
         plan, training = self.plan, self.plan.training
-        params = _trainable(self.model, plan.mode, plan.kind)
+        params = _trainable(self.model, plan.mode, plan.kind, self.config.backbone_trained)
         optimizer = make_optimizer(params, training)
         total = training.epochs * len(self.loader)
         scheduler = make_scheduler(optimizer, training, total, len(self.loader))
@@ -375,7 +377,10 @@ def _fit(
         check_cancel(cancel)
         note = (f"{plan.operation} ({plan.kind or 'all'}, {plan.mode}) on "
                 f"{len(plan.train_images)} image(s) from v{start_version}")
-        version = handle.commit_version(trainer.model.eval().cpu(), trainer.config, note=note,
+        config = trainer.config
+        if plan.mode == "full":  # the backbone learned: "Heads only" is sound from now on
+            config = config.replace(backbone_trained=True)
+        version = handle.commit_version(trainer.model.eval().cpu(), config, note=note,
                                         parent=start_version)
     except BaseException as exc:
         index.runs.end_on_error(run_id, exc, **measured())

@@ -1,9 +1,10 @@
 """Build torchvision detectors from a :class:`ModelConfig`, and read/write our weight files.
 
 The detectors are torchvision's own: Faster R-CNN for boxes and Keypoint R-CNN for boxes plus
-keypoints, on MobileNetV3-Large FPN or ResNet-50 FPN v2. torchvision has no Keypoint R-CNN
-builder for these backbones, so the keypoint model reuses the backbone, RPN and box head of the
-matching Faster R-CNN builder; COCO box weights then load into it unchanged.
+keypoints, on MobileNetV3-Large FPN (two RPN settings: "fast" and "balanced"), ResNet-50 FPN v2 or
+ResNet-50 FPN. torchvision builds Keypoint R-CNN only on ResNet-50 FPN, so the keypoint model
+reuses the backbone, RPN and box head of the matching Faster R-CNN builder (on ResNet-50 FPN that
+is exactly torchvision's ``keypointrcnn_resnet50_fpn``); COCO box weights then load into it.
 """
 
 from __future__ import annotations
@@ -18,46 +19,52 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.models.detection import (
-    FasterRCNN_MobileNet_V3_Large_320_FPN_Weights,
-    FasterRCNN_MobileNet_V3_Large_FPN_Weights,
-    FasterRCNN_ResNet50_FPN_V2_Weights,
     KeypointRCNN,
     fasterrcnn_mobilenet_v3_large_fpn,
+    fasterrcnn_resnet50_fpn,
     fasterrcnn_resnet50_fpn_v2,
 )
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.keypoint_rcnn import KeypointRCNNPredictor
 
 from ..errors import BadInputError, BadWeightsError
 from .config import ModelConfig
+from .pretrained import DownloadFn, cache_file, load_state_dict, pretrained_weights
 
 WEIGHTS_FORMAT = "napari-learn-complete.weights"
 WEIGHTS_FORMAT_VERSION = 1
 
-# The RPN settings of torchvision's fasterrcnn_mobilenet_v3_large_320_fpn: few proposals keep the
-# light backbone fast on a CPU, which is what it is chosen for.
-_MOBILENET_RPN = {"rpn_pre_nms_top_n_test": 150, "rpn_post_nms_top_n_test": 150,
-                  "rpn_score_thresh": 0.05}
+# The RPN settings of torchvision's fasterrcnn_mobilenet_v3_large_320_fpn ("fast"): few proposals
+# keep the light backbone fast on a CPU; fasterrcnn_mobilenet_v3_large_fpn's ("balanced") keep
+# torchvision's 1000.
+_MOBILENET_320_RPN = {"rpn_pre_nms_top_n_test": 150, "rpn_post_nms_top_n_test": 150,
+                      "rpn_score_thresh": 0.05}
 _BUILDERS = {
-    "mobilenet_v3_large_fpn": (fasterrcnn_mobilenet_v3_large_fpn, _MOBILENET_RPN),
+    "mobilenet_v3_large_320_fpn": (fasterrcnn_mobilenet_v3_large_fpn, _MOBILENET_320_RPN),
+    "mobilenet_v3_large_fpn": (fasterrcnn_mobilenet_v3_large_fpn, {"rpn_score_thresh": 0.05}),
     "resnet50_fpn_v2": (fasterrcnn_resnet50_fpn_v2, {}),
+    "resnet50_fpn": (fasterrcnn_resnet50_fpn, {}),
 }
 
 
-def build_model(config: ModelConfig, weights: str | os.PathLike = "none") -> nn.Module:
+def build_model(
+    config: ModelConfig, weights: str | os.PathLike = "none", download: DownloadFn | None = None
+) -> nn.Module:
     """A detector for ``config`` in train mode, starting from ``weights``.
 
-    ``"none"``: random weights (nothing is downloaded). ``"coco"``: torchvision's COCO Faster R-CNN
-    weights of the backbone; layers whose shape depends on the classes or keypoints (box predictor,
-    keypoint head) stay freshly initialised. A path: a weight file of ours for the same
-    architecture, backbone and keypoints; class rows are matched by category name, categories the
-    file lacks get fresh rows.
+    ``"none"``: random weights (nothing is downloaded). ``"coco"``: torchvision's COCO detector
+    (see :func:`.pretrained.pretrained_weights`): backbone, FPN, RPN and box head keep their
+    weights; the class rows of COCO classes the index also has (same name, any case) are kept,
+    the other categories get fresh rows; likewise the keypoint channels by keypoint name.
+    ``"imagenet"``: the backbone body from torchvision's ImageNet classifier, the rest random.
+    torchvision's files are downloaded once into its cache, reported to ``download``. A path: a
+    weight file of ours for the same architecture, backbone and keypoints; class rows are matched
+    by category name, categories the file lacks get fresh rows.
     """
     if isinstance(weights, str) and weights == "none":
         return _construct(config)
-    if isinstance(weights, str) and weights == "coco":
-        model = _construct(config)
-        _load_matching(model, _coco_state_dict(config))
-        return model
+    if isinstance(weights, str) and weights in ("coco", "imagenet"):
+        return _pretrained(config, weights, download)
     path = Path(weights)
     state, config_dict, _ = load_weights(path)
     try:
@@ -83,7 +90,10 @@ def build_model(config: ModelConfig, weights: str | os.PathLike = "none") -> nn.
     return model
 
 
-def _construct(config: ModelConfig) -> nn.Module:
+def _construct(config: ModelConfig, classes: int | None = None,
+               keypoints: int | None = None) -> nn.Module:
+    """The detector of ``config``, with ``classes`` (background included) and ``keypoints``
+    channels instead of the configuration's when given (to load weights made for other ones)."""
     builder, rpn = _BUILDERS[config.backbone]
     options: dict[str, Any] = {
         **rpn,
@@ -93,14 +103,14 @@ def _construct(config: ModelConfig) -> nn.Module:
         "box_nms_thresh": config.inference.nms_iou,
         "box_detections_per_img": config.inference.max_detections,
     }
-    num_classes = len(config.categories) + 1
+    num_classes = classes or len(config.categories) + 1
     boxes = builder(weights=None, weights_backbone=None, num_classes=num_classes, **options)
     if config.architecture == "fasterrcnn":
         return boxes
     return KeypointRCNN(
         boxes.backbone,
         num_classes=num_classes,
-        num_keypoints=len(config.keypoint_names),
+        num_keypoints=keypoints or len(config.keypoint_names),
         rpn_anchor_generator=boxes.rpn.anchor_generator,
         rpn_head=boxes.rpn.head,
         box_head=boxes.roi_heads.box_head,
@@ -108,34 +118,44 @@ def _construct(config: ModelConfig) -> nn.Module:
     )
 
 
-def _coco_weights(config: ModelConfig) -> Any:
-    if config.backbone == "resnet50_fpn_v2":
-        return FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1
-    if config.min_size <= 480:  # the 320 px weights suit low-resolution inputs better
-        return FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1
-    return FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1
+def _pretrained(config: ModelConfig, start: str, download: DownloadFn | None) -> nn.Module:
+    source = pretrained_weights(config, start)
+    state = load_state_dict(source, download)
+    if start == "imagenet":
+        model = _construct(config)
+        body = model.backbone.body
+        # torchvision's MobileNetV3 classifier names its layers "features.N"; the FPN body "N"
+        state = {k.removeprefix("features."): v for k, v in state.items()}
+        _load_checked(body, state, source)
+        return model
+    coco_classes: list[str] = source.meta["categories"][1:]
+    coco_keypoints: list[str] = source.meta.get("keypoint_names", [])
+    model = _construct(config, classes=len(coco_classes) + 1,
+                       keypoints=len(coco_keypoints) or None)
+    _load_checked(model, state, source)
+    # COCO classes the index also has (any case) keep their rows, under the index's spelling
+    ours = {name.lower(): name for name in config.categories}
+    _remap_classes(model, [ours.get(c.lower(), c) for c in coco_classes], config.categories)
+    if config.architecture == "keypointrcnn":
+        _remap_keypoints(model, coco_keypoints, config.keypoint_names)
+    return model
 
 
-def _coco_state_dict(config: ModelConfig) -> dict[str, torch.Tensor]:
-    """torchvision's COCO weights (downloaded once into torch's hub cache)."""
-    weights = _coco_weights(config)
-    try:
-        return weights.get_state_dict(progress=False, check_hash=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        cache = Path(torch.hub.get_dir()) / "checkpoints"
-        raise BadInputError(
-            f"could not get torchvision's COCO weights {weights} ({exc}). They are downloaded "
-            f"once from the internet into {cache}: create the model once with network access "
-            "(or copy the file there), or use --weights none (random) or --weights PATH "
-            "(a weight file of napari-learn-complete)"
-        ) from exc
-
-
-def _load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load every tensor whose name and shape match; the others keep their initialisation."""
+def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
+    """Load ``state`` into ``model``, refusing a file that lacks tensors the model needs or holds
+    them in other shapes (a stray or damaged file under torchvision's name). Keypoint layers may
+    be missing (COCO box weights for a keypoint model): they keep their initialisation."""
     own = model.state_dict()
-    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(matching, strict=False)
+    wrong = [k for k, v in own.items()
+             if not k.endswith("num_batches_tracked") and not k.startswith("roi_heads.keypoint")
+             and (k not in state or state[k].shape != v.shape)]
+    if wrong:
+        raise BadWeightsError(
+            f"{cache_file(source)}: does not hold torchvision's {source} weights "
+            f"({len(wrong)} tensors missing or of another shape, e.g. "
+            f"{wrong[0]}); delete the file to download it again"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 # ---------------------------------------------------------------------- classes
@@ -157,6 +177,23 @@ def _remap_classes(model: nn.Module, old: list[str], new: list[str]) -> None:
     model.roi_heads.box_predictor = fresh
 
 
+def _remap_keypoints(model: nn.Module, old: list[str], new: list[str]) -> None:
+    """Replace the keypoint predictor by one for ``new`` keypoint names; channels are copied by
+    name (any case), the others keep a fresh initialisation."""
+    predictor = model.roi_heads.keypoint_predictor
+    layer = predictor.kps_score_lowres
+    fresh = KeypointRCNNPredictor(layer.in_channels, len(new))
+    fresh.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    lowered = [name.lower() for name in old]
+    with torch.no_grad():
+        for dst, name in enumerate(new):
+            if name.lower() in lowered:
+                src = lowered.index(name.lower())
+                fresh.kps_score_lowres.weight[:, dst] = layer.weight[:, src]
+                fresh.kps_score_lowres.bias[dst] = layer.bias[src]
+    model.roi_heads.keypoint_predictor = fresh
+
+
 # ---------------------------------------------------------------------- freezing
 def backbone_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
     """The backbone's parameters (body and FPN), named as in ``model.named_parameters()``."""
@@ -168,19 +205,23 @@ def _batchnorm_eval(module: nn.Module, _args: Any) -> None:
     module.train(False)
 
 
-def freeze_backbone(model: nn.Module, frozen: bool) -> None:
-    """"Heads only" when ``frozen``: the backbone including its FPN gets no gradients and its
-    BatchNorm layers keep their running statistics even in train mode (a forward pre-hook puts
-    them in eval mode, since ``model.train()`` would switch them back); RPN and ROI heads train."""
+def freeze_backbone(model: nn.Module, frozen: bool, statistics_frozen: bool | None = None) -> None:
+    """"Heads only" when ``frozen``: the backbone including its FPN gets no gradients; RPN and ROI
+    heads train. The backbone's BatchNorm layers keep their running statistics when
+    ``statistics_frozen`` (default: ``frozen``), even in train mode (a forward pre-hook puts them
+    in eval mode, since ``model.train()`` would switch them back): a backbone that already
+    learned its features (pretrained, or after a Full Learn) keeps them under Full model too, as
+    torchvision's frozen BatchNorm does, instead of re-estimating them from a few images."""
+    statistics_frozen = frozen if statistics_frozen is None else statistics_frozen
     for _, param in backbone_parameters(model):
         param.requires_grad_(not frozen)
     for module in model.backbone.modules():
         if not isinstance(module, nn.modules.batchnorm._BatchNorm):
             continue
         hook = getattr(module, "_nlc_frozen_hook", None)
-        if frozen and hook is None:
+        if statistics_frozen and hook is None:
             module._nlc_frozen_hook = module.register_forward_pre_hook(_batchnorm_eval)
-        elif not frozen and hook is not None:
+        elif not statistics_frozen and hook is not None:
             hook.remove()
             module._nlc_frozen_hook = None
 

@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -33,17 +34,53 @@ from ..index import Category, check_kind
 
 Purpose = Literal["locate", "classify", "identify"]
 Architecture = Literal["fasterrcnn", "keypointrcnn"]
-Backbone = Literal["mobilenet_v3_large_fpn", "resnet50_fpn_v2"]
+Backbone = Literal["mobilenet_v3_large_320_fpn", "mobilenet_v3_large_fpn", "resnet50_fpn_v2",
+                   "resnet50_fpn"]
+Start = Literal["coco", "imagenet", "none"]
 Optimizer = Literal["sgd", "adamw"]
 LrDecay = Literal["cosine", "step", "constant"]
 PURPOSES: tuple[str, ...] = get_args(Purpose)
 BACKBONES: tuple[str, ...] = get_args(Backbone)
+STARTS: tuple[str, ...] = get_args(Start)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 LR_DECAYS: tuple[str, ...] = get_args(LrDecay)
 ARCHITECTURES: dict[str, tuple[str, ...]] = {"fasterrcnn": ("roi",),
                                              "keypointrcnn": ("roi", "keypoints")}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model named for what a user picks it for. The figures are those of torchvision's COCO
+    weights for it (a test checks them against torchvision's own metadata)."""
+
+    name: str
+    architecture: str
+    backbone: str
+    params_m: float  # millions of parameters
+    download_mb: float  # size of the COCO weight file, downloaded once
+    coco_map: float  # box mAP of the COCO weights on COCO val2017, as torchvision reports it
+    good_for: str
+
+    def describe(self) -> str:
+        """One line for a menu or a help text: what it is good for and what it costs."""
+        return (f"{self.good_for} ({self.params_m:.0f} M parameters, {self.download_mb:.0f} MB "
+                "download for COCO weights)")
+
+
+MODEL_CHOICES: dict[str, ModelChoice] = {c.name: c for c in (
+    ModelChoice("fast", "fasterrcnn", "mobilenet_v3_large_320_fpn", 19.4, 74.2, 22.8,
+                "boxes, quickest on a CPU: MobileNetV3-Large FPN, 150 proposals per image"),
+    ModelChoice("balanced", "fasterrcnn", "mobilenet_v3_large_fpn", 19.4, 74.2, 32.8,
+                "boxes, more proposals than fast (1000): finds more small or crowded objects, "
+                "still light on a CPU"),
+    ModelChoice("accurate", "fasterrcnn", "resnet50_fpn_v2", 43.7, 167.1, 46.7,
+                "boxes, most accurate: ResNet-50 FPN v2, several times slower; best on a GPU"),
+    ModelChoice("keypoints", "keypointrcnn", "resnet50_fpn", 59.1, 226.1, 54.6,
+                "boxes and keypoints (poses, landmarks): Keypoint R-CNN ResNet-50, from COCO's "
+                "person keypoints"),
+)}
 CONFIG_FORMAT = "napari-learn-complete.model-config"
-CONFIG_FORMAT_VERSION = 1
+CONFIG_FORMAT_VERSION = 2  # 2: four backbones, ``backbone_trained``
 
 _SHOULD = re.compile(r"^\w+ should")  # pydantic's "Input should be ..." -> "must be ..."
 _depth: ContextVar[int] = ContextVar("_depth", default=0)  # models being validated, nested
@@ -162,11 +199,14 @@ class ModelConfig(Validated):
     name: str = "default"
     purpose: Purpose = "locate"
     architecture: Architecture = "fasterrcnn"
-    backbone: Backbone = "mobilenet_v3_large_fpn"
+    backbone: Backbone = "mobilenet_v3_large_320_fpn"
     min_size: Size = 320
     max_size: Size = 320
     categories: Names = Field(default_factory=list)
     keypoint_names: Names = Field(default_factory=list)
+    # The backbone holds learned features: pretrained (COCO, ImageNet) or trained by a Full model
+    # Learn or a full training. False warns that "Heads only" would train on random features.
+    backbone_trained: bool = False
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
 
@@ -230,6 +270,9 @@ class ModelConfig(Validated):
                 f"model configuration format {version!r} is newer than this plugin reads "
                 f"({CONFIG_FORMAT_VERSION}); upgrade napari-learn-complete"
             )
+        if version < 2 and data.get("backbone") == "mobilenet_v3_large_fpn":
+            # Version 1 ran this backbone with 150 proposals, which is now the "fast" model's.
+            data["backbone"] = "mobilenet_v3_large_320_fpn"
         return cls.model_validate(data)
 
     def save(self, path: str | os.PathLike) -> None:

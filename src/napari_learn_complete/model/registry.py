@@ -33,11 +33,13 @@ from typing import TYPE_CHECKING
 from ..errors import BadInputError, RefusedError
 from ..index import Index
 from ..index.models import ModelRecord
-from .config import ModelConfig
+from .config import MODEL_CHOICES, ModelConfig
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from .pretrained import DownloadFn
 
 CONFIG_FILE = "config.json"
 VERSIONS_DIR = "versions"
@@ -228,16 +230,31 @@ def default_input_size(index: Index, min_size: int | None = None) -> tuple[int, 
 def create_model(
     index: Index,
     *,
-    keypoints: bool = False,
-    backbone: str = "mobilenet_v3_large_fpn",
-    weights: str | Path = "none",
+    choice: str = "fast",
+    keypoints: bool | None = None,
+    backbone: str | None = None,
+    weights: str | Path = "coco",
     name: str = "default",
     purpose: str = "locate",
     min_size: int | None = None,
+    download: DownloadFn | None = None,
 ) -> ModelHandle:
     """Create a model for the index's categories, save its initial weights as version 1 and make
-    it the active model. With ``keypoints`` it predicts the ordered union of the keypoint names of
-    the categories that have keypoints enabled. ``min_size`` None chooses it from the images."""
+    it the active model.
+
+    ``choice`` is one of :data:`MODEL_CHOICES` (fast, balanced, accurate, keypoints);
+    ``keypoints`` (default: the choice's) makes it predict the ordered union of the keypoint
+    names of the categories that have keypoints enabled, on the choice's backbone unless
+    ``backbone`` names another. ``weights``: ``"coco"`` (torchvision's, downloaded once, progress
+    to ``download``), ``"imagenet"`` (backbone only), ``"none"`` (random) or a weight file of
+    ours. ``min_size`` None chooses it from the images. Nothing is written when the weights
+    cannot be had.
+    """
+    if choice not in MODEL_CHOICES:
+        raise BadInputError(f"model choice {choice!r} is not one of {', '.join(MODEL_CHOICES)}")
+    picked = MODEL_CHOICES[choice]
+    if keypoints is None:
+        keypoints = picked.architecture == "keypointrcnn"
     categories = index.categories()
     keypoint_names: list[str] = []
     if keypoints:
@@ -251,9 +268,11 @@ def create_model(
     min_size, max_size = default_input_size(index, min_size)
     config = ModelConfig(
         name=name, purpose=purpose,
-        architecture="keypointrcnn" if keypoints else "fasterrcnn", backbone=backbone,
+        architecture="keypointrcnn" if keypoints else "fasterrcnn",
+        backbone=backbone or picked.backbone,
         min_size=min_size, max_size=max_size,
         categories=[c.name for c in categories], keypoint_names=keypoint_names,
+        backbone_trained=_backbone_trained(weights),
     )
     index.check_writable()
     index.models.check_free(name)  # refused before the costly build; checked again under lock
@@ -262,7 +281,7 @@ def create_model(
         raise RefusedError(_stray_folder(folder))
     from .build import build_model, save_weights
 
-    model = build_model(config, weights)
+    model = build_model(config, weights, download)
     source = str(weights)
     # Built in a folder of this call's own, moved to its name only under the write lock.
     staging = index.models_dir / f".model-{secrets.token_hex(8)}.tmp"
@@ -291,6 +310,15 @@ def create_model(
             _remove_unclaimed(index, placed, lambda: index.models.find(name) is not None)
         raise
     return active_model(index)
+
+
+def _backbone_trained(weights: str | Path) -> bool:
+    """Pretrained weights hold learned backbone features; a weight file of ours says itself."""
+    if isinstance(weights, str) and weights in ("coco", "imagenet", "none"):
+        return weights != "none"
+    from .build import load_weights
+
+    return bool(load_weights(weights)[1].get("backbone_trained", False))
 
 
 def _stray_folder(folder: Path) -> str:
