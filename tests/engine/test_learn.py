@@ -113,7 +113,18 @@ def test_learn_starts_from_the_current_version(sample_index):
     assert not all(torch.equal(v2[name], v3[name]) for name in names)
 
 
-def test_run_record_and_result(sample_index):
+def test_run_record_and_result(sample_index, monkeypatch):
+    from napari_learn_complete.engine import device, metrics
+    from napari_learn_complete.engine import train as train_module
+
+    entered = []
+
+    def spy(dev, operation):
+        entered.append(operation)
+        return device.precision(dev, operation)
+
+    monkeypatch.setattr(train_module, "precision", spy)
+    monkeypatch.setattr(metrics, "precision", spy)
     _model(sample_index)
     result = learn(sample_index, category="square",
                    settings=LearnSettings(epochs=2, test_percent=50, mix_in=1, seed=3))
@@ -134,6 +145,8 @@ def test_run_record_and_result(sample_index):
     settings = json.loads(row["settings"])
     assert (settings["epochs"], settings["mode"], settings["test_percent"], settings["mix_in"]) \
         == (2, "heads", 50, 1)
+    # each training step at Learn's precision, the held-out evaluation at inference's
+    assert entered.count("train") == 2 and set(entered) == {"train", "infer"}
 
 
 def test_learn_on_one_image_says_nothing_was_held_out(sample_index):

@@ -11,7 +11,7 @@ from torch import nn
 
 from doubles import ScriptedDetector
 from napari_learn_complete.engine.complete import complete
-from napari_learn_complete.engine.detections import stream_images
+from napari_learn_complete.engine.detections import READER, stream_images
 from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.engine.settings import CompleteSettings
 from napari_learn_complete.errors import BadInputError, RefusedError
@@ -174,7 +174,7 @@ def test_closing_the_stream_stops_the_reader(sample_index):
     stream = stream_images(counting, sample_index.images(), 2)
     next(stream)
     stream.close()  # returns once the reader thread has ended
-    assert not any(t.name == "napari-learn-complete-reader" for t in threading.enumerate())
+    assert not any(t.name.startswith(READER) for t in threading.enumerate())
     assert counting.reads < len(sample_index.images())  # it stopped before the end
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import BadInputError, Cancelled, RefusedError, StoppedPartWay, explain, listed
 from ..index import Category, ImageRecord, Index, check_kind
-from .detections import Detector, stream_images
+from .detections import Detector, PredictionCache, predictions
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import CompleteResult
 from .settings import CompleteSettings
@@ -55,6 +55,7 @@ def complete(
     device: str | None = None,
     on_batch: Callable[[list[int]], None] | None = None,
     predictor: Detector | None = None,
+    cache: PredictionCache | None = None,
 ) -> CompleteResult:
     """Run the active model over ``images`` and write ``kind`` for ``category``, batch by batch.
 
@@ -66,7 +67,9 @@ def complete(
     :class:`Cancelled` message) and ``Cancelled`` is raised; an error after a batch changed the
     index (a corrupt image, the write lock, a full disk) is raised as :class:`StoppedPartWay`,
     which says the same, with the error as its cause. The run is recorded as failed.
-    ``predictor`` replaces the active model (tests inject a deterministic one).
+    ``predictor`` replaces the active model (tests inject a deterministic one); ``cache`` holds
+    its detections of images it already saw (see :class:`PredictionCache`), reused, not predicted
+    again.
     """
     check_kind(kind)
     settings = settings or CompleteSettings()
@@ -99,12 +102,10 @@ def complete(
         return {"seconds": time.perf_counter() - start,
                 "metrics": {"images": done, "written": len(written), "removed": removed}}
 
+    stream = predictions(index, records, predictor, settings.batch_size, cancel=cancel,
+                         cache=cache)  # runs nothing until iterated
     try:
-        batch_iter = stream_images(index, records, settings.batch_size)
-        for number, (chunk, arrays) in enumerate(batch_iter, 1):
-            check_cancel(cancel)
-            found = predictor.predict(arrays)
-            del arrays
+        for number, (chunk, found) in enumerate(stream, 1):
             check_cancel(cancel)
             batch_ids, batch_removed = [], 0
             with index.transaction():
@@ -139,5 +140,7 @@ def complete(
                 f"images: {kept}", run_id,
             ) from exc
         raise
+    finally:
+        stream.close()  # a stop ends the decoding threads now, not when collected
     return CompleteResult(run_id, done, len(written), removed, time.perf_counter() - start,
                           written)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..errors import BadInputError, storage_error
 from ..index import Change, Index
+from .detections import PredictionCache
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 
 ChangeFn = Callable[[Change], None]
@@ -94,12 +95,17 @@ def rollback(index: Index, *, model: str, number: int) -> int:
 
 
 class PredictorCache:
-    """Keeps the last loaded predictor, so Complete after Complete (or propose) on the same model
-    version skips building and loading the model. One at a time, to bound memory."""
+    """Keeps the last loaded predictor and its :class:`~.detections.PredictionCache`, so Complete
+    after Complete (or propose) on the same model version skips building and loading the model,
+    and on images it already predicted, the model itself. One predictor at a time, to bound
+    memory; a new one (another index, model, version, device, an edited configuration such as its
+    score threshold, NMS or maximum detections, or changed categories) starts with no
+    predictions."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._predictor: Any = None
+        self.predictions = PredictionCache()
 
     def get(self, index: Index, device: str | None) -> Any:
         from ..model.registry import active_model
@@ -107,15 +113,18 @@ class PredictorCache:
 
         handle = active_model(index)
         key = (str(index.path), handle.id, handle.active_version, device,
-               tuple(c.name for c in index.categories()))
+               handle.config.model_dump_json(),
+               tuple((c.name, c.keypoints_enabled, tuple(c.keypoint_names))
+                     for c in index.categories()))
         if key != self._key:
-            self._key, self._predictor = None, None  # free the old model before loading
+            self.clear()  # free the old model and its predictions before loading
             self._predictor = Predictor.from_index(index, device)
             self._key = key
         return self._predictor
 
     def clear(self) -> None:
         self._key, self._predictor = None, None
+        self.predictions.clear()
 
 
 def run_job(job: Job, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
@@ -133,6 +142,7 @@ def run_job(job: Job, *, progress: ProgressFn | None = None, cancel: CancelFn | 
             kwargs.update(progress=progress, cancel=cancel)
         if predictors is not None and job.operation in PREDICTING:
             kwargs["predictor"] = predictors.get(index, kwargs.get("device"))
+            kwargs["cache"] = predictors.predictions
         return operation(index, **kwargs)
     except Exception as exc:
         storage = storage_error(exc, job.index)  # a full disk is the user's to act on

@@ -21,7 +21,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .device import autocast
+from .device import precision
 
 KEYPOINT_SIGMA = 0.05
 _STATS = ("AP", "AP50", "AP75")  # the first three entries of COCOeval.stats
@@ -125,7 +125,7 @@ def predict(model: torch.nn.Module, loader, device: torch.device) -> tuple[list,
     targets, predictions = [], []
     try:
         for images, batch_targets in loader:
-            with autocast(device):
+            with precision(device, "infer"):
                 outputs = model([image.to(device) for image in images])
             targets += batch_targets
             predictions += [{k: v.float().cpu() for k, v in out.items()} for out in outputs]

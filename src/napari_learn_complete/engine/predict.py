@@ -19,7 +19,7 @@ from ..index import Category, Index
 from ..index.media import full_size, to_rgb_uint8
 from ..model.config import ModelConfig
 from .detections import Detection
-from .device import autocast, choose_device
+from .device import choose_device, precision
 
 
 class Predictor:
@@ -40,6 +40,7 @@ class Predictor:
         self.config = config
         self.model_version = model_version
         self.model_id = model_id
+        self.fit = (config.min_size, config.max_size)  # images are read reduced to this
         # Keypoint channels per category name, fixed now: a category renamed later keeps its
         # captured mapping for the whole run. Categories whose keypoints the model does not know
         # get boxes only (``check`` refuses keypoint work on them).
@@ -80,33 +81,39 @@ class Predictor:
     def predict(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Detections of each image (any dtype/channels; converted to RGB uint8 first), in the
         pixels of the image itself: a reduced image's are scaled back to its full size."""
-        tensors = [self._input(a) for a in images]
-        with torch.inference_mode():
-            with autocast(self.device):
-                outputs = self.model(tensors)
+        tensors = self._inputs(images)
+        with torch.inference_mode(), precision(self.device, "infer"):
+            outputs = self.model(tensors)
             return [
                 self._detections(out, t.shape[-1], t.shape[-2], full_size(a))
                 for out, t, a in zip(outputs, tensors, images, strict=True)
             ]
 
-    def _input(self, image: np.ndarray) -> torch.Tensor:
-        """The model's input: an image larger than the model uses is scaled down to that size as
-        uint8, before the float conversion, so memory stays bounded whatever the image size."""
-        # Decoded files can be read-only arrays; torch wants writable memory.
-        tensor = F.to_image(np.require(to_rgb_uint8(image), requirements="W"))
-        height, width = tensor.shape[-2:]
-        scale = min(self.config.min_size / min(height, width),
-                    self.config.max_size / max(height, width))
-        if scale < 1:
-            size = [max(1, round(height * scale)), max(1, round(width * scale))]
-            tensor = F.resize(tensor, size, antialias=True)
-        return F.to_dtype(tensor.to(self.device), torch.float32, scale=True)
+    def _inputs(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """The model's inputs on its device. Images of one size travel as one tensor; an image
+        larger than the model uses is scaled down to that size as uint8, before the float
+        conversion, so memory stays bounded whatever the image size."""
+        arrays = [to_rgb_uint8(a) for a in images]
+        same_size = len({a.shape for a in arrays}) == 1
+        inputs: list[torch.Tensor] = []
+        for group in [np.stack(arrays)] if same_size else [a[None] for a in arrays]:
+            # Decoded files can be read-only arrays; torch wants writable memory.
+            pixels = torch.from_numpy(np.require(group, requirements="W"))
+            pixels = pixels.permute(0, 3, 1, 2).contiguous()
+            height, width = pixels.shape[-2:]
+            scale = min(self.config.min_size / min(height, width),
+                        self.config.max_size / max(height, width))
+            if scale < 1:
+                size = [max(1, round(height * scale)), max(1, round(width * scale))]
+                pixels = F.resize(pixels, size, antialias=True)
+            inputs += F.to_dtype(pixels.to(self.device), torch.float32, scale=True).unbind()
+        return inputs
 
     def _detections(
         self, output: dict, width: int, height: int, full: tuple[int, int]
     ) -> list[Detection]:
         """Detections on a ``width`` x ``height`` input, in the pixels of an image of size
-        ``full``."""
+        ``full``; each tensor is scaled as a whole and read once (``tolist``)."""
         sx, sy = full[0] / width, full[1] / height
         boxes = output["boxes"].float().cpu().clone()
         boxes[:, 0::2] = (boxes[:, 0::2] * sx).clamp(0, full[0])
@@ -118,18 +125,16 @@ class Predictor:
             keypoints = keypoints.float().cpu().clone()
             keypoints[..., 0] = (keypoints[..., 0] * sx).clamp(0, full[0])
             keypoints[..., 1] = (keypoints[..., 1] * sy).clamp(0, full[1])
+            keypoints = keypoints.tolist()
+        names = self.config.categories
         found = []
-        for i, (label, score) in enumerate(zip(labels, scores, strict=True)):
-            if not 1 <= label <= len(self.config.categories):
+        for i, (label, box, score) in enumerate(zip(labels, boxes.tolist(), scores, strict=True)):
+            if not 1 <= label <= len(names):
                 continue  # background or a class the configuration does not name
-            name = self.config.categories[label - 1]
+            name = names[label - 1]
             kps = None
             if keypoints is not None and name in self._slots:
                 # Keypoint R-CNN predicts every channel; the category keeps its own, visible.
-                kps = tuple(
-                    (float(keypoints[i, s, 0]), float(keypoints[i, s, 1]), 2)
-                    for s in self._slots[name]
-                )
-            box = tuple(float(v) for v in boxes[i])
-            found.append(Detection(name, box, float(score), kps))  # type: ignore[arg-type]
+                kps = tuple((keypoints[i][s][0], keypoints[i][s][1], 2) for s in self._slots[name])
+            found.append(Detection(name, tuple(box), score, kps))  # type: ignore[arg-type]
         return found

@@ -10,6 +10,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from typing import Any
 from ..errors import BadInputError, RefusedError, read_json
 from ..index import Category, ImageRecord, Index, check_kind
 from .complete import load_predictor, missing_files, refuse_video
-from .detections import Detection, Detector, stream_images
-from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
+from .detections import Detection, Detector, PredictionCache, predictions
+from .progress import CancelFn, Progress, ProgressFn, report
 from .results import CompleteResult, Proposal, Proposals
 from .settings import CompleteSettings
 from .write_rules import ObservationWriter, select
@@ -31,13 +32,15 @@ def propose(
     index: Index, category: Category | int | str, *, kind: str = "roi",
     settings: CompleteSettings | None = None, progress: ProgressFn | None = None,
     cancel: CancelFn | None = None, device: str | None = None, predictor: Detector | None = None,
+    cache: PredictionCache | None = None,
 ) -> Proposals:
     """Detections of ``category`` on the images of other categories that have no observation
     of it yet (the specification: it "looks across the other categories"; images with no
     observation at all and videos are left out), as proposals numbered from 1, best first per
     image. Nothing is saved, so an image whose file is gone is skipped, not a reason to stop;
     it is named in ``skipped``. ``settings``: the Complete dialog's min score and max detections
-    (remove existing does not apply: nothing is written)."""
+    (remove existing does not apply: nothing is written). ``predictor`` and ``cache`` as for
+    :func:`~napari_learn_complete.engine.complete.complete`."""
     check_kind(kind)
     settings = settings or CompleteSettings()
     batch_size = settings.batch_size
@@ -59,24 +62,23 @@ def propose(
     gone = f", {len(skipped)} skipped (file not found)" if skipped else ""
     batches = math.ceil(len(records) / batch_size)
     start = time.perf_counter()
-    for number, (chunk, arrays) in enumerate(stream_images(index, records, batch_size), 1):
-        check_cancel(cancel)
-        found = predictor.predict(arrays)
-        del arrays
-        for image, detections in zip(chunk, found, strict=True):
-            for det in select(detections, cat.name, kind, settings):
-                proposals.append(Proposal(
-                    id=len(proposals) + 1, image_id=image.id, image_name=image.name,
-                    category=cat.name, box=det.box,
-                    keypoints=det.keypoints if kind == "keypoints" else None,
-                    score=det.score, kind=kind, model_version=predictor.model_version,
-                ))
-        done = min(number * batch_size, len(records))
-        report(progress, Progress(
-            "propose", number, batches,
-            message=f"{done}/{len(records)} images, {len(proposals)} proposals{gone}",
-            eta_s=(time.perf_counter() - start) / done * (len(records) - done),
-        ))
+    stream = predictions(index, records, predictor, batch_size, cancel=cancel, cache=cache)
+    with closing(stream):  # a stop ends the decoding threads now, not when collected
+        for number, (chunk, found) in enumerate(stream, 1):
+            for image, detections in zip(chunk, found, strict=True):
+                for det in select(detections, cat.name, kind, settings):
+                    proposals.append(Proposal(
+                        id=len(proposals) + 1, image_id=image.id, image_name=image.name,
+                        category=cat.name, box=det.box,
+                        keypoints=det.keypoints if kind == "keypoints" else None,
+                        score=det.score, kind=kind, model_version=predictor.model_version,
+                    ))
+            done = min(number * batch_size, len(records))
+            report(progress, Progress(
+                "propose", number, batches,
+                message=f"{done}/{len(records)} images, {len(proposals)} proposals{gone}",
+                eta_s=(time.perf_counter() - start) / done * (len(records) - done),
+            ))
     return proposals
 
 

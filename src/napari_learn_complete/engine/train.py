@@ -31,7 +31,7 @@ from ..model.build import freeze_backbone
 from ..model.config import ModelConfig, TrainingSettings
 from ..model.registry import ModelHandle, active_model
 from .data import DetectionDataset, make_loader
-from .device import autocast, choose_device
+from .device import PRECISION, choose_device, precision
 from .metrics import coco_metrics, predict
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import TrainResult
@@ -236,7 +236,7 @@ def train_one_epoch(
         check_cancel(cancel)
         images = [image.to(device) for image in images]
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        with autocast(device):
+        with precision(device, "train"):
             parts = model(images, targets)
         loss = sum(v for k, v in parts.items() if losses_used is None or k in losses_used)
         if not torch.isfinite(loss):
@@ -312,7 +312,9 @@ class _Trainer:
         optimizer = make_optimizer(params, training)
         total = training.epochs * len(self.loader)
         scheduler = make_scheduler(optimizer, training, total, len(self.loader))
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda")
+        # loss scaling keeps fp16 gradients from underflowing; other precisions need none
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda"
+                                      and PRECISION["train"] == "fp16")
         started, done = time.monotonic(), 0
         best: tuple[float, dict, dict[str, float]] | None = None
         since_best = 0
