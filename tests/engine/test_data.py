@@ -228,3 +228,29 @@ def test_augmentation_steps_are_switchable_and_keep_targets_valid(sample_index):
             points = target["keypoints"][visible]
             assert (points[:, 0] >= 0).all() and (points[:, 0] <= width).all()
             assert (points[:, 1] >= 0).all() and (points[:, 1] <= height).all()
+
+
+def test_training_images_are_decoded_once_per_run(sample_index, monkeypatch):
+    from napari_learn_complete.engine import data
+    from napari_learn_complete.index import Index
+
+    reads = []
+    read_image = Index.read_image
+    monkeypatch.setattr(Index, "read_image",
+                        lambda self, image, **kw: reads.append(image.id) or read_image(
+                            self, image, **kw))
+    images = labelled_images(sample_index)
+    dataset = DetectionDataset(sample_index, images, KEYPOINT_CONFIG,
+                               augment=Augment(color_jitter=0.5))
+    first = [dataset[i] for i in range(len(images))]
+    second = [dataset[i] for i in range(len(images))]
+    assert sorted(reads) == sorted(image.id for image in images)  # one read each, two epochs
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, second, strict=True))  # augmented
+    plain = DetectionDataset(sample_index, images, KEYPOINT_CONFIG)
+    assert torch.equal(plain[0][0], plain[0][0])  # the kept copy is not changed by use
+
+    monkeypatch.setattr(data, "DECODED_CACHE_BYTES", 0)  # nothing fits: read every time
+    reads.clear()
+    small = DetectionDataset(sample_index, images[:2], KEYPOINT_CONFIG)
+    _ = small[0], small[0]
+    assert reads == [images[0].id] * 2

@@ -33,6 +33,9 @@ VFLIP_PATTERNS = (("top", "bottom"), ("upper", "lower"), ("t_", "b_"), ("_t", "_
 # A box made from keypoints alone is padded by this share of its extent, and at least MIN_PAD px.
 KEYPOINT_BOX_PAD, MIN_PAD = 0.1, 4.0
 MIN_BOX_SIDE = 1.0  # boxes thinner than this after augmentation are dropped
+# Decoded training images kept in memory for the run (per process), up to this many bytes:
+# decoding a JPEG or PNG costs as much as a small model's step on it, every epoch.
+DECODED_CACHE_BYTES = 2 << 30
 
 
 def mirror_permutation(names: Sequence[str], patterns: Sequence[tuple[str, str]]) -> list[int]:
@@ -178,10 +181,10 @@ def build_augmentation(augment: Augment, keypoint_names: Sequence[str]) -> Calla
 class DetectionDataset(Dataset):
     """Images of the index with their targets; ``augment`` makes it a training set.
 
-    Observations are read once, here; pixels are read per item through the index, which each
-    DataLoader worker process reopens for itself (SQLite connections do not survive a fork). A
-    large image is read reduced, no smaller than the model will scale it to, and its targets
-    scaled with it.
+    Observations are read once, here; pixels are read through the index, which each
+    DataLoader worker process reopens for itself (SQLite connections do not survive a fork), and
+    kept decoded for the next epochs (up to :data:`DECODED_CACHE_BYTES`). A large image is read
+    reduced, no smaller than the model will scale it to, and its targets scaled with it.
     """
 
     def __init__(
@@ -204,18 +207,28 @@ class DetectionDataset(Dataset):
         self.transform = (build_augmentation(augment, config.keypoint_names)
                           if augment is not None else None)
         self._index, self._path, self._pid = index, index.path, os.getpid()
+        self._decoded: dict[int, np.ndarray] = {}
+        self._decoded_bytes = 0
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def _reader(self) -> Index:
-        if self._pid != os.getpid():
+    def _pixels(self, i: int) -> np.ndarray:
+        """Image ``i`` as RGB uint8 (read-only: augmentations work on a copy)."""
+        if i in self._decoded:
+            return self._decoded[i]
+        if self._pid != os.getpid():  # a DataLoader worker: its own connection and cache
             self._index, self._pid = Index(self._path), os.getpid()
-        return self._index
+            self._decoded, self._decoded_bytes = {}, 0
+        pixels = to_rgb_uint8(self._index.read_image(self.images[i], fit=self.fit))
+        if self._decoded_bytes + pixels.nbytes <= DECODED_CACHE_BYTES:
+            self._decoded[i] = pixels
+            self._decoded_bytes += pixels.nbytes
+        return pixels
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         record, targets = self.images[i], self.targets[i]
-        pixels = to_rgb_uint8(self._reader().read_image(record, fit=self.fit))
+        pixels = self._pixels(i)
         image = tv_tensors.Image(torch.tensor(pixels).permute(2, 0, 1))  # copy: read-only array
         canvas = tuple(image.shape[-2:])
         width, height = full_size(pixels)
