@@ -1,0 +1,57 @@
+"""benchmarks/run.py measures every figure of issue 14 (tiny sizes here: a smoke test, not a
+measurement)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def run_module():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import run
+
+        yield run
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_every_figure_is_measured_and_numeric(run_module, tmp_path, capsys):
+    sizes = run_module.Sizes(train=2, held_out=2, complete=3, image=64, epochs=1, memory=1,
+                             repeats=1, min_size=64)
+    figures = run_module.benchmark(tmp_path, sizes)
+    numbers = ["learn_heads_ratio", "learn_full_ratio", "learn_ap_ours", "learn_ap_baseline",
+               "learn_full_ap_ours", "learn_full_ap_baseline", "complete_ratio",
+               "complete_rss_growth_mb", "complete_images_per_s_ours",
+               "complete_images_per_s_baseline", "complete_max_difference"]
+    for name in numbers:
+        assert isinstance(figures[name], float) and math.isfinite(figures[name]), name
+    for name in ("learn_heads_ratio", "complete_ratio"):  # timings: positive, spread ordered
+        spread = figures["spread"][name]
+        assert 0 < spread["min"] <= spread["median"] <= spread["max"], (name, spread)
+    assert 0 <= figures["learn_ap_ours"] <= 1
+    # The same model over the same pixels: Complete writes what the per-image loop finds.
+    assert figures["complete_outputs_match"] is True
+    assert figures["complete_detections_per_image"] > 0
+    json.dumps(figures, allow_nan=False)  # one valid JSON object
+    assert "learn heads" in capsys.readouterr().out  # it says what it does as it goes
+
+
+def test_difference_pairs_detections_regardless_of_order(run_module):
+    import numpy as np
+
+    expected = np.array([[0, 0, 10, 10, 0.5], [5, 5, 20, 20, 0.5]], float)
+    swapped = expected[::-1] + 1e-4
+    assert run_module.difference(expected, swapped) == pytest.approx(1e-4)
+    assert run_module.difference(expected, expected[:1]) == math.inf
+    moved = expected.copy()
+    moved[1, 2] += 3
+    assert run_module.difference(expected, moved) == pytest.approx(3)
