@@ -300,3 +300,52 @@ def test_short_learn_improves_held_out_ap(tmp_path):
           settings=LearnSettings(epochs=40, mode="full"))
     after = held_out_ap50()
     assert after > before + 0.3, (before, after)
+
+
+def test_heads_only_runs_the_frozen_backbone_once_per_image_view(sample_index, monkeypatch):
+    from napari_learn_complete.engine import train as train_module
+    from napari_learn_complete.engine.features import CachedBackbone
+
+    # one image per batch: the sample's images differ in size, so a batch's padding (which the
+    # backbone sees) would otherwise depend on which images share it
+    _model(sample_index, batch_size=1,
+           augment=Augment(scale_jitter=(0.5, 1.5), color_jitter=0.4))
+    caches = []
+
+    def recorded(model):
+        caches.append(train_module.cache_backbone.__wrapped__(model))
+        return caches[-1]
+
+    recorded.__wrapped__ = train_module.cache_backbone
+    monkeypatch.setattr(train_module, "cache_backbone", recorded)
+    result = learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=4))
+    [cache] = caches
+    # 4 images x 4 epochs = 16 passes; at most 2 views (flipped or not) each were computed
+    assert 0 < cache.computed <= 2 * len(SCOPE) < 4 * len(SCOPE)
+    handle = active_model(sample_index)
+    assert not isinstance(handle.load()[0].backbone, CachedBackbone)  # saved as the real one
+    assert set(_weights(handle, result.version)) == set(_weights(handle, 1))
+    augment = json.loads(_run(sample_index, result.run_id)["settings"])["training"]["augment"]
+    assert (augment["scale_jitter"], augment["color_jitter"]) == ([1.0, 1.0], 0.0)
+
+
+def test_the_cached_backbone_gives_the_backbones_own_features(sample_index):
+    from napari_learn_complete.engine.features import CachedBackbone
+
+    model = _model(sample_index).load()[0]
+    torch.manual_seed(0)
+    batch = torch.stack([torch.zeros(3, 96, 128), torch.rand(3, 96, 128),
+                         torch.linspace(-3, 3, 96 * 128).reshape(96, 128).expand(3, 96, 128)])
+    expected = model.backbone(batch)
+    cached = CachedBackbone(model.backbone)
+    first = cached(batch[:2])
+    second = cached(batch)  # two served from memory, one computed
+    assert cached.computed == 3
+    for name, level in expected.items():
+        scale = level.abs().max()  # a random backbone's features are tiny: compare relative
+
+        def close(a, b, scale=scale):
+            return torch.allclose(a / scale, b / scale, atol=1e-4)
+
+        assert not close(level[0], level[1]) and not close(level[1], level[2])  # distinct
+        assert close(first[name], level[:2]) and close(second[name], level)

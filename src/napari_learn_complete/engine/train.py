@@ -32,6 +32,7 @@ from ..model.config import ModelConfig, TrainingSettings
 from ..model.registry import ModelHandle, active_model
 from .data import DetectionDataset, make_loader
 from .device import PRECISION, choose_device, precision
+from .features import cache_backbone, uncache_backbone
 from .metrics import coco_metrics, predict
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import TrainResult
@@ -102,6 +103,9 @@ def learn(
     mixed = mix_in(index, scope, settings.mix_in, settings.seed)
     training = handle.config.training.replace(epochs=settings.epochs, lr_decay="cosine",
                                               patience=0, test_percent=settings.test_percent)
+    if settings.mode == "heads":  # flips only: the frozen backbone then runs once per view
+        training = training.replace(augment=training.augment.replace(
+            scale_jitter=(1.0, 1.0), color_jitter=0.0))
     cat_name = None if category is None else index.category(category).name
     notes = split_notes(len(scope), settings.test_percent)
     plan = _Plan(
@@ -315,6 +319,18 @@ class _Trainer:
         # loss scaling keeps fp16 gradients from underflowing; other precisions need none
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.device.type == "cuda"
                                       and PRECISION["train"] == "fp16")
+        if plan.mode == "heads":  # a frozen backbone: each image view's features computed once
+            cache_backbone(self.model)
+        try:
+            return self._epochs(losses, progress, cancel, optimizer, scheduler, scaler)
+        finally:
+            uncache_backbone(self.model)
+
+    def _epochs(self, losses: list[float], progress: ProgressFn | None, cancel: CancelFn | None,
+                optimizer: torch.optim.Optimizer, scheduler: lr_scheduler.LRScheduler,
+                scaler: torch.amp.GradScaler) -> dict[str, float]:
+        plan, training = self.plan, self.plan.training
+        total = training.epochs * len(self.loader)
         started, done = time.monotonic(), 0
         best: tuple[float, dict, dict[str, float]] | None = None
         since_best = 0
