@@ -76,7 +76,7 @@ class Sizes:
     min_size: int | None = None  # model input; None: the product's choice for the images
 
 
-QUICK = Sizes(train=8, held_out=8, complete=120, image=256, epochs=2, memory=12, repeats=3)
+QUICK = Sizes(train=8, held_out=8, complete=100, image=256, epochs=2, memory=10, repeats=2)
 FULL = Sizes(train=16, held_out=16, complete=300, image=480, epochs=10, memory=30, repeats=3)
 
 
