@@ -40,6 +40,7 @@ def test_every_figure_is_measured_and_numeric(run_module, tmp_path, capsys):
     assert 0 <= figures["learn_ap_ours"] <= 1
     # The same model over the same pixels: Complete writes what the per-image loop finds.
     assert figures["complete_outputs_match"] is True
+    assert isinstance(figures["complete_batched_outputs_match"], bool)
     assert figures["complete_detections_per_image"] > 0
     json.dumps(figures, allow_nan=False)  # one valid JSON object
     assert "learn heads" in capsys.readouterr().out  # it says what it does as it goes
