@@ -12,13 +12,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
 
 import pytest
+import torch
 import torchvision.ops  # noqa: F401  (see in_process_runner)
 
 from napari_learn_complete.engine.jobs import InProcessRunner
 from napari_learn_complete.index import Index
 from napari_learn_complete.index.store import DB_NAME
+from napari_learn_complete.model import pretrained
 from napari_learn_complete.sample import make_sample_index
 from napari_learn_complete.session import set_default_runner
 
@@ -141,6 +144,27 @@ def wait_gone(pid: int, timeout: float = 20.0) -> bool:
 def process_gone() -> Callable[[int], bool]:
     """The :func:`wait_gone` helper: ``assert process_gone(pid)``."""
     return wait_gone
+
+
+@pytest.fixture
+def weight_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """torch's weight cache in an empty folder of the test's own: ``$TORCH_HOME/hub/checkpoints``
+    (returned), where torchvision looks for its files and downloads them to."""
+    home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return home / "hub" / "checkpoints"
+
+
+@pytest.fixture
+def offline(weight_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty weight cache (returned) and no network, as on a machine offline."""
+
+    def no_network(*args, **kwargs):
+        raise URLError("no network in the tests")
+
+    monkeypatch.setattr(pretrained, "urlopen", no_network)
+    return weight_cache
 
 
 @pytest.fixture

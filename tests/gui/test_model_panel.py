@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from urllib.error import URLError
 
 import pytest
 import torch
@@ -115,18 +114,6 @@ def test_the_model_choices_say_what_they_are_good_for(panel: ModelPanel, sample_
     config = active_model(sample_index).config
     assert (config.architecture, config.backbone) == ("fasterrcnn", "mobilenet_v3_large_fpn")
     assert config.backbone_trained is False  # random: a heads-only Learn is warned about
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path) -> Path:
-    """No network, and an empty torch weight cache (returned): as on a machine offline."""
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
-
-    def no_network(*args, **kwargs):
-        raise URLError("no network")
-
-    monkeypatch.setattr(pretrained, "urlopen", no_network)
-    return tmp_path / "hub" / "checkpoints"
 
 
 def test_coco_weights_offline_say_what_to_do(panel: ModelPanel, sample_index: Index, qtbot,

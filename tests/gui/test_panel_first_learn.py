@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import threading
 from typing import Any
-from urllib.error import URLError
 
 import pytest
-import torch
 
 from napari_learn_complete._qt import dialogs, index_panel
 from napari_learn_complete.engine.jobs import InProcessRunner, Job
 from napari_learn_complete.engine.progress import Progress
 from napari_learn_complete.engine.results import TrainResult
 from napari_learn_complete.errors import RefusedError
-from napari_learn_complete.model import pretrained
 from napari_learn_complete.model.registry import active_model, create_model
 from napari_learn_complete.session import set_default_runner
 
@@ -171,16 +168,10 @@ def test_the_model_is_created_as_chosen_then_learns(opened, answers, shown, qtbo
 
 
 def test_coco_weights_offline_stop_before_learn(opened, answers, shown, qtbot,
-                                                monkeypatch, tmp_path) -> None:
+                                                offline) -> None:
     """The default start (COCO) reaches the engine; offline it fails saying what to do, and no
     model is made and no Learn runs."""
     panel, index = opened.panel, opened.index
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))  # nothing cached
-
-    def no_network(*args, **kwargs):
-        raise URLError("no network")
-
-    monkeypatch.setattr(pretrained, "urlopen", no_network)
     runner = Runner()
     set_default_runner(runner)
     answers.next(edit=_first_learn_answer({}, weights="COCO (torchvision, downloaded once)"))

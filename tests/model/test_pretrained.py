@@ -9,7 +9,6 @@ import hashlib
 import http.server
 import os
 import threading
-import urllib.error
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -35,30 +34,15 @@ from napari_learn_complete.model import (
     build_model,
     create_model,
     load_weights,
-    pretrained,
 )
 
 FAST_COCO = FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1
 COCO_NAMES = FAST_COCO.meta["categories"]  # "__background__", "person", ...
 
 
-@pytest.fixture
-def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty torch cache of the test's own; no download can reach the network."""
-    home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network in the tests")
-
-    monkeypatch.setattr(pretrained, "urlopen", offline)
-    return home
-
-
-def _expected_path(home: Path, weights) -> Path:
+def _expected_path(cache: Path, weights) -> Path:
     """Where torchvision itself looks: $TORCH_HOME/hub/checkpoints/<the URL's file name>."""
-    return home / "hub" / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    return cache / os.path.basename(urlparse(weights.url).path)
 
 
 def _save(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -76,8 +60,8 @@ def _fast_stand_in() -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _place_fast(home: Path) -> dict[str, torch.Tensor]:
-    return _save(_fast_stand_in(), _expected_path(home, FAST_COCO))
+def _place_fast(cache: Path) -> dict[str, torch.Tensor]:
+    return _save(_fast_stand_in(), _expected_path(cache, FAST_COCO))
 
 
 def _active_file(index) -> Path:
@@ -90,8 +74,8 @@ def _config(**kw) -> ModelConfig:
     return ModelConfig(min_size=96, max_size=96, **kw)
 
 
-def test_coco_start_loads_the_cached_file_and_remakes_the_class_rows(torch_home):
-    coco = _place_fast(torch_home)
+def test_coco_start_loads_the_cached_file_and_remakes_the_class_rows(offline):
+    coco = _place_fast(offline)
     state = build_model(_config(), "coco").state_dict()
     kept = [k for k in coco if not k.startswith("roi_heads.box_predictor")]
     assert kept and all(torch.equal(coco[k], state[k]) for k in kept)  # backbone, FPN, RPN, head
@@ -105,10 +89,10 @@ def test_coco_start_loads_the_cached_file_and_remakes_the_class_rows(torch_home)
     assert not any(torch.equal(state[cls][1], row) for row in coco[cls])  # "disc": fresh
 
 
-def test_keypoint_choice_starts_from_keypoint_rcnn_with_its_head_remade(torch_home):
+def test_keypoint_choice_starts_from_keypoint_rcnn_with_its_head_remade(offline):
     torch.manual_seed(2)
     coco = _save(keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict(),
-                 _expected_path(torch_home, KeypointRCNN_ResNet50_FPN_Weights.COCO_V1))
+                 _expected_path(offline, KeypointRCNN_ResNet50_FPN_Weights.COCO_V1))
     choice = MODEL_CHOICES["keypoints"]
     config = _config(architecture=choice.architecture, backbone=choice.backbone,
                      categories=["mouse", "person"], keypoint_names=["tail", "nose"])
@@ -126,10 +110,10 @@ def test_keypoint_choice_starts_from_keypoint_rcnn_with_its_head_remade(torch_ho
     assert not any(torch.equal(state[kps][:, 0], coco[kps][:, j]) for j in range(17))  # "tail"
 
 
-def test_imagenet_start_loads_the_backbone_body_only(torch_home):
+def test_imagenet_start_loads_the_backbone_body_only(offline):
     torch.manual_seed(3)
     imagenet = _save(mobilenet_v3_large(weights=None).state_dict(),
-                     _expected_path(torch_home, MobileNet_V3_Large_Weights.IMAGENET1K_V1))
+                     _expected_path(offline, MobileNet_V3_Large_Weights.IMAGENET1K_V1))
     model = build_model(_config(), "imagenet")
     body = model.backbone.body.state_dict()
     loaded = [k for k in body if not k.endswith("num_batches_tracked")]
@@ -139,12 +123,12 @@ def test_imagenet_start_loads_the_backbone_body_only(torch_home):
                                "rpn.head.conv.0.0.weight"])  # RPN random, not from the file
 
 
-def test_offline_creation_names_the_file_and_changes_nothing(torch_home, sample_index, db_dump):
+def test_offline_creation_names_the_file_and_changes_nothing(offline, sample_index, db_dump):
     before = db_dump(sample_index)
     with pytest.raises(BadInputError) as err:
         create_model(sample_index, min_size=96)  # COCO weights by default
     message = str(err.value)
-    expected = _expected_path(torch_home, FAST_COCO)
+    expected = _expected_path(offline, FAST_COCO)
     assert expected.name in message and str(expected.parent) in message
     assert FAST_COCO.url in message and "--weights none" in message and "no network" in message
     assert db_dump(sample_index) == before
@@ -152,8 +136,8 @@ def test_offline_creation_names_the_file_and_changes_nothing(torch_home, sample_
     assert not expected.parent.exists() or not list(expected.parent.iterdir())
 
 
-def test_a_stray_file_under_torchvisions_name_is_refused(torch_home):
-    _save({"backbone.body.0.0.weight": torch.zeros(3)}, _expected_path(torch_home, FAST_COCO))
+def test_a_stray_file_under_torchvisions_name_is_refused(offline):
+    _save({"backbone.body.0.0.weight": torch.zeros(3)}, _expected_path(offline, FAST_COCO))
     with pytest.raises(BadWeightsError, match=r"does not hold torchvision's .* delete the file"):
         build_model(_config(), "coco")
 
@@ -183,17 +167,14 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable
 
 
 def test_download_fills_torchs_cache_with_progress_through_the_engine_job(
-        tmp_path, monkeypatch, served, sample_index):
-    home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+        tmp_path, weight_cache, served, sample_index):
     _save(_fast_stand_in(), tmp_path / "file.pth")
     content = (tmp_path / "file.pth").read_bytes()
     name = served(content, hashlib.sha256(content).hexdigest()[:8])
     events = []
     job = Job(str(sample_index.path), "create_model", {"weights": "coco", "min_size": 96})
     assert run_job(job, progress=events.append) == "default"
-    assert (home / "hub" / "checkpoints" / name).read_bytes() == content
+    assert (weight_cache / name).read_bytes() == content
     assert {e.stage for e in events} == {"download"} and name in events[-1].message
     assert events[-1].done == events[-1].total == len(content)
     assert [e.done for e in events] == sorted(e.done for e in events)
@@ -201,18 +182,15 @@ def test_download_fills_torchs_cache_with_progress_through_the_engine_job(
     assert meta["weights"] == "coco" and config["backbone_trained"] is True
 
 
-def test_a_damaged_download_is_not_kept(tmp_path, monkeypatch, served):
-    home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+def test_a_damaged_download_is_not_kept(weight_cache, served):
     served(b"not the weights", "0123abcd")
     with pytest.raises(BadInputError, match="is damaged"):
         build_model(_config(), "coco")
-    assert not list((home / "hub" / "checkpoints").iterdir())  # no file, no .partial
+    assert not list(weight_cache.iterdir())  # no file, no .partial
 
 
-def test_heads_only_learn_from_coco_changes_only_the_heads(torch_home, sample_index):
-    _place_fast(torch_home)
+def test_heads_only_learn_from_coco_changes_only_the_heads(offline, sample_index):
+    _place_fast(offline)
     handle = create_model(sample_index, min_size=96)
     assert handle.config.backbone_trained
     before = load_weights(_active_file(sample_index))[0]
@@ -256,9 +234,9 @@ def test_the_choices_figures_are_torchvisions():
         assert choice.coco_map == meta["_metrics"]["COCO-val2017"]["box_map"]
 
 
-def test_full_learn_on_a_trained_backbone_keeps_its_batchnorm_statistics(torch_home,
+def test_full_learn_on_a_trained_backbone_keeps_its_batchnorm_statistics(offline,
                                                                          sample_index):
-    _place_fast(torch_home)
+    _place_fast(offline)
     create_model(sample_index, min_size=96)
     before = load_weights(_active_file(sample_index))[0]
     learn(sample_index, category="disc", settings=LearnSettings(epochs=1, mode="full"))
