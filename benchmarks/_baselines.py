@@ -6,7 +6,9 @@ tensor, a DataLoader with batch 2 and the tutorial's collate, SGD (lr 0.005, mom
 decay 0.0005) with its StepLR (every 3 epochs x0.1), and the plain loop ``loss =
 sum(model(images, targets).values())``, backward, step; heads-only freezes the backbone with
 ``requires_grad`` as the tutorial does. Complete's baseline is the per-image loop: PIL read, to
-tensor, ``model([image])`` under ``torch.no_grad()``.
+tensor, ``model([image])`` under ``torch.no_grad()``. Both run the model as torchvision builds
+it: :func:`as_torchvision` puts torchvision's own RoIAlign pooler back in place of the product's
+CPU one (same outputs, torchvision's kernel).
 
 Nothing here is tuned: the point is the code a newcomer writes, not a slow straw man.
 """
@@ -20,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.transforms.v2 import functional as F
 
 Target = dict[str, torch.Tensor]
@@ -48,6 +51,19 @@ class TutorialDataset(Dataset):
 def collate_fn(batch: Sequence[tuple]) -> tuple:
     """The tutorial's ``utils.collate_fn``."""
     return tuple(zip(*batch, strict=True))
+
+
+def as_torchvision(model: nn.Module) -> nn.Module:
+    """``model`` with torchvision's ``MultiScaleRoIAlign`` poolers, as a user's own code has them
+    (the product's poolers have no weights, so nothing else changes)."""
+    heads = model.roi_heads
+    for name in ("box_roi_pool", "keypoint_roi_pool"):
+        pool = getattr(heads, name, None)
+        if pool is not None:
+            setattr(heads, name, MultiScaleRoIAlign(
+                pool.featmap_names, pool.output_size, pool.sampling_ratio,
+                canonical_scale=pool.canonical_scale, canonical_level=pool.canonical_level))
+    return model
 
 
 def tutorial_learn(

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _baselines import TutorialDataset, per_image_predict, tutorial_learn
+from _baselines import TutorialDataset, as_torchvision, per_image_predict, tutorial_learn
 from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.data import class_ids
 from napari_learn_complete.engine.device import choose_device
@@ -161,7 +161,7 @@ def measure_learn(data: Data, sizes: Sizes, device: torch.device, seed: int = 0)
 
     def baseline(mode: str, epochs: int) -> tuple[float, nn.Module]:
         def run() -> nn.Module:  # loading the start weights is part of both sides' time
-            model, _ = active_model(data.index).load(device)
+            model = as_torchvision(active_model(data.index).load(device)[0])
             return tutorial_learn(model, TutorialDataset(paths, targets), epochs=epochs,
                                   heads_only=mode == "heads", seed=seed, device=device)
         return timed(run)
@@ -249,6 +249,7 @@ def measure_complete(data: Data, sizes: Sizes, device: torch.device) -> dict:
     index, records = data.index, data.complete
     paths = [index.resolve(image) for image in records]
     model, config = active_model(index).load(device)
+    model = as_torchvision(model)
     settings = CompleteSettings(min_score=config.inference.score_threshold,
                                 max_detections=config.inference.max_detections)
     warm = records[:2 * settings.batch_size]

@@ -100,12 +100,12 @@ class ModelHandle:
         """The active version's model on ``device`` in eval mode, with the configuration it was
         built with: categories added to the index after that version was made get new class
         rows (the learned rows are kept, matched by name)."""
-        from .build import build_model
+        from .build import build_model, place
 
         file = self.version(self.active_version).file
         new = [c.name for c in self.index.categories() if c.name not in self.config.categories]
         config = self.config.replace(categories=[*self.config.categories, *new])
-        return build_model(config, file).to(device).eval(), config
+        return place(build_model(config, file), device).eval(), config
 
     def commit_version(
         self, model: nn.Module, config: ModelConfig, *, note: str = "", parent: int | None = None
