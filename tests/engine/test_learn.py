@@ -349,3 +349,28 @@ def test_the_cached_backbone_gives_the_backbones_own_features(sample_index):
 
         assert not close(level[0], level[1]) and not close(level[1], level[2])  # distinct
         assert close(first[name], level[:2]) and close(second[name], level)
+
+
+def test_sampled_regions_follow_the_most_crowded_training_image(sample_index, monkeypatch):
+    """128 regions per image for a few objects (the sample's 1-3), torchvision's 512 from 16."""
+    from napari_learn_complete.engine import train as train_module
+
+    seen = []
+
+    def spy(model, *args, **kwargs):
+        seen.append(model.roi_heads.fg_bg_sampler.batch_size_per_image)
+        return real(model, *args, **kwargs)
+
+    real = train_module.train_one_epoch
+    monkeypatch.setattr(train_module, "train_one_epoch", spy)
+    _model(sample_index)
+    learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=1))
+    crowded = "sample_000.png"
+    before = len(sample_index.observations(images=sample_index.images(names=[crowded])))
+    for added, expected in ((6 - before, 192), (20 - 6, 512)):
+        sample_index.add_observations([
+            {"image": crowded, "category": "disc", "box": (2 + 4 * i, 2, 5 + 4 * i, 5),
+             "source": "human"} for i in range(added)])
+        learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=1))
+        assert seen[-1] == expected
+    assert seen[0] == 128

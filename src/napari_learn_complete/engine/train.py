@@ -42,6 +42,16 @@ from .settings import LearnSettings
 GRAD_CLIP = 10.0  # max gradient norm: a few odd boxes must not throw the weights off
 WARMUP_START = 0.001  # the learning rate ramps up linearly from this share of its value
 MAX_WARMUP_SHARE = 0.2  # short runs spend at most this share of their steps warming up
+REGIONS_PER_OBJECT = 32  # regions sampled for the box head per object of the most crowded image
+
+
+def sampled_regions(most_objects: int) -> int:
+    """Regions per image the box head trains on: torchvision's 512 (at most a quarter of them
+    positive) suit COCO's crowded images; on images with a few objects nearly all of them are
+    background, and the box head's time follows their number. From 128 (up to 4 objects) to 512
+    (16 or more): on the demo's sample 128 halve a Full Learn's steps and keep held-out AP
+    (docs/learn.md)."""
+    return min(512, max(128, REGIONS_PER_OBJECT * most_objects))
 STEP_EPOCHS, STEP_GAMMA = 3, 0.1  # "step" decay: torchvision's detection tutorial recipe
 
 
@@ -291,6 +301,8 @@ class _Trainer:
             if c.keypoints_enabled and config.keypoint_names and c.name in config.categories
         ]
         train_set = DetectionDataset(index, plan.train_images, config, augment=training.augment)
+        model.roi_heads.fg_bg_sampler.batch_size_per_image = sampled_regions(
+            max((len(target.boxes) for target in train_set.targets), default=0))
         loader = make_loader(train_set, batch_size=training.batch_size, shuffle=True,
                              seed=plan.seed, num_workers=plan.num_workers)
         test_loader = None
