@@ -119,7 +119,7 @@ def test_demo_scores_the_completed_boxes_against_the_ground_truth(tmp_path, caps
     (["--epochs", "0"], "--epochs: must be at least 1, not 0"),
     (["--images", "0"], "--images: must be at least 2"),
     (["--images", "4", "--labelled", "10"], "--labelled: must be from 1 to 3"),
-    (["--labelled", "0"], "--labelled: must be from 1 to 35"),
+    (["--labelled", "0"], "--labelled: must be from 1 to 47"),
     (["--min-score", "1.5"], "--min-score: must be from 0 to 1"),
 ])
 def test_meaningless_demo_settings_are_refused_before_anything_is_built(

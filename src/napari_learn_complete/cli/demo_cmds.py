@@ -31,10 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="one Learn & Complete cycle on the built-in sample index, scored")
     demo.add_argument("--out", type=Path, default=None,
                       help="folder for the sample index (default: a new temporary folder)")
-    demo.add_argument("--images", type=int, default=36, help="images in the sample index")
-    demo.add_argument("--labelled", type=int, default=12, help="of which labelled by hand")
-    demo.add_argument("--epochs", type=int, default=40,
-                      help="Learn epochs (from random weights the sample needs ~120 steps)")
+    demo.add_argument("--images", type=int, default=48, help="images in the sample index")
+    demo.add_argument("--labelled", type=int, default=24, help="of which labelled by hand")
+    demo.add_argument("--epochs", type=int, default=18,
+                      help="Learn epochs (from random weights the sample needs ~100 steps of 4 "
+                           "images; more labelled images learn more per step than more epochs)")
     demo.add_argument("--min-score", type=float, default=0.5, help="Complete's min score")
     demo.set_defaults(run=run_demo)
 
