@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from _baselines import TutorialDataset, as_torchvision, per_image_predict, tutorial_learn
+from _report import emit, say
 from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.data import class_ids
 from napari_learn_complete.engine.device import choose_device
@@ -89,10 +90,6 @@ class Data:
     held_out: list[ImageRecord]
     complete: list[ImageRecord]
     truth: dict  # COCO ground truth of every image, with the index's ids
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def timed(fn: Callable[[], T]) -> tuple[float, T]:
@@ -400,10 +397,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         figures = benchmark(Path(tmp), sizes, device=args.device, weights=args.weights,
                             profile_top=15 if args.profile else 0)
     figures["setup"]["seconds"] = round(time.monotonic() - started, 1)
-    text = json.dumps(figures)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    emit(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmark_scripts import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def run_module():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import run
-
-        yield run
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with benchmark_script("run") as module:
+        yield module
 
 
 def test_every_figure_is_measured_and_numeric(run_module, tmp_path, capsys):
@@ -43,7 +36,7 @@ def test_every_figure_is_measured_and_numeric(run_module, tmp_path, capsys):
     assert isinstance(figures["complete_batched_outputs_match"], bool)
     assert figures["complete_detections_per_image"] > 0
     json.dumps(figures, allow_nan=False)  # one valid JSON object
-    assert "learn heads" in capsys.readouterr().out  # it says what it does as it goes
+    assert "learn heads" in capsys.readouterr().err  # it says what it does as it goes
 
 
 def test_difference_pairs_detections_regardless_of_order(run_module):
