@@ -177,9 +177,11 @@ def make_sample_index(
     labelled: int = 8,
     seed: int = 0,
     size_range: tuple[int, int] = (96, 160),
+    ground_truth_file: bool = True,
 ) -> Index:
     """Create an index at ``path`` with synthetic images; the first ``labelled`` carry their
-    ground truth as human observations, and ``ground_truth.json`` (COCO) holds all of it."""
+    ground truth as human observations, and ``ground_truth.json`` (COCO) holds all of it unless
+    ``ground_truth_file`` is False (benchmarks that keep the truth away from the index)."""
     samples = generate(n_images, seed=seed, size_range=size_range)
     index = Index.create(path)
     paths = []
@@ -195,7 +197,8 @@ def make_sample_index(
          "keypoints": obj.keypoints, "source": "human"}
         for sample in samples[:labelled] for obj in sample.objects
     ])
-    Path(index.path / GROUND_TRUTH_FILE).write_text(
-        json.dumps(ground_truth_coco(index, samples), indent=1)
-    )
+    if ground_truth_file:
+        Path(index.path / GROUND_TRUTH_FILE).write_text(
+            json.dumps(ground_truth_coco(index, samples), indent=1)
+        )
     return index
