@@ -43,6 +43,7 @@ GRAD_CLIP = 10.0  # max gradient norm: a few odd boxes must not throw the weight
 WARMUP_START = 0.001  # the learning rate ramps up linearly from this share of its value
 MAX_WARMUP_SHARE = 0.2  # short runs spend at most this share of their steps warming up
 REGIONS_PER_OBJECT = 32  # regions sampled for the box head per object of the most crowded image
+STEP_EPOCHS, STEP_GAMMA = 3, 0.1  # "step" decay: torchvision's detection tutorial recipe
 
 
 def sampled_regions(most_objects: int) -> int:
@@ -52,7 +53,6 @@ def sampled_regions(most_objects: int) -> int:
     (16 or more): on the demo's sample 128 halve a Full Learn's steps and keep held-out AP
     (docs/learn.md)."""
     return min(512, max(128, REGIONS_PER_OBJECT * most_objects))
-STEP_EPOCHS, STEP_GAMMA = 3, 0.1  # "step" decay: torchvision's detection tutorial recipe
 
 
 @dataclass

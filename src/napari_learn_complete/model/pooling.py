@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.poolers import _setup_scales
+from torchvision.ops.poolers import _convert_to_roi_format, _setup_scales
 
 
 def roi_align(
@@ -91,11 +91,11 @@ class FastMultiScaleRoIAlign(MultiScaleRoIAlign):
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _setup_scales(
                 features, image_shapes, self.canonical_scale, self.canonical_level)
-        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1)
-                          for i, b in enumerate(boxes)])
+        rois = _convert_to_roi_format(boxes)
         if len(features) == 1:
             return roi_align(features[0], rois, self.output_size, self.scales[0],
                              self.sampling_ratio)
+        # torchvision's own merge of the levels (_multiscale_roi_align) calls its kernel by name
         levels = self.map_levels(boxes)
         result = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
         for level, (feature, scale) in enumerate(zip(features, self.scales, strict=True)):
