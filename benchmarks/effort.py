@@ -54,7 +54,7 @@ from napari_learn_complete.index import ImageRecord, Index, Observation, iou, ke
 from napari_learn_complete.index.coco import import_coco
 from napari_learn_complete.model.config import ModelConfig
 from napari_learn_complete.model.registry import CONFIG_FILE, create_model
-from napari_learn_complete.sample import generate, make_sample_index
+from napari_learn_complete.sample import generate, sample_index
 
 ADJUST_IOU = 0.85  # a box below this IoU with its ground truth needs adjusting
 MATCH_IOU = 0.5  # below this a prediction is not the object's box (the product's duplicate IoU)
@@ -312,10 +312,10 @@ def run_loop(index: Index, annotator: Annotator, plan: Plan, recipe: Recipe) -> 
 def synthetic(folder: Path, plan: Plan, seed: int) -> tuple[Index, Annotator]:
     """An index of the synthetic images with no observation, and the annotator holding their
     ground truth."""
-    index = make_sample_index(folder, n_images=plan.images, labelled=0, seed=seed,
-                              size_range=plan.size_range, ground_truth_file=False)
+    samples = generate(plan.images, seed=seed, size_range=plan.size_range)
+    index = sample_index(folder, samples, labelled=0, ground_truth_file=False)
     truth = {s.name: [Annotation(o.category, o.box, o.keypoints) for o in s.objects]
-             for s in generate(plan.images, seed=seed, size_range=plan.size_range)}
+             for s in samples}
     return index, Annotator(index, truth)
 
 

@@ -177,12 +177,20 @@ def make_sample_index(
     labelled: int = 8,
     seed: int = 0,
     size_range: tuple[int, int] = (96, 160),
-    ground_truth_file: bool = True,
 ) -> Index:
     """Create an index at ``path`` with synthetic images; the first ``labelled`` carry their
-    ground truth as human observations, and ``ground_truth.json`` (COCO) holds all of it unless
+    ground truth as human observations, and ``ground_truth.json`` (COCO) holds all of it."""
+    return sample_index(path, generate(n_images, seed=seed, size_range=size_range),
+                        labelled=labelled)
+
+
+def sample_index(
+    path: str | os.PathLike, samples: list[SampleImage], *, labelled: int,
+    ground_truth_file: bool = True,
+) -> Index:
+    """Create an index at ``path`` holding ``samples``, the first ``labelled`` with their ground
+    truth as human observations; ``ground_truth.json`` holds all of it unless
     ``ground_truth_file`` is False (benchmarks that keep the truth away from the index)."""
-    samples = generate(n_images, seed=seed, size_range=size_range)
     index = Index.create(path)
     paths = []
     for sample in samples:
