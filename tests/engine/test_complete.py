@@ -367,6 +367,21 @@ def test_undo_restores_the_exact_previous_state(sample_index, db_dump):
             sample_index.runs.undo(result.run_id)
 
 
+def test_undo_restores_an_observation_whose_id_a_later_image_reused(sample_index, db_dump):
+    # Removing the newest observation frees its id; the next image's new box takes it. The run's
+    # journal then holds that id twice, and undo must put both back in order.
+    newest = sample_index.add_observation("sample_007.png", "disc", box=(3, 3, 30, 30),
+                                          attributes={"note": "mine"})
+    before = db_dump(sample_index)
+    detector = ScriptedDetector(sample_index, {"sample_008.png": [det("disc", (5, 5, 40, 40), 1)]})
+    result = complete(sample_index, ["sample_007.png", "sample_008.png"], "disc",
+                      settings=CompleteSettings(remove_existing=True), predictor=detector)
+    assert result.observation_ids == [newest.id]  # the freed id, on the other image
+    assert sample_index.observation(newest.id).image_id == sample_index.image("sample_008.png").id
+    sample_index.runs.undo(result.run_id)
+    assert without_runs(db_dump(sample_index)) == without_runs(before)
+
+
 def test_undo_is_refused_after_a_later_edit(sample_index, db_dump):
     detector = ScriptedDetector(sample_index, {"sample_006.png": [det("disc", (5, 5, 40, 40), 1)]})
     result = complete(sample_index, ["sample_006.png"], "disc", predictor=detector)

@@ -88,11 +88,17 @@ class ObservationWriter:
         return {"source": "model", "score": detection.score,
                 "model_version": self.model_version, "run_id": self.run_id}
 
-    def _add(self, image: ImageRecord, detection: Detection, **parts: Any) -> int:
-        obs = self.index.add_observation(image, self.category.id, **parts,
-                                         **self._model_fields(detection))
-        self._record(obs.id, created=True)
-        return obs.id
+    def _add(self, image: ImageRecord, parts: list[tuple[Detection, dict[str, Any]]]) -> list[int]:
+        """Add one observation per (detection, its box or keypoints), in one insert for the
+        image: one at a time was most of Complete's write time."""
+        if not parts:
+            return []
+        made = self.index.add_observations(
+            [dict(image=image, category=self.category.id, **fields, **self._model_fields(det))
+             for det, fields in parts])
+        for obs in made:
+            self._record(obs.id, created=True)
+        return [obs.id for obs in made]
 
     def _boxes(self, image: ImageRecord, detections: Sequence[Detection],
                existing: Sequence[Observation]) -> list[int]:
@@ -104,10 +110,12 @@ class ObservationWriter:
             match = attach_target(bare.extent, [d for d in fresh if id(d) not in homes])
             if match is not None:
                 homes[id(match)] = bare
+        added = iter(self._add(image, [(det, {"box": det.box}) for det in fresh
+                                       if id(det) not in homes]))
         ids = []
         for det in fresh:
             if (home := homes.get(id(det))) is None:
-                ids.append(self._add(image, det, box=det.box))
+                ids.append(next(added))
             else:
                 self.index.update_observation(home.id, box=det.box, **self._model_fields(det))
                 ids.append(home.id)
@@ -117,7 +125,7 @@ class ObservationWriter:
                    existing: Sequence[Observation]) -> list[int]:
         free = [o for o in existing if o.box is not None]
         loose = [o.extent for o in existing if o.box is None and o.has_keypoints]
-        ids = []
+        ids, alone = [], []
         for det in detections:
             match = attach_target(det.box, free)
             if match is not None:
@@ -129,5 +137,5 @@ class ObservationWriter:
                                               **self._model_fields(det))
                 ids.append(match.id)
             elif not (loose and iou(det.box, loose).max() >= DUPLICATE_IOU):
-                ids.append(self._add(image, det, keypoints=det.keypoints))
-        return ids
+                alone.append((det, {"keypoints": det.keypoints}))
+        return ids + self._add(image, alone)
