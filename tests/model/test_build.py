@@ -141,6 +141,27 @@ def test_weight_file_round_trip_and_class_rows_by_name(tmp_path):
         save_weights(tmp_path / "x.pt", model, config, {"bad": object()})
 
 
+@pytest.mark.parametrize("architecture", ["fasterrcnn", "keypointrcnn"])
+def test_a_loaded_version_predicts_exactly_as_the_model_saved(tmp_path, architecture):
+    # A version loads into a model built without torchvision's random initialisation: every
+    # tensor must come from the file (or, the anchors, be made again), none left unset.
+    torch.manual_seed(0)
+    config = _config(architecture, inference=InferenceSettings(score_threshold=0,
+                                                               max_detections=5))
+    model = build_model(config).eval()
+    save_weights(tmp_path / "w.pt", model, config, {})
+    loaded = build_model(config, tmp_path / "w.pt").eval()
+    saved = set(loaded.state_dict())
+    assert [name for name, _ in loaded.named_buffers() if name not in saved] == []
+    images = [torch.rand(3, SIZE, SIZE), torch.rand(3, 80, SIZE)]
+    with torch.no_grad():
+        want, got = model(images), loaded(images)
+    assert all(len(found["boxes"]) == 5 for found in want)
+    for expected, found in zip(want, got, strict=True):
+        assert expected.keys() == found.keys()
+        assert all(torch.equal(expected[key], found[key]) for key in expected)
+
+
 def _foreign_files(tmp_path):
     model = build_model(_config())
     valid = tmp_path / "valid.pt"
