@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up napari-learn-complete on a fresh Debian machine with Python 3.11.
 #   bash scripts/setup.sh          -> .venv with the package (enough for the headless demo and CLI)
-#   bash scripts/setup.sh --test   -> also test tools, plus Xvfb and Mesa for napari's OpenGL canvas
+#   bash scripts/setup.sh --test   -> also test tools and the Ray extra (its tests run), plus Xvfb
+#                                     and Mesa for napari's OpenGL canvas
 # Idempotent: running it again only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +37,7 @@ fi
 # torch and torchvision come from the registry together (versions pinned in pyproject.toml), so
 # torchvision's compiled ops match the torch they were built for.
 if [[ $want_test -eq 1 ]]; then
-    .venv/bin/python -m pip install -q -e ".[testing]"
+    .venv/bin/python -m pip install -q -e ".[testing,ray]"
 else
     .venv/bin/python -m pip install -q -e ".[pyqt6]"
 fi

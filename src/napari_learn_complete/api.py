@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from .engine.jobs import InProcessRunner, Runner
 from .engine.progress import CancelFn, ProgressFn
+from .engine.ray_runner import RayEngine
 from .engine.results import CompleteResult, Proposal, TrainResult
 from .engine.settings import CompleteSettings, LearnSettings
 from .errors import BadInputError, RefusedError
@@ -37,7 +38,8 @@ Target = Union["napari.Viewer", Index, str, os.PathLike]
 Images = str | int | ImageRecord | Iterable[str | int | ImageRecord]
 _S = TypeVar("_S")
 
-__all__ = ["accept", "complete", "learn", "open_index", "propose", "train", "undo"]
+__all__ = ["RayEngine", "accept", "complete", "learn", "open_index", "propose", "train",
+           "undo"]
 
 
 def open_index(target: Target, *, viewer: napari.Viewer | None = None,
@@ -86,27 +88,31 @@ def complete(
     target: Target, images: Images, category: str, *, kind: str = "roi",
     settings: CompleteSettings | None = None, index: str | None = None,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None, device: str | None = None,
-    **overrides: Any,
+    engine: RayEngine | None = None, **overrides: Any,
 ) -> CompleteResult:
     """Run the active model over ``images`` and save what it finds as ``category`` (boxes for
-    kind 'roi', keypoints for 'keypoints'); overrides as in :func:`learn`: ``min_score=0.5``."""
+    kind 'roi', keypoints for 'keypoints'); overrides as in :func:`learn`: ``min_score=0.5``.
+    ``engine``: run the model on Ray workers (:class:`~.engine.ray_runner.RayEngine`, a local
+    Ray or a cluster; docs/scale.md), written here by the same rules."""
     idx = _index_of(target, index)
     return _run(target, idx, "complete", progress, cancel,
                 images=[r.id for r in _images(idx, images)], category=category, kind=kind,
-                settings=_settings(CompleteSettings, settings, overrides), device=device)
+                settings=_settings(CompleteSettings, settings, overrides), device=device,
+                **_on(engine))
 
 
 def propose(
     target: Target, category: str, *, kind: str = "roi", settings: CompleteSettings | None = None,
     index: str | None = None, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-    device: str | None = None, **overrides: Any,
+    device: str | None = None, engine: RayEngine | None = None, **overrides: Any,
 ) -> list[Proposal]:
     """Complete from a category: detections of ``category`` on the images of other categories,
     returned for review and not saved; keep the good ones with :func:`accept`. Overrides as in
-    :func:`learn`: ``max_detections=3``."""
+    :func:`learn`: ``max_detections=3``; ``engine`` as in :func:`complete`."""
     return _run(target, _index_of(target, index), "propose", progress, cancel,
                 category=category, kind=kind,
-                settings=_settings(CompleteSettings, settings, overrides), device=device)
+                settings=_settings(CompleteSettings, settings, overrides), device=device,
+                **_on(engine))
 
 
 def accept(
@@ -142,6 +148,11 @@ def _run(target: Target, idx: Index, operation: str, progress: ProgressFn | None
     session = _session(target)
     return session.run(session.task(operation, idx, operation, args), progress=progress,
                        cancel=cancel)
+
+
+def _on(engine: RayEngine | None) -> dict[str, Any]:
+    """A job's ``engine`` arg, left out for the local model (the runner's warm predictor)."""
+    return {} if engine is None else {"engine": engine}
 
 
 def _session(target: Target) -> Session:

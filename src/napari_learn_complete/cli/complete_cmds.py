@@ -3,6 +3,8 @@
 Each prints progress on stderr and, last on stdout, a one-line JSON summary
 (``images``, ``written``, ``removed``, ``seconds``, ``run_id`` for the writing commands;
 ``proposals``, ``images``, ``out`` and ``skipped``, image name -> reason, for propose).
+``complete`` and ``propose`` take ``--engine ray`` to run the model on Ray workers (a local Ray,
+or the cluster at ``--address``/``RAY_ADDRESS``); this process still writes the results.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..engine.complete import complete
+from ..engine.complete import Source, complete
 from ..engine.proposals import accept, load_proposals, propose, save_proposals
 from ..engine.results import CompleteResult
 from ..engine.settings import CompleteSettings
 from ..errors import BadInputError
 from ..index import KINDS, Index
 from . import EXIT_OK, ProgressBar, command, emit_json
+
+ENGINES = ("local", "ray")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +64,27 @@ def _target(parser: argparse.ArgumentParser, defaults: CompleteSettings) -> None
                              f"(default {defaults.min_score:g})")
     parser.add_argument("--max-detections", type=int, default=defaults.max_detections,
                         help=f"maximum results per image (default {defaults.max_detections})")
+    engine = parser.add_argument_group("engine", "where the model runs (results are written "
+                                       "here either way)")
+    engine.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local: this process; ray: a pool of Ray workers, each holding "
+                             'the model (needs pip install "napari-learn-complete[ray]")')
+    engine.add_argument("--address", default=None, metavar="ADDR",
+                        help="the Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
+    engine.add_argument("--workers", type=int, default=2, metavar="N",
+                        help="Ray workers, each holding the model (default 2)")
+    engine.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                        help="GPUs each Ray worker takes (default 0: CPU workers)")
+
+
+def _source(index: Index, args: argparse.Namespace) -> Source | None:
+    """The Ray workers when ``--engine ray`` (the model is pinned now), else None: here."""
+    if args.engine == "local":
+        return None
+    from ..engine.ray_runner import RayEngine, RaySource
+
+    return RaySource(index, RayEngine(address=args.address, workers=args.workers,
+                                      gpus_per_worker=args.gpus_per_worker))
 
 
 def _summary(result: CompleteResult) -> dict:
@@ -73,7 +98,7 @@ def run_complete(args: argparse.Namespace) -> int:
     with Index(args.index) as index, ProgressBar() as progress:
         images = index.match_images(args.images)
         result = complete(index, images, args.category, kind=args.kind, settings=settings,
-                          progress=progress)
+                          progress=progress, source=_source(index, args))
     emit_json(_summary(result))
     return EXIT_OK
 
@@ -82,7 +107,7 @@ def run_propose(args: argparse.Namespace) -> int:
     settings = CompleteSettings(min_score=args.min_score, max_detections=args.max_detections)
     with Index(args.index) as index, ProgressBar() as progress:
         proposals = propose(index, args.category, kind=args.kind, settings=settings,
-                            progress=progress)
+                            progress=progress, source=_source(index, args))
         save_proposals(args.out, proposals, index=index, category=args.category, kind=args.kind)
     for name, reason in proposals.skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)

@@ -1,22 +1,29 @@
 """Complete: the active model writes boxes (ROI) or keypoints into a captured index and category,
 batch by batch (the write rules: :mod:`.write_rules`; propose/accept: :mod:`.proposals`; undo:
 ``index.runs.undo``).
+
+Where the detections come from is a :class:`Source`: the model in this process
+(:class:`LocalSource`) or workers elsewhere (:class:`~.ray_runner.RaySource`); this process
+writes them either way, so the index keeps one writer and one set of rules.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..errors import BadInputError, Cancelled, RefusedError, StoppedPartWay, explain, listed
 from ..index import Category, ImageRecord, Index, check_kind
-from .detections import Detector, PredictionCache, predictions
+from .detections import Detection, Detector, PredictionCache, predictions
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import CompleteResult
 from .settings import CompleteSettings
 from .write_rules import ObservationWriter, select
+
+Batches = Generator[tuple[list[ImageRecord], list[list[Detection]]], None, None]
 
 
 def refuse_video(images: Iterable[ImageRecord]) -> None:
@@ -43,6 +50,50 @@ def load_predictor(index: Index, device: str | None) -> Detector:
     return Predictor.from_index(index, device)
 
 
+class Source(Protocol):
+    """Where Complete and propose get their detections: the model version they come from, its
+    refusals, and the stream of ``(images, detections per image)`` batches, each of at most
+    ``batch_size`` images, in any order, every image once. Closing the stream stops the work."""
+
+    model_id: int | None
+    model_version: str
+
+    def check(self, kind: str, category: Category) -> None: ...
+
+    def predictions(self, index: Index, images: Sequence[ImageRecord], batch_size: int, *,
+                    cancel: CancelFn | None = None) -> Batches: ...
+
+
+@dataclass
+class LocalSource:
+    """The detector in this process (the active model, or one a test injects) and its cache of
+    detections of images it already saw."""
+
+    detector: Detector
+    cache: PredictionCache | None = None
+
+    @property
+    def model_id(self) -> int | None:
+        return self.detector.model_id
+
+    @property
+    def model_version(self) -> str:
+        return self.detector.model_version
+
+    def check(self, kind: str, category: Category) -> None:
+        self.detector.check(kind, category)
+
+    def predictions(self, index: Index, images: Sequence[ImageRecord], batch_size: int, *,
+                    cancel: CancelFn | None = None) -> Batches:
+        return predictions(index, images, self.detector, batch_size, cancel=cancel,
+                           cache=self.cache)
+
+
+def rate(images: int, seconds: float) -> str:
+    """Images per second as the progress messages show it."""
+    return f"{images / seconds:.1f} images/s" if seconds > 0 else "- images/s"
+
+
 def complete(
     index: Index,
     images: Iterable[ImageRecord | int | str],
@@ -56,6 +107,7 @@ def complete(
     on_batch: Callable[[list[int]], None] | None = None,
     predictor: Detector | None = None,
     cache: PredictionCache | None = None,
+    source: Source | None = None,
 ) -> CompleteResult:
     """Run the active model over ``images`` and write ``kind`` for ``category``, batch by batch.
 
@@ -69,7 +121,8 @@ def complete(
     which says the same, with the error as its cause. The run is recorded as failed.
     ``predictor`` replaces the active model (tests inject a deterministic one); ``cache`` holds
     its detections of images it already saw (see :class:`PredictionCache`), reused, not predicted
-    again.
+    again. ``source`` replaces both: detections computed elsewhere (:class:`Source`), written
+    here by the same rules and transactions.
     """
     check_kind(kind)
     settings = settings or CompleteSettings()
@@ -84,16 +137,16 @@ def complete(
             f"written: {listed(i.name for i in missing)} (first: {index.resolve(missing[0])})"
         )
     cat.require(kind)
-    predictor = predictor or load_predictor(index, device)
-    predictor.check(kind, cat)
+    source = source or LocalSource(predictor or load_predictor(index, device), cache)
+    source.check(kind, cat)
 
     start = time.perf_counter()
     run_id = index.runs.start(
-        "complete", model_id=predictor.model_id, kind=kind,
+        "complete", model_id=source.model_id, kind=kind,
         scope={"category": cat.name, "category_id": cat.id, "images": len(records)},
         settings=settings.model_dump(mode="json"),
     )
-    writer = ObservationWriter(index, run_id, cat, kind, predictor.model_version,
+    writer = ObservationWriter(index, run_id, cat, kind, source.model_version,
                                settings.remove_existing)
     batches = math.ceil(len(records) / settings.batch_size)
     done, written, removed = 0, [], 0
@@ -102,8 +155,8 @@ def complete(
         return {"seconds": time.perf_counter() - start,
                 "metrics": {"images": done, "written": len(written), "removed": removed}}
 
-    stream = predictions(index, records, predictor, settings.batch_size, cancel=cancel,
-                         cache=cache)  # runs nothing until iterated
+    # runs nothing until iterated
+    stream = source.predictions(index, records, settings.batch_size, cancel=cancel)
     try:
         for number, (chunk, found) in enumerate(stream, 1):
             check_cancel(cancel)
@@ -121,7 +174,8 @@ def complete(
             elapsed = time.perf_counter() - start
             report(progress, Progress(
                 "complete", number, batches,
-                message=f"{done}/{len(records)} images, {len(written)} written, {removed} removed",
+                message=f"{done}/{len(records)} images ({rate(done, elapsed)}), "
+                        f"{len(written)} written, {removed} removed",
                 eta_s=elapsed / done * (len(records) - done),
             ))
         index.runs.finish(run_id, "done", **measured())
@@ -141,6 +195,6 @@ def complete(
             ) from exc
         raise
     finally:
-        stream.close()  # a stop ends the decoding threads now, not when collected
+        stream.close()  # a stop ends the decoding threads (or the workers) now, not when collected
     return CompleteResult(run_id, done, len(written), removed, time.perf_counter() - start,
                           written)

@@ -1,12 +1,14 @@
 """Jobs and runners: long work described as plain data, run here or in another process.
 
 A :class:`Job` names an index folder, an operation and its arguments; nothing in it needs torch or
-an open connection, so it crosses a process boundary (the engine process napari uses, a cluster
-executor later). A :class:`Runner` takes a job and returns its result, streaming progress and the
-changes the job commits to the index. :class:`InProcessRunner` runs it in the calling thread (the
-CLI, scripts, tests); :class:`~napari_learn_complete.engine.process.EngineProcess` runs it in a
-spawned engine process (napari). This module imports no torch: the operations are imported when a
-job runs.
+an open connection, so it crosses a process boundary (the engine process napari uses). A
+:class:`Runner` takes a job and returns its result, streaming progress and the changes the job
+commits to the index. :class:`InProcessRunner` runs it in the calling thread (the CLI, scripts,
+tests); :class:`~napari_learn_complete.engine.process.EngineProcess` runs it in a spawned engine
+process (napari). A Complete or propose job whose args hold ``engine=``
+:class:`~.ray_runner.RayEngine` runs its model on Ray workers (:mod:`.ray_runner`), wherever the
+job itself runs; it is still written there. This module imports neither torch nor Ray: the
+operations are imported when a job runs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import BadInputError, storage_error
+from ..errors import BadInputError, RefusedError, storage_error
 from ..index import Change, Index
 from .detections import PredictionCache
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
@@ -140,7 +142,15 @@ def run_job(job: Job, *, progress: ProgressFn | None = None, cancel: CancelFn | 
         kwargs = dict(job.args)
         if job.operation in REPORTING:
             kwargs.update(progress=progress, cancel=cancel)
-        if predictors is not None and job.operation in PREDICTING:
+        engine = kwargs.pop("engine", None)
+        if engine is not None:
+            if job.operation not in PREDICTING:
+                raise RefusedError(f"{job.operation} runs here only: the Ray engine runs "
+                                   f"{' and '.join(PREDICTING)}")
+            from .ray_runner import RaySource
+
+            kwargs["source"] = RaySource(index, engine)  # pins the model version now
+        elif predictors is not None and job.operation in PREDICTING:
             kwargs["predictor"] = predictors.get(index, kwargs.get("device"))
             kwargs["cache"] = predictors.predictions
         return operation(index, **kwargs)

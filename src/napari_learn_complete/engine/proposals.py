@@ -17,8 +17,8 @@ from typing import Any
 
 from ..errors import BadInputError, RefusedError, read_json
 from ..index import Category, ImageRecord, Index, check_kind
-from .complete import load_predictor, missing_files, refuse_video
-from .detections import Detection, Detector, PredictionCache, predictions
+from .complete import LocalSource, Source, load_predictor, missing_files, rate, refuse_video
+from .detections import Detection, Detector, PredictionCache
 from .progress import CancelFn, Progress, ProgressFn, report
 from .results import CompleteResult, Proposal, Proposals
 from .settings import CompleteSettings
@@ -32,15 +32,16 @@ def propose(
     index: Index, category: Category | int | str, *, kind: str = "roi",
     settings: CompleteSettings | None = None, progress: ProgressFn | None = None,
     cancel: CancelFn | None = None, device: str | None = None, predictor: Detector | None = None,
-    cache: PredictionCache | None = None,
+    cache: PredictionCache | None = None, source: Source | None = None,
 ) -> Proposals:
     """Detections of ``category`` on the images of other categories that have no observation
     of it yet (the specification: it "looks across the other categories"; images with no
     observation at all and videos are left out), as proposals numbered from 1, best first per
     image. Nothing is saved, so an image whose file is gone is skipped, not a reason to stop;
     it is named in ``skipped``. ``settings``: the Complete dialog's min score and max detections
-    (remove existing does not apply: nothing is written). ``predictor`` and ``cache`` as for
-    :func:`~napari_learn_complete.engine.complete.complete`."""
+    (remove existing does not apply: nothing is written). ``predictor``, ``cache`` and
+    ``source`` as for :func:`~napari_learn_complete.engine.complete.complete`; a source may
+    return images in any order, the proposals are numbered in the images' order all the same."""
     check_kind(kind)
     settings = settings or CompleteSettings()
     batch_size = settings.batch_size
@@ -56,28 +57,34 @@ def propose(
     missing = missing_files(index, records)
     skipped = {image.name: f"image file not found: {index.resolve(image)}" for image in missing}
     records = [image for image in records if image.name not in skipped]
-    predictor = predictor or load_predictor(index, device)
-    predictor.check(kind, cat)
-    proposals = Proposals(skipped=skipped)
+    source = source or LocalSource(predictor or load_predictor(index, device), cache)
+    source.check(kind, cat)
     gone = f", {len(skipped)} skipped (file not found)" if skipped else ""
     batches = math.ceil(len(records) / batch_size)
     start = time.perf_counter()
-    stream = predictions(index, records, predictor, batch_size, cancel=cancel, cache=cache)
-    with closing(stream):  # a stop ends the decoding threads now, not when collected
-        for number, (chunk, found) in enumerate(stream, 1):
-            for image, detections in zip(chunk, found, strict=True):
-                for det in select(detections, cat.name, kind, settings):
-                    proposals.append(Proposal(
-                        id=len(proposals) + 1, image_id=image.id, image_name=image.name,
-                        category=cat.name, box=det.box,
-                        keypoints=det.keypoints if kind == "keypoints" else None,
-                        score=det.score, kind=kind, model_version=predictor.model_version,
-                    ))
-            done = min(number * batch_size, len(records))
+    found: dict[int, list[Detection]] = {}  # image id -> its selected detections
+    count = 0
+    stream = source.predictions(index, records, batch_size, cancel=cancel)
+    with closing(stream):  # a stop ends the decoding threads (or the workers) now
+        for number, (chunk, detected) in enumerate(stream, 1):
+            for image, detections in zip(chunk, detected, strict=True):
+                found[image.id] = select(detections, cat.name, kind, settings)
+                count += len(found[image.id])
+            elapsed = time.perf_counter() - start
             report(progress, Progress(
                 "propose", number, batches,
-                message=f"{done}/{len(records)} images, {len(proposals)} proposals{gone}",
-                eta_s=(time.perf_counter() - start) / done * (len(records) - done),
+                message=f"{len(found)}/{len(records)} images ({rate(len(found), elapsed)}), "
+                        f"{count} proposals{gone}",
+                eta_s=elapsed / len(found) * (len(records) - len(found)),
+            ))
+    proposals = Proposals(skipped=skipped)
+    for image in records:
+        for det in found.get(image.id, ()):
+            proposals.append(Proposal(
+                id=len(proposals) + 1, image_id=image.id, image_name=image.name,
+                category=cat.name, box=det.box,
+                keypoints=det.keypoints if kind == "keypoints" else None,
+                score=det.score, kind=kind, model_version=source.model_version,
             ))
     return proposals
 
