@@ -53,7 +53,7 @@ from napari_learn_complete.engine.train import learn
 from napari_learn_complete.index import ImageRecord, Index, Observation, iou, keypoint_extent
 from napari_learn_complete.index.coco import import_coco
 from napari_learn_complete.model.config import ModelConfig
-from napari_learn_complete.model.registry import CONFIG_FILE, create_model
+from napari_learn_complete.model.registry import CONFIG_FILE, active_model, create_model
 from napari_learn_complete.sample import generate, sample_index
 
 ADJUST_IOU = 0.85  # a box below this IoU with its ground truth needs adjusting
@@ -220,25 +220,32 @@ def as_annotation(observation: Observation, names: dict[int, str]) -> Annotation
 
 @dataclass(frozen=True)
 class Recipe:
-    """The settings the annotator uses: the dialogs' unless overridden."""
+    """The settings the annotator uses: the dialogs' unless overridden. With ``suggested`` the
+    annotator presses the Complete dialog's "Use suggested" whenever the active version offers
+    one for the category (what its Learn judged to cost the fewest corrections)."""
 
     learn: LearnSettings
     complete: CompleteSettings
     device: torch.device
+    suggested: bool = True
 
 
 def complete_all(index: Index, images: Sequence[ImageRecord], recipe: Recipe) -> list[int]:
     """Complete boxes, then keypoints, of every category on ``images`` (one prediction per image,
     shared through a cache); returns the run ids."""
     predictor = Predictor.from_index(index, recipe.device)
+    offered = active_model(index).config.suggested if recipe.suggested else {}
     cache = PredictionCache()
     runs = []
     for category in index.categories():
+        settings = recipe.complete
+        if (suggestion := offered.get(category.name)) is not None:
+            settings = settings.replace(min_score=suggestion.min_score,
+                                        max_detections=suggestion.max_detections)
         kinds = ("roi", "keypoints") if category.keypoints_enabled else ("roi",)
         for kind in kinds:
-            runs.append(complete(index, images, category.name, kind=kind,
-                                 settings=recipe.complete, predictor=predictor,
-                                 cache=cache).run_id)
+            runs.append(complete(index, images, category.name, kind=kind, settings=settings,
+                                 predictor=predictor, cache=cache).run_id)
     return runs
 
 
@@ -371,7 +378,8 @@ def benchmark(work: Path, plan: Plan, recipe: Recipe, *, weights: str = "none", 
     say(f"{plan.images} images of {plan.size_range} px (model input {model.min_size}), first "
         f"{plan.first} by hand; Learn {recipe.learn.epochs} epochs {recipe.learn.mode}, mix-in "
         f"{recipe.learn.mix_in}; Complete min score {recipe.complete.min_score}, at most "
-        f"{recipe.complete.max_detections} per image")
+        f"{recipe.complete.max_detections} per image"
+        f"{', or what the dialog suggests after a Learn' if recipe.suggested else ''}")
     figures = run_loop(index, annotator, plan, recipe)
     index.close()
     if shared is not None:
@@ -382,7 +390,7 @@ def benchmark(work: Path, plan: Plan, recipe: Recipe, *, weights: str = "none", 
         "model_input": [model.min_size, model.max_size],
         "model_detections": model.inference.max_detections, "weights": weights, "seed": seed,
         "device": str(recipe.device), "learn": recipe.learn.model_dump(mode="json"),
-        "complete": recipe.complete.model_dump(mode="json"),
+        "complete": recipe.complete.model_dump(mode="json"), "suggested": recipe.suggested,
         "torch_threads": torch.get_num_threads()}
     return figures
 
@@ -404,9 +412,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--mix-in", type=int, default=None,
                         help="earlier labelled images mixed into each Learn (default: the "
                              "largest batch)")
-    parser.add_argument("--min-score", type=float, default=CompleteSettings().min_score)
-    parser.add_argument("--max-detections", type=int,
-                        default=CompleteSettings().max_detections)
+    parser.add_argument("--min-score", type=float,
+                        help="Complete's min score for every category (default: the dialog's "
+                             "suggestion after a Learn, else its default)")
+    parser.add_argument("--max-detections", type=int, help="likewise, Complete's max detections")
+    parser.add_argument("--no-suggested", action="store_true",
+                        help="never press the dialog's \"Use suggested\": its defaults throughout")
     parser.add_argument("--min-size", type=int, help="model input size (default: the plan's)")
     parser.add_argument("--detections", type=int,
                         help="the model's detections per image (default: the plan's)")
@@ -418,8 +429,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     mix_in = plan.max_batch if args.mix_in is None else args.mix_in
     recipe = Recipe(
         LearnSettings(epochs=args.epochs, mode=mode, mix_in=mix_in, seed=args.seed),
-        CompleteSettings(min_score=args.min_score, max_detections=args.max_detections),
-        choose_device(args.device))
+        CompleteSettings(**{key: value for key, value in (
+            ("min_score", args.min_score), ("max_detections", args.max_detections))
+            if value is not None}),
+        choose_device(args.device),
+        suggested=not (args.no_suggested or args.min_score is not None
+                       or args.max_detections is not None))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-effort-") as tmp:
         figures = benchmark(Path(tmp), plan, recipe, weights=args.weights, seed=args.seed,

@@ -8,7 +8,10 @@ import json
 import pytest
 
 from benchmark_scripts import benchmark_script
+from napari_learn_complete.model.config import Suggested
+from napari_learn_complete.model.registry import CONFIG_FILE
 from napari_learn_complete.sample import GROUND_TRUTH_FILE
+from untrained import untrained_model
 
 BOX = (10.0, 10.0, 50.0, 50.0)  # diagonal 56.6 px: a point may be off by 2.83 px
 POINTS = ((30.0, 10.0, 2), (10.0, 50.0, 2), (50.0, 50.0, 2))
@@ -121,3 +124,25 @@ def test_tiny_loop_reports_every_figure(effort, tmp_path):
     json.dumps(figures, allow_nan=False)
     # the ground truth only ever reached the index as saved human observations, never as a file
     assert not (tmp_path / "index" / GROUND_TRUTH_FILE).exists()
+
+
+def test_the_annotator_presses_use_suggested_when_the_dialog_offers_it(effort, sample_index):
+    handle = untrained_model(sample_index, keypoints=True, min_size=64, max_detections=50)
+    nothing = Suggested(min_score=1.0, max_detections=1, images=1, held_out=True)
+    handle.config.replace(suggested={"disc": nothing}).save(handle.folder / CONFIG_FILE)
+    images = sample_index.images()[6:8]  # unlabelled
+    fixed = effort.CompleteSettings(max_detections=2)
+
+    def written(suggested: bool) -> dict[str, int]:
+        recipe = effort.Recipe(effort.LearnSettings(), fixed, effort.choose_device("cpu"),
+                               suggested=suggested)
+        runs = effort.complete_all(sample_index, images, recipe)
+        counts = {name: len(sample_index.observations(category=name, source="model"))
+                  for name in ("disc", "square")}
+        for run_id in reversed(runs):
+            sample_index.runs.undo(run_id)
+        return counts
+
+    # offered for disc only (nothing scores 1.0: no disc); square keeps the recipe's 2 per image
+    assert written(True) == {"disc": 0, "square": 4}
+    assert written(False) == {"disc": 4, "square": 4}

@@ -147,6 +147,9 @@ def test_run_record_and_result(sample_index, monkeypatch):
         == (2, "heads", 50, 1)
     # each training step at Learn's precision, the held-out evaluation at inference's
     assert entered.count("train") == 2 and set(entered) == {"train", "infer"}
+    # Complete's dialog suggestion, judged on the held-out image, kept with the new version
+    suggested = active_model(sample_index).config.suggested["square"]
+    assert (suggested.held_out, suggested.images) == (True, 1)
 
 
 def test_learn_on_one_image_says_nothing_was_held_out(sample_index):
@@ -300,6 +303,11 @@ def test_short_learn_improves_held_out_ap(tmp_path):
           settings=LearnSettings(epochs=40, mode="full"))
     after = held_out_ap50()
     assert after > before + 0.3, (before, after)
+    # the learned model saves corrections on its 12 images: Complete's dialog suggests keeping
+    # some of its detections, at most one per image (each holds one disc)
+    suggested = active_model(index).config.suggested["disc"]
+    assert suggested.min_score < 1.0
+    assert (suggested.max_detections, suggested.images, suggested.held_out) == (1, 12, False)
 
 
 def test_heads_only_runs_the_frozen_backbone_once_per_image_view(sample_index, monkeypatch):

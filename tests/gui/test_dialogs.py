@@ -6,7 +6,8 @@ import pytest
 
 from napari_learn_complete._qt import dialogs
 from napari_learn_complete.engine.settings import CompleteSettings, LearnSettings, Mode
-from napari_learn_complete.model.config import MODEL_CHOICES
+from napari_learn_complete.model.config import MODEL_CHOICES, Suggested
+from napari_learn_complete.model.registry import create_model
 
 pytestmark = pytest.mark.gui
 
@@ -170,3 +171,47 @@ def test_the_first_learn_offers_the_model_to_create(qtbot, answers) -> None:
         LearnSettings(mode="heads"), dialogs.NewModel("fast", False, "coco"))
     answers.next(accept=False)
     assert dialogs.ask_first_learn("scope", keypoints=False) is None
+
+
+SUGGESTED = Suggested(min_score=0.4, max_detections=3, images=6, held_out=False)
+
+
+def test_complete_dialog_offers_a_learns_suggestion_and_keeps_the_defaults(qtbot) -> None:
+    dialog = dialogs.complete_dialog("scope", suggested=SUGGESTED)
+    qtbot.addWidget(dialog.native)
+    assert dialogs.complete_settings(dialog) == CompleteSettings()  # the specification's
+    button = dialog.use_suggested
+    assert button.text == "Use suggested: min score 0.40, max 3"
+    assert "6 training image(s) (optimistic" in button.tooltip
+    button.native.click()
+    assert dialogs.complete_settings(dialog) == CompleteSettings(min_score=0.4, max_detections=3)
+    assert not hasattr(dialogs.complete_dialog("scope"), "use_suggested")  # none: no button
+
+
+def test_the_panel_offers_the_active_versions_suggestion_for_the_category(
+        opened, answers, monkeypatch) -> None:
+    panel, index = opened.panel, opened.index
+    handle = create_model(index, weights="none")
+    handle.config.replace(suggested={"disc": SUGGESTED}).save(handle.folder / "config.json")
+    started = []
+    monkeypatch.setattr(panel, "_start", lambda make, done: started.append(make.args))
+    panel.select_images([7])
+    buttons: list[bool] = []
+
+    def press(dialog) -> None:
+        form = dialog._magic_widget
+        buttons.append(hasattr(form, "use_suggested"))
+        if buttons[-1]:
+            form.use_suggested.native.click()
+
+    for category in ("disc", "square"):
+        panel.set_active_category(category)
+        answers.next(edit=press)
+        panel.complete_images("roi")
+    assert buttons == [True, False]  # square: that Learn judged no square
+    assert [args[-1] for args in started] == [
+        CompleteSettings(min_score=0.4, max_detections=3), CompleteSettings()]
+    answers.next(edit=press)
+    panel.complete_category("disc", "roi")
+    assert buttons[-1] is True and started[-1][-1] == CompleteSettings(min_score=0.4,
+                                                                       max_detections=3)

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from magicgui.widgets import CheckBox, ComboBox, Dialog, FloatSpinBox, Label, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Dialog,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+)
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QWidget
 
 from ..engine.settings import CompleteSettings, LearnSettings
-from ..model.config import MODEL_CHOICES
+from ..model.config import MODEL_CHOICES, Suggested
 from .model_panel import KEYPOINTS_TOO, WEIGHTS
 
 # Training mode as the user reads it -> LearnSettings.mode
@@ -129,17 +137,34 @@ def learn_settings(dialog: Dialog) -> LearnSettings:
 
 
 def complete_dialog(
-    scope: str, *, from_category: bool = False, parent: QWidget | None = None
+    scope: str, *, from_category: bool = False, parent: QWidget | None = None,
+    suggested: Suggested | None = None,
 ) -> Dialog:
     """Min score, Max nr of detections and, except from a category, Remove existing first, set
-    to CompleteSettings(): Complete from a category never touches existing annotations."""
+    to CompleteSettings(): Complete from a category never touches existing annotations. With
+    ``suggested`` (the active version's Learn judged it for the category), a button puts its
+    min score and max detections in the fields; the fields keep the defaults until pressed."""
     defaults = CompleteSettings()
-    widgets = [
-        FloatSpinBox(name="min_score", label="Min score", value=defaults.min_score, min=0.0,
-                     max=1.0, step=0.05),
-        SpinBox(name="max_detections", label="Max nr of detections",
-                value=defaults.max_detections, min=1, max=1000),
-    ]
+    min_score = FloatSpinBox(name="min_score", label="Min score", value=defaults.min_score,
+                             min=0.0, max=1.0, step=0.05)
+    max_detections = SpinBox(name="max_detections", label="Max nr of detections",
+                             value=defaults.max_detections, min=1, max=1000)
+    widgets: list = [min_score, max_detections]
+    if suggested is not None:
+        use = PushButton(name="use_suggested", text=(
+            f"Use suggested: min score {suggested.min_score:.2f}, "
+            f"max {suggested.max_detections}"))
+        judged = "held-out" if suggested.held_out else "training"
+        use.tooltip = (
+            f"The fewest corrections on the last Learn's {suggested.images} {judged} image(s)"
+            + ("" if suggested.held_out else " (optimistic: the model learned from them)"))
+
+        def apply() -> None:
+            min_score.value = suggested.min_score
+            max_detections.value = suggested.max_detections
+
+        use.changed.connect(apply)
+        widgets.append(use)
     if not from_category:
         widgets.append(CheckBox(name="remove_existing", label="Remove existing first",
                                 value=defaults.remove_existing))
@@ -177,8 +202,10 @@ def ask_first_learn(
 
 
 def ask_complete(
-    scope: str, *, from_category: bool = False, parent: QWidget | None = None
+    scope: str, *, from_category: bool = False, parent: QWidget | None = None,
+    suggested: Suggested | None = None,
 ) -> CompleteSettings | None:
     """Show the Complete dialog modally; the settings on OK, None on Cancel."""
-    dialog = complete_dialog(scope, from_category=from_category, parent=parent)
+    dialog = complete_dialog(scope, from_category=from_category, parent=parent,
+                             suggested=suggested)
     return complete_settings(dialog) if dialog.exec() else None

@@ -68,6 +68,7 @@ from ..engine.results import CompleteResult, Proposals, TrainResult
 from ..engine.settings import LearnSettings
 from ..errors import LearnCompleteError, listed
 from ..index import KIND_NOUNS, KIND_TITLES, Category, Change, ImageRecord, Index
+from ..model.config import Suggested
 from ..model.registry import active_model
 from ..session import Task, session_for
 from . import dialogs
@@ -963,6 +964,7 @@ class IndexPanel(QWidget):
         settings = dialogs.ask_complete(
             f"Complete {KIND_NOUNS[kind]} on {count} selected image(s) "
             f"into category {self.layers.active_category!r}", parent=self,
+            suggested=self._suggested(self.layers.active_category),
         )
         if settings is None:
             return None
@@ -999,13 +1001,24 @@ class IndexPanel(QWidget):
             return None
         settings = dialogs.ask_complete(
             f"Find category {name!r} ({KIND_NOUNS[kind]}) on images that do not have it yet",
-            from_category=True, parent=self,
+            from_category=True, parent=self, suggested=self._suggested(name),
         )
         if settings is None:
             return None
         return self._start(partial(
             self.session.complete_category, self.layers.index, name, kind, settings
         ), self._review)
+
+    def _suggested(self, category: str | None) -> Suggested | None:
+        """What the active version's Learn suggests for Complete into ``category``, if any (an
+        index without a model, or whose model cannot be read, has none: Complete says why)."""
+        index = self.layers.index
+        if category is None or index.models.active() is None:
+            return None
+        try:
+            return active_model(index).config.suggested.get(category)
+        except LearnCompleteError:
+            return None
 
     def _review(self, task: Task, proposals: Proposals) -> None:
         skipped = proposals.skipped

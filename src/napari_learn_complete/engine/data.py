@@ -9,6 +9,7 @@ keypoint names (left/right) swap places and points stay in the boxes' pixel-corn
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -209,6 +210,13 @@ class DetectionDataset(Dataset):
         self._index, self._path, self._pid = index, index.path, os.getpid()
         self._decoded: dict[int, np.ndarray] = {}
         self._decoded_bytes = 0
+
+    def unaugmented(self) -> DetectionDataset:
+        """The same images and targets without augmentation, sharing the pixels decoded so far:
+        to judge a model on what it trained on."""
+        plain = copy.copy(self)
+        plain.transform = None
+        return plain
 
     def __len__(self) -> int:
         return len(self.images)

@@ -28,7 +28,7 @@ from torch.optim import lr_scheduler
 from ..errors import RefusedError
 from ..index import Category, ImageRecord, Index, check_kind
 from ..model.build import freeze_backbone
-from ..model.config import ModelConfig, TrainingSettings
+from ..model.config import ModelConfig, Suggested, TrainingSettings
 from ..model.registry import ModelHandle, active_model
 from .data import DetectionDataset, make_loader
 from .device import PRECISION, choose_device, precision
@@ -38,6 +38,7 @@ from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import TrainResult
 from .scope import labelled_images, learn_scope, mix_in, require_kind, split, split_notes
 from .settings import LearnSettings
+from .suggest import suggest
 
 GRAD_CLIP = 10.0  # max gradient norm: a few odd boxes must not throw the weights off
 WARMUP_START = 0.001  # the learning rate ramps up linearly from this share of its value
@@ -318,11 +319,29 @@ class _Trainer:
         return evaluate(self.model, self.test_loader, self.device, self.config,
                         self.keypoint_classes)
 
+    def suggest(self) -> dict[str, Suggested]:
+        """Complete's suggested settings per category (:mod:`.suggest`), judged on the held-out
+        images when there are some, else on the training images as they are, unaugmented."""
+        held_out = self.test_loader is not None
+        loader = self.test_loader if held_out else make_loader(
+            self.loader.dataset.unaugmented(), batch_size=self.plan.training.batch_size,
+            shuffle=False, num_workers=self.plan.num_workers)
+        targets, outputs = predict(self.model, loader, self.device)
+        found = {}
+        for label, name in enumerate(self.config.categories, 1):
+            truth = [target["boxes"][target["labels"] == label].numpy() for target in targets]
+            detected = [(out["boxes"][out["labels"] == label].numpy(),
+                         out["scores"][out["labels"] == label].numpy()) for out in outputs]
+            if (suggestion := suggest(truth, detected, held_out=held_out)) is not None:
+                found[name] = suggestion
+        return found
+
     def fit(self, losses: list[float], progress: ProgressFn | None,
-            cancel: CancelFn | None) -> dict[str, float]:
+            cancel: CancelFn | None) -> tuple[dict[str, float], dict[str, Suggested]]:
         """Train for the planned epochs, appending each epoch's mean loss to ``losses``; with
         patience and a held-out part, stop early and keep the best epoch's weights. Returns the
-        held-out metrics of the weights kept."""
+        held-out metrics of the weights kept and Complete's suggested settings (:meth:`suggest`,
+        judged while a frozen backbone's features are still cached)."""
         plan, training = self.plan, self.plan.training
         params = _trainable(self.model, plan.mode, plan.kind, self.config.backbone_trained)
         optimizer = make_optimizer(params, training)
@@ -334,7 +353,9 @@ class _Trainer:
         if plan.mode == "heads":  # a frozen backbone: each image view's features computed once
             cache_backbone(self.model)
         try:
-            return self._epochs(losses, progress, cancel, optimizer, scheduler, scaler)
+            metrics = self._epochs(losses, progress, cancel, optimizer, scheduler, scaler)
+            check_cancel(cancel)
+            return metrics, self.suggest()
         finally:
             uncache_backbone(self.model)
 
@@ -403,11 +424,11 @@ def _fit(
         with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda"
                                    else []):
             torch.manual_seed(plan.seed)  # augmentations and shuffling repeat; caller's RNG kept
-            metrics = trainer.fit(losses, progress, cancel)
+            metrics, suggested = trainer.fit(losses, progress, cancel)
         check_cancel(cancel)
         note = (f"{plan.operation} ({plan.kind or 'all'}, {plan.mode}) on "
                 f"{len(plan.train_images)} image(s) from v{start_version}")
-        config = trainer.config
+        config = trainer.config.replace(suggested={**trainer.config.suggested, **suggested})
         if plan.mode == "full":  # the backbone learned: "Heads only" is sound from now on
             config = config.replace(backbone_trained=True)
         version = handle.commit_version(trainer.model.eval().cpu(), config, note=note,

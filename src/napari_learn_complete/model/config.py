@@ -192,6 +192,17 @@ class InferenceSettings(Validated):
     max_detections: int = Field(100, ge=1)
 
 
+class Suggested(Validated):
+    """The Complete settings that would have cost the fewest corrections on the ``images`` a
+    Learn could judge (its held-out part, else its training images: then optimistic), which
+    Complete's dialog offers for the category (engine/suggest.py)."""
+
+    min_score: float = Field(ge=0, le=1)
+    max_detections: int = Field(ge=1)
+    images: int = Field(ge=1)
+    held_out: bool
+
+
 class ModelConfig(Validated):
     """Everything needed to rebuild a model; class id ``i + 1`` is the category ``categories[i]``
     (0 is the background), keypoint channel ``j`` is ``keypoint_names[j]``."""
@@ -209,6 +220,8 @@ class ModelConfig(Validated):
     backbone_trained: bool = False
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    # Per category name: what Complete's dialog suggests after the Learn that made this version.
+    suggested: dict[str, Suggested] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
