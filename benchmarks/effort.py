@@ -234,19 +234,25 @@ def complete_all(index: Index, images: Sequence[ImageRecord], recipe: Recipe) ->
     """Complete boxes, then keypoints, of every category on ``images`` (one prediction per image,
     shared through a cache); returns the run ids."""
     predictor = Predictor.from_index(index, recipe.device)
-    offered = active_model(index).config.suggested if recipe.suggested else {}
+    chosen = complete_settings(index, recipe)
     cache = PredictionCache()
     runs = []
     for category in index.categories():
-        settings = recipe.complete
-        if (suggestion := offered.get(category.name)) is not None:
-            settings = settings.replace(min_score=suggestion.min_score,
-                                        max_detections=suggestion.max_detections)
         kinds = ("roi", "keypoints") if category.keypoints_enabled else ("roi",)
         for kind in kinds:
-            runs.append(complete(index, images, category.name, kind=kind, settings=settings,
-                                 predictor=predictor, cache=cache).run_id)
+            runs.append(complete(index, images, category.name, kind=kind,
+                                 settings=chosen[category.name], predictor=predictor,
+                                 cache=cache).run_id)
     return runs
+
+
+def complete_settings(index: Index, recipe: Recipe) -> dict[str, CompleteSettings]:
+    """Each category's Complete settings: the dialog's suggestion when it offers one and the
+    recipe presses it, else the recipe's."""
+    offered = active_model(index).config.suggested if recipe.suggested else {}
+    return {category.name: recipe.complete if (s := offered.get(category.name)) is None
+            else recipe.complete.replace(min_score=s.min_score, max_detections=s.max_detections)
+            for category in index.categories()}
 
 
 def learn_on(index: Index, images: Sequence[ImageRecord], annotator: Annotator,
@@ -270,11 +276,16 @@ def batches(plan: Plan) -> list[tuple[int, int]]:
 
 
 def cycle_row(cycle: int, images: int, edits: Edits, learn_s: float,
-              complete_s: float) -> dict[str, Any]:
+              complete_s: float, settings: dict[str, CompleteSettings] | None = None
+              ) -> dict[str, Any]:
+    """One cycle's figures; ``settings``: each category's Complete (min score, max
+    detections)."""
     return {"cycle": cycle, "images": images, "roi_edits": edits.roi, "kp_edits": edits.kp,
             "roi_edits_per_image": round(edits.roi / images, 3),
             "kp_edits_per_image": round(edits.kp / images, 3),
-            "learn_seconds": round(learn_s, 1), "complete_seconds": round(complete_s, 1)}
+            "learn_seconds": round(learn_s, 1), "complete_seconds": round(complete_s, 1),
+            "complete_settings": {name: [round(c.min_score, 4), c.max_detections]
+                                  for name, c in (settings or {}).items()}}
 
 
 def run_loop(index: Index, annotator: Annotator, plan: Plan, recipe: Recipe) -> dict[str, Any]:
@@ -294,13 +305,14 @@ def run_loop(index: Index, annotator: Annotator, plan: Plan, recipe: Recipe) -> 
         began = time.perf_counter()
         complete_all(index, batch, recipe)
         complete_s = time.perf_counter() - began
+        used = complete_settings(index, recipe)
         edits = annotator.corrections(batch)
         loop += edits
         annotator.save(batch)
         learn_s = 0.0
         if number < len(spans):  # after the last batch nothing is left to Complete
             learn_s = learn_on(index, batch, annotator, recipe)
-        cycles.append(cycle_row(number, len(batch), edits, learn_s, complete_s))
+        cycles.append(cycle_row(number, len(batch), edits, learn_s, complete_s, used))
         say(f"cycle {number}: {len(batch)} images, {edits.roi} box and {edits.kp} point "
             f"corrections (by hand: {annotator.manual(batch).roi}, "
             f"{annotator.manual(batch).kp}); Complete {complete_s:.0f} s, Learn {learn_s:.0f} s")

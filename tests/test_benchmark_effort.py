@@ -8,8 +8,9 @@ import json
 import pytest
 
 from benchmark_scripts import benchmark_script
+from napari_learn_complete.index import Index
 from napari_learn_complete.model.config import Suggested
-from napari_learn_complete.model.registry import CONFIG_FILE
+from napari_learn_complete.model.registry import CONFIG_FILE, active_model
 from napari_learn_complete.sample import GROUND_TRUTH_FILE
 from untrained import untrained_model
 
@@ -120,6 +121,12 @@ def test_tiny_loop_reports_every_figure(effort, tmp_path):
     assert sum(c["roi_edits"] for c in cycles) == figures["roi_edits_loop"]
     assert cycles[0]["learn_seconds"] > 0 and cycles[1]["complete_seconds"] > 0
     assert cycles[-1]["learn_seconds"] == 0  # nothing left to Complete after the last batch
+    # each Complete's settings per category: the Learn's suggestion when it offered one
+    suggested = active_model(Index(tmp_path / "index")).config.suggested
+    for name, (min_score, most) in cycles[-1]["complete_settings"].items():
+        expected = suggested.get(name) or effort.CompleteSettings(max_detections=3)
+        assert (min_score, most) == (round(expected.min_score, 4), expected.max_detections)
+    assert set(cycles[-1]["complete_settings"]) == {"disc", "square", "triangle"}
     assert figures["compute_seconds"] > 0
     json.dumps(figures, allow_nan=False)
     # the ground truth only ever reached the index as saved human observations, never as a file
