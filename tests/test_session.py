@@ -12,6 +12,7 @@ from doubles import ScriptedDetector
 from napari_learn_complete.engine.detections import Detection
 from napari_learn_complete.engine.jobs import InProcessRunner, Job
 from napari_learn_complete.engine.predict import Predictor
+from napari_learn_complete.engine.ray_runner import RayEngine
 from napari_learn_complete.engine.results import Proposal
 from napari_learn_complete.engine.settings import CompleteSettings, LearnSettings
 from napari_learn_complete.errors import Cancelled, EngineError, RefusedError
@@ -78,6 +79,12 @@ def test_a_task_captures_its_target_and_announces_its_changes(scripted: Index) -
     assert task.runs == [result.run_id] and session.last_run == (scripted, result.run_id)
     with pytest.raises(RefusedError, match="Choose an active category first"):
         session.complete_images(scripted, [7], None, "roi")
+    # the model on Ray workers: the same job with the engine (torch and Ray load where it runs)
+    ray = RayEngine(address="ray://head:10001", workers=3)
+    for task in (session.complete_images(scripted, [7], "square", "roi", engine=ray),
+                 session.complete_category(scripted, "square", "roi", engine=ray)):
+        assert task.job.args["engine"] == ray and task.title.endswith(" on Ray (3 worker(s))")
+    assert "engine" not in session.complete_category(scripted, "square", "roi").job.args
 
 
 def test_learn_tasks_carry_the_dialog_settings(scripted: Index) -> None:

@@ -27,7 +27,7 @@ from .engine.results import CompleteResult, Proposal, TrainResult
 from .engine.settings import CompleteSettings, LearnSettings
 from .errors import BadInputError, RefusedError
 from .index import ImageRecord, Index
-from .session import Session, default_runner, session_for
+from .session import Session, default_runner, engine_args, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -98,7 +98,7 @@ def complete(
     return _run(target, idx, "complete", progress, cancel,
                 images=[r.id for r in _images(idx, images)], category=category, kind=kind,
                 settings=_settings(CompleteSettings, settings, overrides), device=device,
-                **_on(engine))
+                **engine_args(engine))
 
 
 def propose(
@@ -112,7 +112,7 @@ def propose(
     return _run(target, _index_of(target, index), "propose", progress, cancel,
                 category=category, kind=kind,
                 settings=_settings(CompleteSettings, settings, overrides), device=device,
-                **_on(engine))
+                **engine_args(engine))
 
 
 def accept(
@@ -148,11 +148,6 @@ def _run(target: Target, idx: Index, operation: str, progress: ProgressFn | None
     session = _session(target)
     return session.run(session.task(operation, idx, operation, args), progress=progress,
                        cancel=cancel)
-
-
-def _on(engine: RayEngine | None) -> dict[str, Any]:
-    """A job's ``engine`` arg, left out for the local model (the runner's warm predictor)."""
-    return {} if engine is None else {"engine": engine}
 
 
 def _session(target: Target) -> Session:

@@ -19,6 +19,7 @@ from typing import Any
 from .actions import Availability, category_action_availability, image_action_availability
 from .engine.jobs import MODEL_OPERATIONS, Job, Runner
 from .engine.progress import CancelFn, ProgressFn
+from .engine.ray_runner import RayEngine
 from .engine.results import CompleteResult, Proposal
 from .engine.settings import CompleteSettings, LearnSettings
 from .errors import EngineError, RefusedError
@@ -97,26 +98,32 @@ class Session:
                                    settings or LearnSettings())
 
     def complete_images(self, index: Index, image_ids: Sequence[int], category: str | None,
-                        kind: str, settings: CompleteSettings | None = None) -> Task:
+                        kind: str, settings: CompleteSettings | None = None, *,
+                        engine: RayEngine | None = None) -> Task:
+        """Complete from images; ``engine``: the model on Ray workers, written here."""
         if category is None:
             raise RefusedError("Choose an active category first: Complete writes into it")
-        return self.task(f"Complete ({KIND_TITLES[kind]} → {category})", index, "complete", {
-            "images": list(image_ids), "category": category, "kind": kind,
-            "settings": settings or CompleteSettings(),
-        }, kind, category)
+        return self.task(f"Complete ({KIND_TITLES[kind]} → {category}){_on_ray(engine)}", index,
+                         "complete", {
+                             "images": list(image_ids), "category": category, "kind": kind,
+                             "settings": settings or CompleteSettings(), **engine_args(engine),
+                         }, kind, category)
 
     def complete_category(self, index: Index, category: str, kind: str,
-                          settings: CompleteSettings | None = None) -> Task:
+                          settings: CompleteSettings | None = None, *,
+                          engine: RayEngine | None = None) -> Task:
         """Complete from a category: proposals (boxes or keypoints: ``kind``) for review,
-        nothing saved."""
-        return self._category_task(f"Complete from category {category!r}", index, "propose",
-                                   category, kind, settings or CompleteSettings())
+        nothing saved; ``engine`` as for :meth:`complete_images`."""
+        return self._category_task(f"Complete from category {category!r}{_on_ray(engine)}", index,
+                                   "propose", category, kind, settings or CompleteSettings(),
+                                   **engine_args(engine))
 
     def _category_task(self, title: str, index: Index, operation: str, category: str,
-                       kind: str, settings: LearnSettings | CompleteSettings) -> Task:
+                       kind: str, settings: LearnSettings | CompleteSettings,
+                       **args: Any) -> Task:
         """A task on a whole category, of the kind the user chose in its card's menu."""
         return self.task(title, index, operation, {
-            "category": category, "kind": kind, "settings": settings}, kind, category)
+            "category": category, "kind": kind, "settings": settings, **args}, kind, category)
 
     def train(self, index: Index) -> Task:
         return self.task("Full training", index, "train", {})
@@ -177,6 +184,17 @@ class Session:
 
 
 _sessions: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+def engine_args(engine: RayEngine | None) -> dict[str, Any]:
+    """A Complete or propose job's ``engine`` arg, left out for this machine's model (the
+    runner's warm predictor)."""
+    return {} if engine is None else {"engine": engine}
+
+
+def _on_ray(engine: RayEngine | None) -> str:
+    """A task title's note of where its model runs."""
+    return "" if engine is None else f" on Ray ({engine.workers} worker(s))"
+
+
 _default_runner: Runner | None = None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from napari_learn_complete._qt import dialogs
+from napari_learn_complete.engine.ray_runner import RayEngine
 from napari_learn_complete.engine.settings import CompleteSettings, LearnSettings, Mode
 from napari_learn_complete.model.config import MODEL_CHOICES, Suggested
 from napari_learn_complete.model.registry import create_model
@@ -117,7 +118,7 @@ def test_ok_returns_settings_and_cancel_none(qtbot, answers) -> None:
     answers.next(accept=False)
     assert dialogs.ask_learn("scope") is None
     answers.next(accept=True)
-    assert dialogs.ask_complete("scope") == CompleteSettings()
+    assert dialogs.ask_complete("scope") == (CompleteSettings(), None)  # on this machine
     answers.next(accept=False)
     assert dialogs.ask_complete("scope", from_category=True) is None
     assert answers.seen == ["Learn", "Learn", "Complete", "Complete"]
@@ -215,3 +216,45 @@ def test_the_panel_offers_the_active_versions_suggestion_for_the_category(
     panel.complete_category("disc", "roi")
     assert buttons[-1] is True and started[-1][-1] == CompleteSettings(min_score=0.4,
                                                                        max_detections=3)
+
+
+def test_complete_dialog_offers_ray_workers_when_ray_is_installed(qtbot) -> None:
+    dialog = dialogs.complete_dialog("scope", engines=True)
+    qtbot.addWidget(dialog.native)
+    ray = [dialog.ray_address, dialog.ray_workers, dialog.ray_gpus]
+    assert dialog.engine.label == "Run on" and dialog.engine.value == "This machine"
+    assert [_shown(dialog, w) for w in ray] == [False] * 3  # shown while Ray is chosen
+    assert dialogs.complete_settings(dialog) == CompleteSettings()
+    assert dialogs.complete_engine(dialog) is None
+    dialog.engine.value = "Ray workers"
+    assert [_shown(dialog, w) for w in ray] == [True] * 3
+    assert [w.label for w in ray] == ["Ray address", "Ray workers", "GPUs per worker"]
+    assert dialogs.complete_engine(dialog) == RayEngine()
+    dialog.ray_address.value, dialog.ray_workers.value = " ray://head:10001 ", 8
+    dialog.ray_gpus.value = 1.0
+    assert dialogs.complete_engine(dialog) == RayEngine("ray://head:10001", 8, 1.0)
+    assert not hasattr(dialogs.complete_dialog("scope"), "engine")  # without Ray: no choice
+
+
+def test_the_panel_runs_complete_on_the_engine_chosen(opened, answers, monkeypatch) -> None:
+    panel = opened.panel
+    create_model(opened.index, weights="none")
+    started = []
+    monkeypatch.setattr(panel, "_start", lambda make, done: started.append(make.keywords))
+    panel.select_images([7])
+    panel.set_active_category("disc")
+
+    def ray(dialog) -> None:
+        dialog._magic_widget.engine.value = "Ray workers"
+        dialog._magic_widget.ray_workers.value = 3
+
+    answers.next(edit=ray)
+    panel.complete_images("roi")
+    answers.next(edit=ray)
+    panel.complete_category("disc", "roi")
+    monkeypatch.setattr(dialogs, "ray_installed", lambda: False)
+    offered = []
+    answers.next(edit=lambda d: offered.append(hasattr(d._magic_widget, "engine")))
+    panel.complete_images("roi")
+    assert started == [{"engine": RayEngine(workers=3)}] * 2 + [{"engine": None}]
+    assert offered == [False]

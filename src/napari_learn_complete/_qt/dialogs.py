@@ -4,6 +4,7 @@ are those of :mod:`~napari_learn_complete.engine.settings`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from magicgui.widgets import (
     CheckBox,
@@ -11,12 +12,14 @@ from magicgui.widgets import (
     Dialog,
     FloatSpinBox,
     Label,
+    LineEdit,
     PushButton,
     SpinBox,
 )
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QWidget
 
+from ..engine.ray_runner import RayEngine, ray_installed
 from ..engine.settings import CompleteSettings, LearnSettings
 from ..model.config import MODEL_CHOICES, Suggested
 from .model_panel import KEYPOINTS_TOO, WEIGHTS
@@ -30,6 +33,18 @@ UNTRAINED_NOTE = "Full model: a random backbone has learned nothing, training on
                  "learns little"
 HEADS_ON_UNTRAINED = ("The backbone was never trained (random start, no Full model Learn yet): "
                       "Heads only will learn little; Full model is suggested")
+
+
+# "Run on" as the user reads it -> whether it is the Ray engine
+ENGINES = {"This machine": False, "Ray workers": True}
+
+
+class CompleteRequest(NamedTuple):
+    """What the Complete dialog's OK asks for: its settings, and Ray workers or None (this
+    machine)."""
+
+    settings: CompleteSettings
+    engine: RayEngine | None = None
 
 
 @dataclass(frozen=True)
@@ -138,12 +153,14 @@ def learn_settings(dialog: Dialog) -> LearnSettings:
 
 def complete_dialog(
     scope: str, *, from_category: bool = False, parent: QWidget | None = None,
-    suggested: Suggested | None = None,
+    suggested: Suggested | None = None, engines: bool = False,
 ) -> Dialog:
     """Min score, Max nr of detections and, except from a category, Remove existing first, set
     to CompleteSettings(): Complete from a category never touches existing annotations. With
     ``suggested`` (the active version's Learn judged it for the category), a button puts its
-    min score and max detections in the fields; the fields keep the defaults until pressed."""
+    min score and max detections in the fields; the fields keep the defaults until pressed.
+    With ``engines`` (Ray is installed), "Run on" offers Ray workers (a local Ray, or the
+    cluster at an address) besides this machine; their settings show when Ray is chosen."""
     defaults = CompleteSettings()
     min_score = FloatSpinBox(name="min_score", label="Min score", value=defaults.min_score,
                              min=0.0, max=1.0, step=0.05)
@@ -168,7 +185,34 @@ def complete_dialog(
     if not from_category:
         widgets.append(CheckBox(name="remove_existing", label="Remove existing first",
                                 value=defaults.remove_existing))
+    if engines:
+        widgets += _engine_widgets()
     return _dialog("Complete", scope, widgets, parent)
+
+
+def _engine_widgets() -> list:
+    """"Run on" and, shown while Ray is chosen, the Ray engine's settings (RayEngine's
+    defaults)."""
+    defaults = RayEngine()
+    engine = ComboBox(name="engine", label="Run on", choices=list(ENGINES),
+                      value=next(iter(ENGINES)))
+    ray = [
+        LineEdit(name="ray_address", label="Ray address", value="",
+                 tooltip="Empty: a local Ray (or the cluster in RAY_ADDRESS); "
+                         "else e.g. ray://head:10001"),
+        SpinBox(name="ray_workers", label="Ray workers", value=defaults.workers, min=1,
+                max=4096),
+        FloatSpinBox(name="ray_gpus", label="GPUs per worker", value=defaults.gpus_per_worker,
+                     min=0.0, max=16.0, step=0.5),
+    ]
+
+    def follow() -> None:
+        for widget in ray:
+            widget.visible = ENGINES[engine.value]
+
+    engine.changed.connect(follow)
+    follow()
+    return [engine, *ray]
 
 
 def complete_settings(dialog: Dialog) -> CompleteSettings:
@@ -179,6 +223,16 @@ def complete_settings(dialog: Dialog) -> CompleteSettings:
         max_detections=int(dialog.max_detections.value),
         remove_existing=bool(remove.value) if remove is not None else False,
     )
+
+
+def complete_engine(dialog: Dialog) -> RayEngine | None:
+    """The Ray engine chosen in the dialog; None: this machine (or no choice offered)."""
+    engine = getattr(dialog, "engine", None)
+    if engine is None or not ENGINES[engine.value]:
+        return None
+    return RayEngine(address=dialog.ray_address.value.strip() or None,
+                     workers=int(dialog.ray_workers.value),
+                     gpus_per_worker=float(dialog.ray_gpus.value))
 
 
 def ask_learn(scope: str, parent: QWidget | None = None, *,
@@ -204,8 +258,13 @@ def ask_first_learn(
 def ask_complete(
     scope: str, *, from_category: bool = False, parent: QWidget | None = None,
     suggested: Suggested | None = None,
-) -> CompleteSettings | None:
-    """Show the Complete dialog modally; the settings on OK, None on Cancel."""
+) -> CompleteRequest | None:
+    """Show the Complete dialog modally (the engine choice when Ray is installed); the
+    settings and engine on OK, None on Cancel."""
     dialog = complete_dialog(scope, from_category=from_category, parent=parent,
-                             suggested=suggested)
-    return complete_settings(dialog) if dialog.exec() else None
+                             suggested=suggested, engines=ray_installed())
+    if not dialog.exec():
+        return None
+    return CompleteRequest(complete_settings(dialog), complete_engine(dialog))
+
+

@@ -961,16 +961,16 @@ class IndexPanel(QWidget):
         if self._refuse(self.image_availability(kind, "complete")):
             return None
         count = len(self.selected_image_ids())
-        settings = dialogs.ask_complete(
+        request = dialogs.ask_complete(
             f"Complete {KIND_NOUNS[kind]} on {count} selected image(s) "
             f"into category {self.layers.active_category!r}", parent=self,
             suggested=self._suggested(self.layers.active_category),
         )
-        if settings is None:
+        if request is None:
             return None
         return self._start(partial(
             self.session.complete_images, self.layers.index, self.selected_image_ids(),
-            self.layers.active_category, kind, settings,
+            self.layers.active_category, kind, request.settings, engine=request.engine,
         ), self._completed)
 
     def _completed(self, task: Task, result: CompleteResult) -> None:
@@ -999,14 +999,15 @@ class IndexPanel(QWidget):
         open in the review."""
         if self._refuse(self.category_availability(name, kind, "complete")):
             return None
-        settings = dialogs.ask_complete(
+        request = dialogs.ask_complete(
             f"Find category {name!r} ({KIND_NOUNS[kind]}) on images that do not have it yet",
             from_category=True, parent=self, suggested=self._suggested(name),
         )
-        if settings is None:
+        if request is None:
             return None
         return self._start(partial(
-            self.session.complete_category, self.layers.index, name, kind, settings
+            self.session.complete_category, self.layers.index, name, kind, request.settings,
+            engine=request.engine,
         ), self._review)
 
     def _suggested(self, category: str | None) -> Suggested | None:

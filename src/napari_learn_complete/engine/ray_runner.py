@@ -24,6 +24,7 @@ imports neither, so napari's process makes a :class:`RayEngine` for its job.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
@@ -63,6 +64,12 @@ class RayEngine:
         if self.gpus_per_worker < 0:
             raise BadInputError(
                 f"GPUs per worker must be 0 or more, not {self.gpus_per_worker:g}")
+
+
+def ray_installed() -> bool:
+    """Whether the Ray extra is installed, found without importing Ray: napari's process asks
+    to offer the engine, and must not load it."""
+    return importlib.util.find_spec("ray") is not None
 
 
 def import_ray() -> Any:
