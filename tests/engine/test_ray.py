@@ -221,3 +221,12 @@ def test_a_ray_job_is_made_without_importing_ray_or_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_one_gpu_per_worker_when_the_cluster_has_gpus_unless_told(index, streamed):
+    assert RayEngine().worker_gpus(cluster_gpus=0) == 0.0  # CPU actors
+    assert RayEngine().worker_gpus(cluster_gpus=8) == 1.0
+    assert RayEngine(gpus_per_worker=0).worker_gpus(cluster_gpus=8) == 0.0
+    assert RayEngine(gpus_per_worker=0.5).worker_gpus(cluster_gpus=8) == 0.5
+    # this local Ray has no GPU: the default runs CPU actors (the tests above), as asked of Ray
+    assert ray.cluster_resources().get("GPU", 0) == 0

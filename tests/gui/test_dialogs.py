@@ -231,8 +231,8 @@ def test_complete_dialog_offers_ray_workers_when_ray_is_installed(qtbot) -> None
     assert [w.label for w in ray] == ["Ray address", "Ray workers", "GPUs per worker"]
     assert dialogs.complete_engine(dialog) == RayEngine()
     dialog.ray_address.value, dialog.ray_workers.value = " ray://head:10001 ", 8
-    dialog.ray_gpus.value = 1.0
-    assert dialogs.complete_engine(dialog) == RayEngine("ray://head:10001", 8, 1.0)
+    dialog.ray_gpus.value = "0.5"
+    assert dialogs.complete_engine(dialog) == RayEngine("ray://head:10001", 8, 0.5)
     assert not hasattr(dialogs.complete_dialog("scope"), "engine")  # without Ray: no choice
 
 

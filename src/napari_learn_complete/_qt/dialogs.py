@@ -37,6 +37,9 @@ HEADS_ON_UNTRAINED = ("The backbone was never trained (random start, no Full mod
 
 # "Run on" as the user reads it -> whether it is the Ray engine
 ENGINES = {"This machine": False, "Ray workers": True}
+# "GPUs per worker" -> RayEngine.gpus_per_worker (None: one if the cluster has GPUs)
+WORKER_GPUS = {"1 if the cluster has GPUs": None, "0 (CPUs)": 0.0, "0.5": 0.5, "1": 1.0,
+               "2": 2.0}
 
 
 class CompleteRequest(NamedTuple):
@@ -202,8 +205,8 @@ def _engine_widgets() -> list:
                          "else e.g. ray://head:10001"),
         SpinBox(name="ray_workers", label="Ray workers", value=defaults.workers, min=1,
                 max=4096),
-        FloatSpinBox(name="ray_gpus", label="GPUs per worker", value=defaults.gpus_per_worker,
-                     min=0.0, max=16.0, step=0.5),
+        ComboBox(name="ray_gpus", label="GPUs per worker", choices=list(WORKER_GPUS),
+                 value=next(iter(WORKER_GPUS))),
     ]
 
     def follow() -> None:
@@ -232,7 +235,7 @@ def complete_engine(dialog: Dialog) -> RayEngine | None:
         return None
     return RayEngine(address=dialog.ray_address.value.strip() or None,
                      workers=int(dialog.ray_workers.value),
-                     gpus_per_worker=float(dialog.ray_gpus.value))
+                     gpus_per_worker=WORKER_GPUS[dialog.ray_gpus.value])
 
 
 def ask_learn(scope: str, parent: QWidget | None = None, *,

@@ -73,8 +73,9 @@ def _target(parser: argparse.ArgumentParser, defaults: CompleteSettings) -> None
                         help="the Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
     engine.add_argument("--workers", type=int, default=2, metavar="N",
                         help="Ray workers, each holding the model (default 2)")
-    engine.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
-                        help="GPUs each Ray worker takes (default 0: CPU workers)")
+    engine.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                        help="GPUs each Ray worker takes (default: 1 when the cluster has GPUs, "
+                             "else CPU workers; 0: CPU workers)")
 
 
 def _source(index: Index, args: argparse.Namespace) -> Source | None:

@@ -51,19 +51,26 @@ RETRIES = 3  # restarts of a dead worker, and runs of the batch it held, before 
 class RayEngine:
     """Run a Complete or propose job's model on Ray (the ``engine`` arg of its job): a local Ray
     unless ``address`` (or ``RAY_ADDRESS``) names a cluster, ``workers`` actors each holding the
-    model, with ``gpus_per_worker`` GPUs each (0: on CPUs). Plain data: napari's process makes
-    it without importing Ray."""
+    model, with ``gpus_per_worker`` GPUs each (0: on CPUs; None: one when the cluster has GPUs,
+    else CPUs). Plain data: napari's process makes it without importing Ray."""
 
     address: str | None = None
     workers: int = 2
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: float | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise BadInputError(f"the Ray engine needs at least 1 worker, not {self.workers}")
-        if self.gpus_per_worker < 0:
+        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
             raise BadInputError(
                 f"GPUs per worker must be 0 or more, not {self.gpus_per_worker:g}")
+
+    def worker_gpus(self, cluster_gpus: float) -> float:
+        """GPUs per worker on a cluster with ``cluster_gpus`` in all: as asked, or (None) one
+        GPU per actor when the cluster has any, CPU actors otherwise."""
+        if self.gpus_per_worker is not None:
+            return self.gpus_per_worker
+        return 1.0 if cluster_gpus >= 1 else 0.0
 
 
 def ray_installed() -> bool:
@@ -177,7 +184,7 @@ class RaySource:
 
     def _dataset(self, ray: Any, rows: list[dict], batch_size: int, weights: Any) -> Any:
         """One block per batch, so a lost worker costs its batch and no more."""
-        gpus = self.engine.gpus_per_worker
+        gpus = self.engine.worker_gpus(ray.cluster_resources().get("GPU", 0))
         return ray.data.from_items(
             rows, override_num_blocks=math.ceil(len(rows) / batch_size),
         ).map_batches(
