@@ -49,3 +49,11 @@ def test_difference_pairs_detections_regardless_of_order(run_module):
     moved = expected.copy()
     moved[1, 2] += 3
     assert run_module.difference(expected, moved) == pytest.approx(3)
+    # at Complete's max detections (2), another detection tied at the cut made it in: the same
+    # list within float tolerance; a difference above the cut still counts
+    tied = np.array([[0, 0, 10, 10, 0.9], [50, 50, 60, 60, 0.5 + 1e-5]], float)
+    best = np.array([[0, 0, 10, 10, 0.9], [5, 5, 20, 20, 0.5]], float)
+    assert run_module.difference(best, tied) == pytest.approx(45)
+    assert run_module.difference(best, tied, cap=2) == 0
+    assert run_module.difference(best, tied + np.array([0, 0, 3, 0, 0]), cap=2) == pytest.approx(3)
+    assert run_module.difference(best, tied, cap=3) == pytest.approx(45)  # not at the cut
