@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment  # napari depends on scipy
 from torch import nn
 
 from _baselines import TutorialDataset, as_torchvision, per_image_predict, tutorial_learn
@@ -207,8 +208,9 @@ def _rows(boxes: Sequence, scores: Sequence) -> np.ndarray:
 
 
 def difference(expected: np.ndarray, got: np.ndarray, cap: int | None = None) -> float:
-    """The largest difference between paired detections, each expected one paired with the
-    closest one left (order among near-equal scores may differ); inf when the counts differ.
+    """The largest difference between paired detections, paired one-to-one with the least total
+    difference (order among near-equal scores may differ, and an untrained model's boxes crowd
+    so that pairing each with the closest one left can miss); inf when the counts differ.
     When both lists hold ``cap`` detections (Complete's max detections cut them), those scoring
     within the tolerance of the cut are left out: which of several tied detections make the cut
     is float noise, and either is the same list within float tolerance."""
@@ -217,14 +219,11 @@ def difference(expected: np.ndarray, got: np.ndarray, cap: int | None = None) ->
         expected, got = expected[expected[:, 4] > cut], got[got[:, 4] > cut]
     if len(expected) != len(got):
         return float("inf")
-    left = list(range(len(got)))
-    worst = 0.0
-    for row in expected:
-        gaps = np.abs(got[left] - row).max(axis=1)
-        best = int(np.argmin(gaps))
-        worst = max(worst, float(gaps[best]))
-        left.pop(best)
-    return worst
+    if not len(expected):
+        return 0.0
+    gaps = np.abs(expected[:, None, :] - got[None, :, :]).max(axis=2)
+    rows, cols = linear_sum_assignment(gaps)
+    return float(gaps[rows, cols].max())
 
 
 def baseline_selection(found: Sequence[dict], label: int,

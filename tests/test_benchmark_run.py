@@ -49,6 +49,10 @@ def test_difference_pairs_detections_regardless_of_order(run_module):
     moved = expected.copy()
     moved[1, 2] += 3
     assert run_module.difference(expected, moved) == pytest.approx(3)
+    # pairing each with the closest one left would pair 10 with 11.9 and leave 12 with 8 (4 px)
+    crowded = np.array([[0, 0, 10, 10, 0.5], [0, 0, 10, 12, 0.5]], float)
+    moved = np.array([[0, 0, 10, 11.9, 0.5], [0, 0, 10, 8, 0.5]], float)
+    assert run_module.difference(crowded, moved) == pytest.approx(2)
     # at Complete's max detections (2), another detection tied at the cut made it in: the same
     # list within float tolerance; a difference above the cut still counts
     tied = np.array([[0, 0, 10, 10, 0.9], [50, 50, 60, 60, 0.5 + 1e-5]], float)
