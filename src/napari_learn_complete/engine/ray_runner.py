@@ -92,13 +92,6 @@ def import_ray() -> Any:
     return ray
 
 
-def read_pixels(path: str, kind: str, frame: int, fit: tuple[int, int]) -> np.ndarray:
-    """What :meth:`Index.read_image` reads, from a resolved path: a worker has no index."""
-    if kind == "zarr":
-        return media.shrink(np.asarray(media.open_zarr(Path(path))[frame]), fit)
-    return media.read_file(Path(path), fit=fit)
-
-
 def encode(detections: Sequence[Detection]) -> str:
     """A worker's detections of one image as JSON (floats round-trip exactly)."""
     return json.dumps([[d.category, d.box, d.score, d.keypoints] for d in detections])
@@ -135,8 +128,9 @@ class ModelWorker:
         arrays, errors = [], []
         for path, kind, frame in zip(batch["path"], batch["media"], batch["frame"], strict=True):
             try:
-                arrays.append(media.to_rgb_uint8(read_pixels(str(path), str(kind), int(frame),
-                                                             self.predictor.fit)))
+                arrays.append(media.to_rgb_uint8(media.read_stored(
+                    Path(str(path)), str(kind), None if frame < 0 else int(frame),
+                    fit=self.predictor.fit)))
                 errors.append("")
             except BadInputError as exc:
                 errors.append(str(exc))

@@ -215,6 +215,16 @@ def read_file(path: Path, *, fit: tuple[int, int] | None = None) -> np.ndarray:
             return _read_pil(img, fit)
 
 
+def read_stored(path: Path, kind: str, frame: int | None, *,
+                fit: tuple[int, int] | None = None) -> np.ndarray:
+    """The pixels of an index image from its resolved path, its media kind and its frame (a
+    zarr stack's plane): what :meth:`Index.read_image` and a Ray worker, which has no index,
+    both read."""
+    if kind == "zarr":
+        return shrink(np.asarray(open_zarr(Path(path))[frame]), fit)
+    return read_file(Path(path), fit=fit)
+
+
 def open_zarr(path: Path, *, new: bool = False):
     """Open a zarr array of frames (N, H, W) or (N, H, W, C) read-only, refusing headers that
     declare larger chunks than an image can be, and, for an array being added (``new``), more

@@ -377,10 +377,7 @@ class Index(Database):
             image = self.image(image)
         if image.is_video:
             raise RefusedError(f"{image.name}: is a video clip, not an image")
-        path = self.resolve(image)
-        if image.media == "zarr":
-            return media.shrink(np.asarray(media.open_zarr(path)[image.frame]), fit)
-        return media.read_file(path, fit=fit)
+        return media.read_stored(self.resolve(image), image.media, image.frame, fit=fit)
 
     # -------------------------------------------------------------- categories
     def add_category(
