@@ -430,13 +430,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-detections", type=int, help="likewise, Complete's max detections")
     parser.add_argument("--no-suggested", action="store_true",
                         help="never press the dialog's \"Use suggested\": its defaults throughout")
+    parser.add_argument("--images", type=int, help="images in the index (default: the plan's)")
+    parser.add_argument("--first", type=int, help="images labelled by hand before the first Learn")
+    parser.add_argument("--batch", type=int, help="the first Complete batch (doubles after)")
+    parser.add_argument("--max-batch", type=int, help="the largest Complete batch")
     parser.add_argument("--min-size", type=int, help="model input size (default: the plan's)")
     parser.add_argument("--detections", type=int,
                         help="the model's detections per image (default: the plan's)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    plan = replace(plan, min_size=args.min_size or plan.min_size,
-                   detections=args.detections or plan.detections)
+    plan = replace(plan, **{field: getattr(args, field) for field in (
+        "images", "first", "batch", "max_batch", "min_size", "detections")
+        if getattr(args, field) is not None})
     mode = args.mode or ("full" if args.weights == "none" else defaults.mode)
     mix_in = plan.max_batch if args.mix_in is None else args.mix_in
     recipe = Recipe(

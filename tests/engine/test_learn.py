@@ -382,3 +382,38 @@ def test_sampled_regions_follow_the_most_crowded_training_image(sample_index, mo
         learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=1))
         assert seen[-1] == expected
     assert seen[0] == 128
+
+
+def test_a_full_keypoint_learn_damps_the_keypoint_losss_pull_on_the_backbone(sample_index):
+    """The backbone gets KEYPOINT_FEATURE_GRADIENT of the keypoint loss's gradient; the keypoint
+    head all of it, and the forward pass is unchanged."""
+    import copy
+
+    from napari_learn_complete.engine.train import KEYPOINT_FEATURE_GRADIENT, _trainable
+    from napari_learn_complete.model import build_model
+
+    handle = _model(sample_index, keypoints=True)
+    plain = build_model(handle.config).train()
+    plain.roi_heads.fg_bg_sampler.batch_size_per_image = 32
+    damped = copy.deepcopy(plain)
+    _trainable(damped, "full", "keypoints", backbone_trained=False)
+    images = [torch.rand(3, 96, 96)]
+    target = {"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([3]),
+              "keypoints": torch.tensor([[[30.0, 12.0, 2], [10.0, 70.0, 2], [60, 70, 2]]])}
+    grads = []
+    for model in (plain, damped):
+        torch.manual_seed(0)  # the same sampled regions
+        losses = model(images, [target])
+        losses["loss_keypoint"].backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()
+                      if p.grad is not None})
+        grads[-1]["loss"] = losses["loss_keypoint"].detach()
+    (plain_grads, damped_grads) = grads
+    assert torch.allclose(plain_grads["loss"], damped_grads["loss"])
+    backbone = [name for name, _ in backbone_parameters(plain) if name in plain_grads]
+    assert backbone and KEYPOINT_FEATURE_GRADIENT < 1
+    for name in backbone:
+        assert torch.allclose(damped_grads[name], KEYPOINT_FEATURE_GRADIENT * plain_grads[name],
+                              rtol=1e-3, atol=1e-6), name
+    head = [name for name in plain_grads if name.startswith("roi_heads.keypoint")]
+    assert head and all(torch.allclose(damped_grads[n], plain_grads[n]) for n in head)

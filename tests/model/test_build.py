@@ -201,6 +201,10 @@ def test_weights_of_another_architecture_or_newer_format_are_refused(tmp_path):
     save_weights(path, build_model(_config()), _config(), {})
     with pytest.raises(BadWeightsError, match=r"architecture 'fasterrcnn'.*needs 'keypointrcnn'"):
         build_model(_config("keypointrcnn"), path)
+    old_head = tmp_path / "keypoints.pt"  # torchvision's keypoint head, as saved before format 3
+    save_weights(old_head, build_model(_config("keypointrcnn")), _config("keypointrcnn"), {})
+    with pytest.raises(BadWeightsError, match=r"keypoint_head None, this model needs \[64, 64\]"):
+        build_model(_config("keypointrcnn", keypoint_head=[64, 64]), old_head)
     payload = torch.load(path, weights_only=True)
     payload["format_version"] = 2
     torch.save(payload, path)

@@ -11,6 +11,7 @@ import pytest
 from napari_learn_complete.errors import BadInputError, RefusedError
 from napari_learn_complete.index import Category
 from napari_learn_complete.model import Augment, InferenceSettings, ModelConfig, TrainingSettings
+from napari_learn_complete.model.config import CONFIG_FORMAT_VERSION
 
 
 def _keypoint_config() -> ModelConfig:
@@ -71,6 +72,8 @@ def test_defaults_match_the_contract():
         ({"inference": {"nms_iou": 0}}, "inference.nms_iou: must be greater than 0, not 0"),
         ({"inference": {"score_threshold": -0.1}}, "inference.score_threshold: must be greater"),
         ({"colour": "red"}, "colour: unknown field"),
+        ({"keypoint_head": []}, "keypoint_head: must have at least 1 item"),
+        ({"keypoint_head": [128, 0]}, "keypoint_head.1: must be greater than or equal to 1"),
     ],
 )
 def test_bad_fields_are_named(change, message):
@@ -108,6 +111,15 @@ def test_configuration_and_settings_pickle_and_round_trip_json():
 def test_boxes_model_refuses_keypoint_names():
     with pytest.raises(BadInputError, match="use 'keypointrcnn'"):
         ModelConfig(keypoint_names=["nose"])
+    with pytest.raises(BadInputError, match="keypoint_head is given but architecture"):
+        ModelConfig(keypoint_head=[128])
+
+
+def test_a_configuration_saved_before_the_keypoint_head_field_keeps_torchvisions_head():
+    data = _keypoint_config().to_dict()
+    data["format_version"] = 2
+    del data["keypoint_head"]
+    assert ModelConfig.from_dict(data).keypoint_head is None  # eight convolutions of 512
 
 
 @pytest.mark.parametrize(
@@ -115,7 +127,8 @@ def test_boxes_model_refuses_keypoint_names():
     [
         (lambda d: d.update(colour="red"), "colour: unknown field"),
         (lambda d: d["training"].update(epoch=3), "training.epoch: unknown field"),
-        (lambda d: d.update(format_version=3), "newer than this plugin reads"),
+        (lambda d: d.update(format_version=CONFIG_FORMAT_VERSION + 1),
+         "newer than this plugin reads"),
         (lambda d: d.update(format="something-else"), "not a model configuration"),
         (lambda d: d["training"]["augment"].update(scale_jitter=3),
          "training.augment.scale_jitter: must be a valid tuple, not 3"),

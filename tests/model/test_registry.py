@@ -7,10 +7,12 @@ import json
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from napari_learn_complete.errors import BadInputError, RefusedError
 from napari_learn_complete.index import Index
 from napari_learn_complete.model import (
+    LIGHT_KEYPOINT_HEAD,
     ModelConfig,
     active_model,
     build_model,
@@ -227,6 +229,25 @@ def test_create_from_a_weight_file_of_another_index(sample_index, empty_index):
     assert "initial weights: " + str(file) in handle.versions()[0].note
     assert set(build_model(handle.config, file).state_dict()) == set(
         build_model(source.config).state_dict())
+
+
+def _keypoint_head_channels(model: nn.Module) -> list[int]:
+    convs = [m for m in model.roi_heads.keypoint_head if isinstance(m, nn.Conv2d)]
+    assert model.roi_heads.keypoint_predictor.kps_score_lowres.in_channels == convs[-1].out_channels
+    return [conv.out_channels for conv in convs]
+
+
+def test_keypoint_head_light_unless_coco_keypoint_weights_fill_torchvisions(sample_index):
+    torch.manual_seed(0)
+    handle = create_model(sample_index, keypoints=True, weights="none")
+    assert handle.config.keypoint_head == list(LIGHT_KEYPOINT_HEAD) == [128] * 4
+    assert _keypoint_head_channels(handle.load()[0]) == [128] * 4
+    copy = create_model(sample_index, keypoints=True, weights=handle.versions()[0].file,
+                        name="copy")
+    assert copy.config.keypoint_head == [128] * 4  # a weight file of ours keeps its head
+    resnet = create_model(sample_index, choice="keypoints", weights="none", name="resnet")
+    assert resnet.config.keypoint_head is None
+    assert _keypoint_head_channels(resnet.load()[0]) == [512] * 8
 
 
 def test_switching_the_active_model(sample_index, db_dump):

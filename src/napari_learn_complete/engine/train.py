@@ -45,6 +45,10 @@ WARMUP_START = 0.001  # the learning rate ramps up linearly from this share of i
 MAX_WARMUP_SHARE = 0.2  # short runs spend at most this share of their steps warming up
 REGIONS_PER_OBJECT = 32  # regions sampled for the box head per object of the most crowded image
 STEP_EPOCHS, STEP_GAMMA = 3, 0.1  # "step" decay: torchvision's detection tutorial recipe
+# Share of the keypoint loss's gradient that reaches the backbone. At full strength it was ten
+# times the box losses' there (norm 21 against 2 on a fresh keypoint model) and, clipped with
+# them, left boxes half learned (docs/effort.md); the keypoint head itself keeps all of it.
+KEYPOINT_FEATURE_GRADIENT = 0.1
 
 
 def sampled_regions(most_objects: int) -> int:
@@ -199,18 +203,30 @@ def _trainable(model: nn.Module, mode: str, kind: str | None,
     """Freeze what this run must not change; return the parameters the optimizer may touch.
 
     Learning ROI on a keypoint model leaves its keypoint head alone (the two kinds are
-    independent), so that head is frozen and its loss left out. A backbone that already learned
-    its features keeps its BatchNorm statistics under Full model too.
+    independent), so that head is frozen and its loss left out; learning keypoints on the full
+    model damps the keypoint loss's pull on the backbone. A backbone that already learned its
+    features keeps its BatchNorm statistics under Full model too.
     """
     for param in model.parameters():
         param.requires_grad_(True)
     freeze_backbone(model, mode == "heads", statistics_frozen=mode == "heads" or backbone_trained)
     heads = model.roi_heads
-    if kind == "roi" and getattr(heads, "keypoint_head", None) is not None:
-        for part in (heads.keypoint_head, heads.keypoint_predictor):
-            for param in part.parameters():
-                param.requires_grad_(False)
+    if getattr(heads, "keypoint_head", None) is not None:
+        if kind == "roi":
+            for part in (heads.keypoint_head, heads.keypoint_predictor):
+                for param in part.parameters():
+                    param.requires_grad_(False)
+        elif mode == "full":
+            heads.keypoint_head.register_forward_pre_hook(_damp_keypoint_gradient)
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def _damp_keypoint_gradient(_head: nn.Module, args: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
+    """The keypoint head's input as it is, passing back :data:`KEYPOINT_FEATURE_GRADIENT` of its
+    gradient to the features it was pooled from."""
+    features = args[0]
+    kept = features.detach()
+    return (kept + KEYPOINT_FEATURE_GRADIENT * (features - kept),)
 
 
 def _loss_names(kind: str | None) -> set[str] | None:

@@ -25,7 +25,7 @@ from torchvision.models.detection import (
     fasterrcnn_resnet50_fpn_v2,
 )
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.keypoint_rcnn import KeypointRCNNPredictor
+from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 
 from ..errors import BadInputError, BadWeightsError
 from .config import ModelConfig
@@ -72,7 +72,7 @@ def build_model(
         saved = ModelConfig.from_dict(config_dict)
     except BadInputError as exc:
         raise BadWeightsError(f"{path}: its model configuration is invalid: {exc}") from exc
-    for key in ("architecture", "backbone", "keypoint_names"):
+    for key in ("architecture", "backbone", "keypoint_names", "keypoint_head"):
         if getattr(saved, key) != getattr(config, key):
             raise BadWeightsError(
                 f"{path}: holds a model with {key} {getattr(saved, key)!r}, this model needs "
@@ -127,15 +127,21 @@ def _construct(config: ModelConfig, classes: int | None = None,
         return boxes
     # torchvision's keypoint pooler: 14 x 14 from the same feature maps
     keypoint_pool = FastMultiScaleRoIAlign(pool.featmap_names, 14, pool.sampling_ratio)
+    count = keypoints or len(config.keypoint_names)
+    layers = config.keypoint_head
+    head: dict[str, Any] = {"num_keypoints": count} if layers is None else {
+        "keypoint_head": KeypointRCNNHeads(boxes.backbone.out_channels, layers),
+        "keypoint_predictor": KeypointRCNNPredictor(layers[-1], count),
+    }
     return KeypointRCNN(
         boxes.backbone,
         num_classes=num_classes,
-        num_keypoints=keypoints or len(config.keypoint_names),
         rpn_anchor_generator=boxes.rpn.anchor_generator,
         rpn_head=boxes.rpn.head,
         box_roi_pool=pool,
         box_head=boxes.roi_heads.box_head,
         keypoint_roi_pool=keypoint_pool,
+        **head,
         **options,
     )
 
@@ -177,7 +183,8 @@ def _pretrained(config: ModelConfig, start: str, download: DownloadFn | None) ->
 def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: Any) -> None:
     """Load ``state`` into ``model``, refusing a file that lacks tensors the model needs or holds
     them in other shapes (a stray or damaged file under torchvision's name). Keypoint layers may
-    be missing (COCO box weights for a keypoint model): they keep their initialisation."""
+    be missing (COCO box weights for a keypoint model) or of another shape: they keep their
+    initialisation."""
     own = model.state_dict()
     wrong = [k for k, v in own.items()
              if not k.endswith("num_batches_tracked") and not k.startswith("roi_heads.keypoint")
@@ -188,7 +195,9 @@ def _load_checked(model: nn.Module, state: dict[str, torch.Tensor], source: Any)
             f"({len(wrong)} tensors missing or of another shape, e.g. "
             f"{wrong[0]}); delete the file to download it again"
         )
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    # keypoint layers of another shape (a lighter keypoint head) keep their initialisation too
+    model.load_state_dict({k: v for k, v in state.items()
+                           if k in own and v.shape == own[k].shape}, strict=False)
 
 
 # ---------------------------------------------------------------------- classes

@@ -80,7 +80,11 @@ MODEL_CHOICES: dict[str, ModelChoice] = {c.name: c for c in (
                 "person keypoints"),
 )}
 CONFIG_FORMAT = "napari-learn-complete.model-config"
-CONFIG_FORMAT_VERSION = 2  # 2: four backbones, ``backbone_trained``
+CONFIG_FORMAT_VERSION = 3  # 2: four backbones, ``backbone_trained``; 3: ``keypoint_head``
+# The keypoint head of a new keypoint model whose backbone has no COCO keypoint weights: four
+# 128-channel convolutions instead of torchvision's eight of 512, about 25 times less work per
+# region for heads that start from random weights anyway (docs/effort.md).
+LIGHT_KEYPOINT_HEAD: tuple[int, ...] = (128,) * 4
 
 _SHOULD = re.compile(r"^\w+ should")  # pydantic's "Input should be ..." -> "must be ..."
 _depth: ContextVar[int] = ContextVar("_depth", default=0)  # models being validated, nested
@@ -215,6 +219,9 @@ class ModelConfig(Validated):
     max_size: Size = 320
     categories: Names = Field(default_factory=list)
     keypoint_names: Names = Field(default_factory=list)
+    # Channels of the keypoint head's 3 x 3 convolutions, one per layer; None: torchvision's
+    # eight of 512 (the head of its COCO keypoint weights, and of models saved before format 3).
+    keypoint_head: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1)
     # The backbone holds learned features: pretrained (COCO, ImageNet) or trained by a Full model
     # Learn or a full training. False warns that "Heads only" would train on random features.
     backbone_trained: bool = False
@@ -242,6 +249,8 @@ class ModelConfig(Validated):
                 "keypoint_names are given but architecture 'fasterrcnn' predicts boxes only; "
                 "use 'keypointrcnn'"
             )
+        if self.architecture == "fasterrcnn" and self.keypoint_head is not None:
+            raise ValueError("keypoint_head is given but architecture 'fasterrcnn' has none")
 
     @property
     def kinds(self) -> tuple[str, ...]:

@@ -28,12 +28,12 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, RefusedError
 from ..index import Index
 from ..index.models import ModelRecord
-from .config import MODEL_CHOICES, ModelConfig
+from .config import LIGHT_KEYPOINT_HEAD, MODEL_CHOICES, ModelConfig
 
 if TYPE_CHECKING:
     import torch
@@ -266,13 +266,17 @@ def create_model(
                 "a keypoint model needs a category with keypoints enabled; the index has none"
             )
     min_size, max_size = default_input_size(index, min_size)
+    backbone = backbone or picked.backbone
+    saved = _saved_config(weights)
     config = ModelConfig(
         name=name, purpose=purpose,
         architecture="keypointrcnn" if keypoints else "fasterrcnn",
-        backbone=backbone or picked.backbone,
+        backbone=backbone,
         min_size=min_size, max_size=max_size,
         categories=[c.name for c in categories], keypoint_names=keypoint_names,
-        backbone_trained=_backbone_trained(weights),
+        keypoint_head=_keypoint_head(backbone, saved) if keypoints else None,
+        backbone_trained=(weights != "none" if saved is None
+                          else bool(saved.get("backbone_trained", False))),
     )
     index.check_writable()
     index.models.check_free(name)  # refused before the costly build; checked again under lock
@@ -312,13 +316,21 @@ def create_model(
     return active_model(index)
 
 
-def _backbone_trained(weights: str | Path) -> bool:
-    """Pretrained weights hold learned backbone features; a weight file of ours says itself."""
+def _saved_config(weights: str | Path) -> dict[str, Any] | None:
+    """The configuration in a weight file of ours; None for torchvision's weights or random."""
     if isinstance(weights, str) and weights in ("coco", "imagenet", "none"):
-        return weights != "none"
+        return None
     from .build import load_weights
 
-    return bool(load_weights(weights)[1].get("backbone_trained", False))
+    return load_weights(weights)[1]
+
+
+def _keypoint_head(backbone: str, saved: dict[str, Any] | None) -> list[int] | None:
+    """A weight file's keypoint head; else torchvision's on ResNet-50 FPN, whose COCO keypoint
+    weights fill it, and the light one on backbones without COCO keypoint weights."""
+    if saved is not None:
+        return saved.get("keypoint_head")
+    return None if backbone == "resnet50_fpn" else list(LIGHT_KEYPOINT_HEAD)
 
 
 def _stray_folder(folder: Path) -> str:
