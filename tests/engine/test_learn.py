@@ -58,6 +58,20 @@ def test_heads_only_keeps_backbone_bit_identical_and_full_changes_it(sample_inde
     assert stats and all(torch.equal(v1[k], v2[k]) for k in stats)
 
 
+def test_a_random_backbone_reestimates_its_batchnorm_statistics_in_every_full_learn(
+        sample_index):
+    """Kept after the first Full Learn, statistics estimated on a barely trained random backbone
+    made the next Learn diverge (docs/learn.md); only pretrained statistics are kept."""
+    handle = _model(sample_index)
+    for _ in range(2):
+        learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=1, mode="full"))
+    config = active_model(sample_index).config
+    assert config.backbone_trained and not config.backbone_pretrained
+    v2, v3 = _weights(handle, 2), _weights(handle, 3)
+    stats = [k for k in v2 if k.startswith("backbone.") and k.endswith("running_mean")]
+    assert stats and not any(torch.equal(v2[k], v3[k]) for k in stats)
+
+
 def test_learn_uses_cosine_decay_and_patience_zero_whatever_the_model_says(sample_index):
     _model(sample_index, lr_decay="step", patience=7, learning_rate=0.01)
     events: list[Progress] = []
@@ -396,7 +410,7 @@ def test_a_full_keypoint_learn_damps_the_keypoint_losss_pull_on_the_backbone(sam
     plain = build_model(handle.config).train()
     plain.roi_heads.fg_bg_sampler.batch_size_per_image = 32
     damped = copy.deepcopy(plain)
-    _trainable(damped, "full", "keypoints", backbone_trained=False)
+    _trainable(damped, "full", "keypoints", backbone_pretrained=False)
     images = [torch.rand(3, 96, 96)]
     target = {"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([3]),
               "keypoints": torch.tensor([[[30.0, 12.0, 2], [10.0, 70.0, 2], [60, 70, 2]]])}

@@ -122,6 +122,15 @@ def test_a_configuration_saved_before_the_keypoint_head_field_keeps_torchvisions
     assert ModelConfig.from_dict(data).keypoint_head is None  # eight convolutions of 512
 
 
+@pytest.mark.parametrize("trained", [True, False])
+def test_a_configuration_before_format_3_keeps_a_trained_backbones_statistics(trained):
+    data = _keypoint_config().replace(backbone_trained=trained).to_dict()
+    data["format_version"] = 2
+    del data["backbone_pretrained"]
+    assert ModelConfig.from_dict(data).backbone_pretrained is trained
+    assert ModelConfig.from_dict({**data, "format_version": 3}).backbone_pretrained is False
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

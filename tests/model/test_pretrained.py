@@ -180,6 +180,7 @@ def test_download_fills_torchs_cache_with_progress_through_the_engine_job(
     assert [e.done for e in events] == sorted(e.done for e in events)
     _, config, meta = load_weights(_active_file(sample_index))
     assert meta["weights"] == "coco" and config["backbone_trained"] is True
+    assert config["backbone_pretrained"] is True
 
 
 def test_a_damaged_download_is_not_kept(weight_cache, served):

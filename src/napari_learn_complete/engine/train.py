@@ -199,17 +199,18 @@ def make_optimizer(params: list[nn.Parameter], training: TrainingSettings) -> to
 
 
 def _trainable(model: nn.Module, mode: str, kind: str | None,
-               backbone_trained: bool) -> list[nn.Parameter]:
+               backbone_pretrained: bool) -> list[nn.Parameter]:
     """Freeze what this run must not change; return the parameters the optimizer may touch.
 
     Learning ROI on a keypoint model leaves its keypoint head alone (the two kinds are
     independent), so that head is frozen and its loss left out; learning keypoints on the full
-    model damps the keypoint loss's pull on the backbone. A backbone that already learned its
-    features keeps its BatchNorm statistics under Full model too.
+    model damps the keypoint loss's pull on the backbone. A pretrained backbone keeps its
+    BatchNorm statistics under Full model too.
     """
     for param in model.parameters():
         param.requires_grad_(True)
-    freeze_backbone(model, mode == "heads", statistics_frozen=mode == "heads" or backbone_trained)
+    freeze_backbone(model, mode == "heads",
+                    statistics_frozen=mode == "heads" or backbone_pretrained)
     heads = model.roi_heads
     if getattr(heads, "keypoint_head", None) is not None:
         if kind == "roi":
@@ -359,7 +360,7 @@ class _Trainer:
         held-out metrics of the weights kept and Complete's suggested settings (:meth:`suggest`,
         judged while a frozen backbone's features are still cached)."""
         plan, training = self.plan, self.plan.training
-        params = _trainable(self.model, plan.mode, plan.kind, self.config.backbone_trained)
+        params = _trainable(self.model, plan.mode, plan.kind, self.config.backbone_pretrained)
         optimizer = make_optimizer(params, training)
         total = training.epochs * len(self.loader)
         scheduler = make_scheduler(optimizer, training, total, len(self.loader))

@@ -80,7 +80,8 @@ MODEL_CHOICES: dict[str, ModelChoice] = {c.name: c for c in (
                 "person keypoints"),
 )}
 CONFIG_FORMAT = "napari-learn-complete.model-config"
-CONFIG_FORMAT_VERSION = 3  # 2: four backbones, ``backbone_trained``; 3: ``keypoint_head``
+CONFIG_FORMAT_VERSION = 3  # 2: four backbones, ``backbone_trained``; 3: ``keypoint_head``,
+# ``backbone_pretrained``
 # The keypoint head of a new keypoint model whose backbone has no COCO keypoint weights: four
 # 128-channel convolutions instead of torchvision's eight of 512, about 25 times less work per
 # region for heads that start from random weights anyway (docs/effort.md).
@@ -225,6 +226,10 @@ class ModelConfig(Validated):
     # The backbone holds learned features: pretrained (COCO, ImageNet) or trained by a Full model
     # Learn or a full training. False warns that "Heads only" would train on random features.
     backbone_trained: bool = False
+    # Its BatchNorm statistics come from COCO or ImageNet weights: a Full Learn keeps them, as a
+    # few images would throw them off. A backbone from random weights re-estimates them in every
+    # Full Learn: kept after its first Learn, they made the next one diverge (docs/learn.md).
+    backbone_pretrained: bool = False
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     # Per category name: what Complete's dialog suggests after the Learn that made this version.
@@ -295,6 +300,9 @@ class ModelConfig(Validated):
         if version < 2 and data.get("backbone") == "mobilenet_v3_large_fpn":
             # Version 1 ran this backbone with 150 proposals, which is now the "fast" model's.
             data["backbone"] = "mobilenet_v3_large_320_fpn"
+        if version < 3:
+            # Before format 3 a trained backbone kept its BatchNorm statistics, whatever trained it.
+            data.setdefault("backbone_pretrained", data.get("backbone_trained", False))
         return cls.model_validate(data)
 
     def save(self, path: str | os.PathLike) -> None:

@@ -277,6 +277,8 @@ def create_model(
         keypoint_head=_keypoint_head(backbone, saved) if keypoints else None,
         backbone_trained=(weights != "none" if saved is None
                           else bool(saved.get("backbone_trained", False))),
+        backbone_pretrained=(weights != "none" if saved is None
+                             else ModelConfig.from_dict(saved).backbone_pretrained),
     )
     index.check_writable()
     index.models.check_free(name)  # refused before the costly build; checked again under lock
