@@ -221,9 +221,32 @@ def difference(expected: np.ndarray, got: np.ndarray, cap: int | None = None) ->
         return float("inf")
     if not len(expected):
         return 0.0
+    gaps, rows, cols = _pairs(expected, got)
+    return float(gaps[rows, cols].max())
+
+
+def _pairs(expected: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The largest coordinate or score gap of every pair of rows, and the one-to-one pairing
+    with the least total gap (as many pairs as the shorter list has rows)."""
     gaps = np.abs(expected[:, None, :] - got[None, :, :]).max(axis=2)
     rows, cols = linear_sum_assignment(gaps)
-    return float(gaps[rows, cols].max())
+    return gaps, rows, cols
+
+
+def unmatched(expected: np.ndarray, got: np.ndarray) -> dict[str, list[list[float]]]:
+    """The rows of each list with no partner within the tolerance in the other, rounded: what a
+    failed output match is made of (a box one side kept at NMS or at the score threshold and the
+    other did not, or one moved)."""
+    paired_e: set[int] = set()
+    paired_g: set[int] = set()
+    if len(expected) and len(got):
+        gaps, rows, cols = _pairs(expected, got)
+        close = gaps[rows, cols] <= TOLERANCE
+        paired_e, paired_g = set(rows[close].tolist()), set(cols[close].tolist())
+    return {side: [[round(float(v), 4) for v in row]
+                   for i, row in enumerate(rows_) if i not in paired]
+            for side, rows_, paired in (("loop", expected, paired_e),
+                                        ("complete", got, paired_g))}
 
 
 def baseline_selection(found: Sequence[dict], label: int,
@@ -294,8 +317,9 @@ def measure_complete(data: Data, sizes: Sizes, device: torch.device) -> dict:
     # runs' own difference is reported beside it.
     single = complete(index, records, category, settings=settings.replace(batch_size=1),
                       predictor=Predictor.from_index(index, device))
-    exact = max(difference(e, g, settings.max_detections) for e, g in zip(
-        expected, written(index, single.run_id, records), strict=True))
+    pairs = list(zip(expected, written(index, single.run_id, records), strict=True))
+    gaps = [difference(e, g, settings.max_detections) for e, g in pairs]
+    exact = max(gaps)
     index.runs.undo(single.run_id)
     ratios = [b / o for b, o in zip(seconds["baseline"], seconds["ours"], strict=True)]
     figures: dict[str, Any] = {"spread": {}}
@@ -310,6 +334,10 @@ def measure_complete(data: Data, sizes: Sizes, device: torch.device) -> dict:
                    complete_batched_outputs_match=worst <= TOLERANCE,
                    complete_batched_max_difference=worst if np.isfinite(worst) else None,
                    complete_detections_per_image=per_image)
+    if exact > TOLERANCE:  # the image that differs most, and its rows that differ
+        worst_image = int(np.argmax(gaps))
+        figures["complete_mismatch"] = {"image": records[worst_image].name,
+                                        **unmatched(*pairs[worst_image])}
     return figures
 
 

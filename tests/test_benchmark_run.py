@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from benchmark_scripts import benchmark_script
@@ -39,9 +40,16 @@ def test_every_figure_is_measured_and_numeric(run_module, tmp_path, capsys):
     assert "learn heads" in capsys.readouterr().err  # it says what it does as it goes
 
 
-def test_difference_pairs_detections_regardless_of_order(run_module):
-    import numpy as np
+def test_a_failed_match_shows_the_rows_without_a_partner(run_module):
+    expected = np.array([[0, 0, 10, 10, 0.9], [20, 20, 30, 30, 0.8], [5, 5, 9, 9, 0.06]])
+    got = np.array([[20, 20, 30, 30.0002, 0.8], [0, 0, 10, 12, 0.9]])  # one moved, one lost
+    assert run_module.unmatched(expected, got) == {
+        "loop": [[0, 0, 10, 10, 0.9], [5, 5, 9, 9, 0.06]], "complete": [[0, 0, 10, 12, 0.9]]}
+    assert run_module.unmatched(expected, expected) == {"loop": [], "complete": []}
+    assert run_module.unmatched(expected[:0], got[:1])["complete"] == [[20, 20, 30, 30.0002, 0.8]]
 
+
+def test_difference_pairs_detections_regardless_of_order(run_module):
     expected = np.array([[0, 0, 10, 10, 0.5], [5, 5, 20, 20, 0.5]], float)
     swapped = expected[::-1] + 1e-4
     assert run_module.difference(expected, swapped) == pytest.approx(1e-4)
