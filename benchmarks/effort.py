@@ -109,9 +109,12 @@ class Plan:
     # proposal above the 0.05 threshold.
     min_size: int | None = None
     detections: int | None = None
+    # Earlier labelled images mixed into each Learn; None: the largest batch.
+    mix_in: int | None = None
 
 
-QUICK = Plan(images=96, first=8, batch=8, max_batch=32, size_range=(96, 128), detections=10)
+QUICK = Plan(images=160, first=8, batch=8, max_batch=32, size_range=(96, 128), detections=10,
+             mix_in=16)
 FULL = Plan(images=300, first=20, batch=20, max_batch=80, size_range=(96, 160))
 
 
@@ -422,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="Learn mode (default: full from random weights, else the dialog's)")
     parser.add_argument("--mix-in", type=int, default=None,
                         help="earlier labelled images mixed into each Learn (default: the "
-                             "largest batch)")
+                             "plan's, else the largest batch)")
     parser.add_argument("--min-score", type=float,
                         help="Complete's min score for every category (default: the dialog's "
                              "suggestion after a Learn, else its default)")
@@ -442,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "images", "first", "batch", "max_batch", "min_size", "detections")
         if getattr(args, field) is not None})
     mode = args.mode or ("full" if args.weights == "none" else defaults.mode)
-    mix_in = plan.max_batch if args.mix_in is None else args.mix_in
+    mix_in = next(m for m in (args.mix_in, plan.mix_in, plan.max_batch) if m is not None)
     recipe = Recipe(
         LearnSettings(epochs=args.epochs, mode=mode, mix_in=mix_in, seed=args.seed),
         CompleteSettings(**{key: value for key, value in (
