@@ -67,11 +67,7 @@ def build_model(
     if isinstance(weights, str) and weights in ("coco", "imagenet"):
         return _pretrained(config, weights, download)
     path = Path(weights)
-    state, config_dict, _ = load_weights(path)
-    try:
-        saved = ModelConfig.from_dict(config_dict)
-    except BadInputError as exc:
-        raise BadWeightsError(f"{path}: its model configuration is invalid: {exc}") from exc
+    state, saved = load_ours(path)
     for key in ("architecture", "backbone", "keypoint_names", "keypoint_head"):
         if getattr(saved, key) != getattr(config, key):
             raise BadWeightsError(
@@ -297,6 +293,16 @@ def save_weights(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_ours(path: Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """A weight file of ours: its state dict and its model configuration, validated (an invalid
+    one is :class:`BadWeightsError` naming the file)."""
+    state, config_dict, _ = load_weights(path)
+    try:
+        return state, ModelConfig.from_dict(config_dict)
+    except BadInputError as exc:
+        raise BadWeightsError(f"{path}: its model configuration is invalid: {exc}") from exc
 
 
 def load_weights(

@@ -28,7 +28,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import BadInputError, RefusedError
 from ..index import Index
@@ -275,10 +275,8 @@ def create_model(
         min_size=min_size, max_size=max_size,
         categories=[c.name for c in categories], keypoint_names=keypoint_names,
         keypoint_head=_keypoint_head(backbone, saved) if keypoints else None,
-        backbone_trained=(weights != "none" if saved is None
-                          else bool(saved.get("backbone_trained", False))),
-        backbone_pretrained=(weights != "none" if saved is None
-                             else ModelConfig.from_dict(saved).backbone_pretrained),
+        backbone_trained=weights != "none" if saved is None else saved.backbone_trained,
+        backbone_pretrained=weights != "none" if saved is None else saved.backbone_pretrained,
     )
     index.check_writable()
     index.models.check_free(name)  # refused before the costly build; checked again under lock
@@ -318,20 +316,20 @@ def create_model(
     return active_model(index)
 
 
-def _saved_config(weights: str | Path) -> dict[str, Any] | None:
+def _saved_config(weights: str | Path) -> ModelConfig | None:
     """The configuration in a weight file of ours; None for torchvision's weights or random."""
     if isinstance(weights, str) and weights in ("coco", "imagenet", "none"):
         return None
-    from .build import load_weights
+    from .build import load_ours
 
-    return load_weights(weights)[1]
+    return load_ours(Path(weights))[1]
 
 
-def _keypoint_head(backbone: str, saved: dict[str, Any] | None) -> list[int] | None:
+def _keypoint_head(backbone: str, saved: ModelConfig | None) -> list[int] | None:
     """A weight file's keypoint head; else torchvision's on ResNet-50 FPN, whose COCO keypoint
     weights fill it, and the light one on backbones without COCO keypoint weights."""
     if saved is not None:
-        return saved.get("keypoint_head")
+        return saved.keypoint_head
     return None if backbone == "resnet50_fpn" else list(LIGHT_KEYPOINT_HEAD)
 
 
