@@ -205,6 +205,8 @@ def test_weights_of_another_architecture_or_newer_format_are_refused(tmp_path):
     save_weights(old_head, build_model(_config("keypointrcnn")), _config("keypointrcnn"), {})
     with pytest.raises(BadWeightsError, match=r"keypoint_head None, this model needs \[64, 64\]"):
         build_model(_config("keypointrcnn", keypoint_head=[64, 64]), old_head)
+    with pytest.raises(BadWeightsError, match=r"box_head None, this model needs 64"):
+        build_model(_config(box_head=64), path)  # torchvision's box head, as before format 4
     payload = torch.load(path, weights_only=True)
     payload["format_version"] = 2
     torch.save(payload, path)

@@ -74,6 +74,7 @@ def test_defaults_match_the_contract():
         ({"colour": "red"}, "colour: unknown field"),
         ({"keypoint_head": []}, "keypoint_head: must have at least 1 item"),
         ({"keypoint_head": [128, 0]}, "keypoint_head.1: must be greater than or equal to 1"),
+        ({"box_head": 0}, "box_head: must be greater than or equal to 1"),
     ],
 )
 def test_bad_fields_are_named(change, message):
@@ -120,6 +121,14 @@ def test_a_configuration_saved_before_the_keypoint_head_field_keeps_torchvisions
     data["format_version"] = 2
     del data["keypoint_head"]
     assert ModelConfig.from_dict(data).keypoint_head is None  # eight convolutions of 512
+
+
+def test_a_configuration_saved_before_the_box_head_field_keeps_torchvisions_head():
+    data = _keypoint_config().replace(box_head=64).to_dict()
+    assert ModelConfig.from_dict(data).box_head == 64
+    data["format_version"] = 3
+    del data["box_head"]
+    assert ModelConfig.from_dict(data).box_head is None  # two layers of 1024
 
 
 @pytest.mark.parametrize("trained", [True, False])

@@ -89,6 +89,13 @@ def test_coco_start_loads_the_cached_file_and_remakes_the_class_rows(offline):
     assert not any(torch.equal(state[cls][1], row) for row in coco[cls])  # "disc": fresh
 
 
+def test_coco_weights_keep_torchvisions_box_head_which_they_fill(offline, sample_index):
+    _place_fast(offline)
+    handle = create_model(sample_index, min_size=96)  # COCO weights by default
+    assert handle.config.box_head is None
+    assert handle.load()[0].roi_heads.box_head.fc6.out_features == 1024
+
+
 def test_keypoint_choice_starts_from_keypoint_rcnn_with_its_head_remade(offline):
     torch.manual_seed(2)
     coco = _save(keypointrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict(),

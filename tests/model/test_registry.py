@@ -12,6 +12,7 @@ from torch import nn
 from napari_learn_complete.errors import BadInputError, RefusedError
 from napari_learn_complete.index import Index
 from napari_learn_complete.model import (
+    LIGHT_BOX_HEAD,
     LIGHT_KEYPOINT_HEAD,
     ModelConfig,
     active_model,
@@ -21,6 +22,7 @@ from napari_learn_complete.model import (
     load_weights,
     models,
     registry,
+    save_weights,
     set_active_model,
 )
 
@@ -248,6 +250,30 @@ def test_keypoint_head_light_unless_coco_keypoint_weights_fill_torchvisions(samp
     resnet = create_model(sample_index, choice="keypoints", weights="none", name="resnet")
     assert resnet.config.keypoint_head is None
     assert _keypoint_head_channels(resnet.load()[0]) == [512] * 8
+
+
+def _box_head_width(model: nn.Module) -> int:
+    head = model.roi_heads.box_head
+    assert head.fc7.out_features == head.fc6.out_features
+    assert model.roi_heads.box_predictor.cls_score.in_features == head.fc6.out_features
+    return head.fc6.out_features
+
+
+def test_box_head_light_unless_coco_weights_fill_torchvisions(sample_index, tmp_path):
+    """COCO weights fill torchvision's box head (tests/model/test_pretrained.py); from random or
+    ImageNet weights it starts random, so new models get the light one."""
+    boxes = create_model(sample_index, weights="none")
+    assert boxes.config.box_head == LIGHT_BOX_HEAD == 256
+    assert _box_head_width(boxes.load()[0]) == 256
+    points = create_model(sample_index, keypoints=True, weights="none", name="points")
+    assert points.config.box_head == 256 and _box_head_width(points.load()[0]) == 256
+    copy = create_model(sample_index, weights=boxes.versions()[0].file, name="copy")
+    assert copy.config.box_head == 256  # a weight file of ours keeps its head
+    wide = tmp_path / "wide.pt"  # torchvision's head, as saved before format 4
+    config = boxes.config.replace(box_head=None)
+    save_weights(wide, build_model(config), config, {})
+    kept = create_model(sample_index, weights=wide, name="wide")
+    assert kept.config.box_head is None and _box_head_width(kept.load()[0]) == 1024
 
 
 def test_switching_the_active_model(sample_index, db_dump):

@@ -9,8 +9,9 @@ from .._lazy import lazy_exports
 _HOMES = {
     **dict.fromkeys(["backbone_parameters", "build_model", "freeze_backbone", "load_weights",
                      "save_weights"], ".build"),
-    **dict.fromkeys(["Augment", "InferenceSettings", "LIGHT_KEYPOINT_HEAD", "MODEL_CHOICES",
-                     "ModelChoice", "ModelConfig", "Suggested", "TrainingSettings"],
+    **dict.fromkeys(["Augment", "InferenceSettings", "LIGHT_BOX_HEAD", "LIGHT_KEYPOINT_HEAD",
+                     "MODEL_CHOICES", "ModelChoice", "ModelConfig", "Suggested",
+                     "TrainingSettings"],
                     ".config"),
     **dict.fromkeys(["ModelHandle", "ModelVersion", "active_model", "create_model",
                      "default_input_size", "models", "set_active_model"], ".registry"),

@@ -24,7 +24,7 @@ from torchvision.models.detection import (
     fasterrcnn_resnet50_fpn,
     fasterrcnn_resnet50_fpn_v2,
 )
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 
 from ..errors import BadInputError, BadWeightsError
@@ -68,7 +68,7 @@ def build_model(
         return _pretrained(config, weights, download)
     path = Path(weights)
     state, saved = load_ours(path)
-    for key in ("architecture", "backbone", "keypoint_names", "keypoint_head"):
+    for key in ("architecture", "backbone", "keypoint_names", "keypoint_head", "box_head"):
         if getattr(saved, key) != getattr(config, key):
             raise BadWeightsError(
                 f"{path}: holds a model with {key} {getattr(saved, key)!r}, this model needs "
@@ -117,6 +117,10 @@ def _construct(config: ModelConfig, classes: int | None = None,
     }
     num_classes = classes or len(config.categories) + 1
     boxes = builder(weights=None, weights_backbone=None, num_classes=num_classes, **options)
+    if config.box_head is not None:
+        pooled = boxes.roi_heads.box_head.fc6.in_features
+        boxes.roi_heads.box_head = TwoMLPHead(pooled, config.box_head)
+        boxes.roi_heads.box_predictor = FastRCNNPredictor(config.box_head, num_classes)
     pool = FastMultiScaleRoIAlign.like(boxes.roi_heads.box_roi_pool)
     if config.architecture == "fasterrcnn":
         boxes.roi_heads.box_roi_pool = pool
@@ -131,11 +135,11 @@ def _construct(config: ModelConfig, classes: int | None = None,
     }
     return KeypointRCNN(
         boxes.backbone,
-        num_classes=num_classes,
         rpn_anchor_generator=boxes.rpn.anchor_generator,
         rpn_head=boxes.rpn.head,
         box_roi_pool=pool,
         box_head=boxes.roi_heads.box_head,
+        box_predictor=boxes.roi_heads.box_predictor,
         keypoint_roi_pool=keypoint_pool,
         **head,
         **options,

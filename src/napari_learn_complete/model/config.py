@@ -80,12 +80,16 @@ MODEL_CHOICES: dict[str, ModelChoice] = {c.name: c for c in (
                 "person keypoints"),
 )}
 CONFIG_FORMAT = "napari-learn-complete.model-config"
-CONFIG_FORMAT_VERSION = 3  # 2: four backbones, ``backbone_trained``; 3: ``keypoint_head``,
-# ``backbone_pretrained``
+CONFIG_FORMAT_VERSION = 4  # 2: four backbones, ``backbone_trained``; 3: ``keypoint_head``,
+# ``backbone_pretrained``; 4: ``box_head``
 # The keypoint head of a new keypoint model whose backbone has no COCO keypoint weights: four
 # 128-channel convolutions instead of torchvision's eight of 512, about 25 times less work per
 # region for heads that start from random weights anyway (docs/effort.md).
 LIGHT_KEYPOINT_HEAD: tuple[int, ...] = (128,) * 4
+# The box head of a new model whose box head no COCO weights fill: torchvision's two fully
+# connected layers 256 wide instead of 1024, a fifth less time per training step of the effort
+# benchmark's keypoint model (docs/learn.md, "A lighter box head").
+LIGHT_BOX_HEAD = 256
 
 _SHOULD = re.compile(r"^\w+ should")  # pydantic's "Input should be ..." -> "must be ..."
 _depth: ContextVar[int] = ContextVar("_depth", default=0)  # models being validated, nested
@@ -223,6 +227,9 @@ class ModelConfig(Validated):
     # Channels of the keypoint head's 3 x 3 convolutions, one per layer; None: torchvision's
     # eight of 512 (the head of its COCO keypoint weights, and of models saved before format 3).
     keypoint_head: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1)
+    # Width of the box head's two fully connected layers (torchvision's TwoMLPHead); None:
+    # torchvision's 1024 (the head of its COCO weights, and of models saved before format 4).
+    box_head: int | None = Field(None, ge=1)
     # The backbone holds learned features: pretrained (COCO, ImageNet) or trained by a Full model
     # Learn or a full training. False warns that "Heads only" would train on random features.
     backbone_trained: bool = False

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from ..errors import BadInputError, RefusedError
 from ..index import Index
 from ..index.models import ModelRecord
-from .config import LIGHT_KEYPOINT_HEAD, MODEL_CHOICES, ModelConfig
+from .config import LIGHT_BOX_HEAD, LIGHT_KEYPOINT_HEAD, MODEL_CHOICES, ModelConfig
 
 if TYPE_CHECKING:
     import torch
@@ -275,6 +275,7 @@ def create_model(
         min_size=min_size, max_size=max_size,
         categories=[c.name for c in categories], keypoint_names=keypoint_names,
         keypoint_head=_keypoint_head(backbone, saved) if keypoints else None,
+        box_head=_box_head(weights, saved),
         backbone_trained=weights != "none" if saved is None else saved.backbone_trained,
         backbone_pretrained=weights != "none" if saved is None else saved.backbone_pretrained,
     )
@@ -331,6 +332,14 @@ def _keypoint_head(backbone: str, saved: ModelConfig | None) -> list[int] | None
     if saved is not None:
         return saved.keypoint_head
     return None if backbone == "resnet50_fpn" else list(LIGHT_KEYPOINT_HEAD)
+
+
+def _box_head(weights: str | Path, saved: ModelConfig | None) -> int | None:
+    """A weight file's box head; else torchvision's where COCO weights fill it, and the light
+    one where it starts from random weights (random or ImageNet start)."""
+    if saved is not None:
+        return saved.box_head
+    return None if isinstance(weights, str) and weights == "coco" else LIGHT_BOX_HEAD
 
 
 def _stray_folder(folder: Path) -> str:
