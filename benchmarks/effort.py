@@ -230,6 +230,13 @@ class Recipe:
     complete: CompleteSettings
     device: torch.device
     suggested: bool = True
+    # docs/learn.md's advice for a model from random weights: raise a small set's epochs until
+    # its Learn takes this many optimizer steps (0: the dialog's epochs always).
+    min_steps: int = 0
+
+    def epochs(self, images: int, batch_size: int) -> int:
+        """Learn epochs for ``images`` training images (mixed-in ones included)."""
+        return max(self.learn.epochs, math.ceil(self.min_steps / math.ceil(images / batch_size)))
 
 
 def complete_all(index: Index, images: Sequence[ImageRecord], recipe: Recipe) -> list[int]:
@@ -257,14 +264,18 @@ def complete_settings(index: Index, recipe: Recipe) -> dict[str, CompleteSetting
             for category in index.categories()}
 
 
-def learn_on(index: Index, images: Sequence[ImageRecord], annotator: Annotator,
-             recipe: Recipe) -> float:
-    """Learn on ``images``: keypoints (which trains every head of a keypoint model) when they
-    hold any, else boxes; returns the seconds."""
+def learn_on(index: Index, images: Sequence[ImageRecord], labelled: int, annotator: Annotator,
+             recipe: Recipe) -> tuple[float, int]:
+    """Learn on ``images`` (``labelled`` images are labelled so far, these included, so the
+    mix-in can draw on the others): keypoints (which trains every head of a keypoint model) when
+    they hold any, else boxes; returns the seconds and the epochs."""
     kind = "keypoints" if any(a.labelled_points for i in images
                               for a in annotator.truth[i.name]) else "roi"
-    return learn(index, images=images, kind=kind, settings=recipe.learn,
-                 device=recipe.device).seconds
+    trained = len(images) + min(recipe.learn.mix_in, labelled - len(images))
+    epochs = recipe.epochs(trained, active_model(index).config.training.batch_size)
+    seconds = learn(index, images=images, kind=kind, settings=recipe.learn.replace(epochs=epochs),
+                    device=recipe.device).seconds
+    return seconds, epochs
 
 
 def batches(plan: Plan) -> list[tuple[int, int]]:
@@ -277,15 +288,16 @@ def batches(plan: Plan) -> list[tuple[int, int]]:
     return spans
 
 
-def cycle_row(cycle: int, images: int, edits: Edits, learn_s: float,
+def cycle_row(cycle: int, images: int, edits: Edits, learned: tuple[float, int],
               complete_s: float, settings: dict[str, CompleteSettings] | None = None
               ) -> dict[str, Any]:
-    """One cycle's figures; ``settings``: each category's Complete (min score, max
-    detections)."""
+    """One cycle's figures; ``learned``: the Learn's seconds and epochs after it (0, 0: none);
+    ``settings``: each category's Complete (min score, max detections)."""
     return {"cycle": cycle, "images": images, "roi_edits": edits.roi, "kp_edits": edits.kp,
             "roi_edits_per_image": round(edits.roi / images, 3),
             "kp_edits_per_image": round(edits.kp / images, 3),
-            "learn_seconds": round(learn_s, 1), "complete_seconds": round(complete_s, 1),
+            "learn_seconds": round(learned[0], 1), "learn_epochs": learned[1],
+            "complete_seconds": round(complete_s, 1),
             "complete_settings": {name: [round(c.min_score, 4), c.max_detections]
                                   for name, c in (settings or {}).items()}}
 
@@ -297,10 +309,10 @@ def run_loop(index: Index, annotator: Annotator, plan: Plan, recipe: Recipe) -> 
     first = images[:plan.first]
     annotator.save(first)
     loop = annotator.manual(first)
-    learn_s = learn_on(index, first, annotator, recipe)
-    cycles = [cycle_row(0, len(first), loop, learn_s, 0.0)]
+    learned = learn_on(index, first, len(first), annotator, recipe)
+    cycles = [cycle_row(0, len(first), loop, learned, 0.0)]
     say(f"cycle 0: {len(first)} images by hand ({loop.roi} box, {loop.kp} point edits), "
-        f"Learn {learn_s:.0f} s")
+        f"Learn {learned[0]:.0f} s ({learned[1]} epochs)")
     spans = batches(plan)
     for number, (start, stop) in enumerate(spans, 1):
         batch = images[start:stop]
@@ -311,13 +323,14 @@ def run_loop(index: Index, annotator: Annotator, plan: Plan, recipe: Recipe) -> 
         edits = annotator.corrections(batch)
         loop += edits
         annotator.save(batch)
-        learn_s = 0.0
+        learned = (0.0, 0)
         if number < len(spans):  # after the last batch nothing is left to Complete
-            learn_s = learn_on(index, batch, annotator, recipe)
-        cycles.append(cycle_row(number, len(batch), edits, learn_s, complete_s, used))
+            learned = learn_on(index, batch, stop, annotator, recipe)
+        cycles.append(cycle_row(number, len(batch), edits, learned, complete_s, used))
         say(f"cycle {number}: {len(batch)} images, {edits.roi} box and {edits.kp} point "
             f"corrections (by hand: {annotator.manual(batch).roi}, "
-            f"{annotator.manual(batch).kp}); Complete {complete_s:.0f} s, Learn {learn_s:.0f} s")
+            f"{annotator.manual(batch).kp}); Complete {complete_s:.0f} s, Learn "
+            f"{learned[0]:.0f} s ({learned[1]} epochs)")
     return {
         "roi_edits_manual": manual.roi, "roi_edits_loop": loop.roi,
         "roi_edit_ratio": round(manual.roi / max(1, loop.roi), 3),
@@ -374,7 +387,8 @@ def shared_data(root: Path, work: Path, plan: Plan, recipe: Recipe,
         row["before_learn"] = vars(annotator.corrections(rest))
         for run_id in reversed(runs):
             index.runs.undo(run_id)
-        row["learn_seconds"] = round(learn_on(index, taught, annotator, recipe), 1)
+        seconds, row["learn_epochs"] = learn_on(index, taught, len(taught), annotator, recipe)
+        row["learn_seconds"] = round(seconds, 1)
         complete_all(index, rest, recipe)
         row["after_learn"] = vars(annotator.corrections(rest))
         say(f"shared data {row['dataset']}: {row}")
@@ -390,7 +404,8 @@ def benchmark(work: Path, plan: Plan, recipe: Recipe, *, weights: str = "none", 
     index, annotator = synthetic(work / "index", plan, seed)
     model = make_model(index, plan, weights)
     say(f"{plan.images} images of {plan.size_range} px (model input {model.min_size}), first "
-        f"{plan.first} by hand; Learn {recipe.learn.epochs} epochs {recipe.learn.mode}, mix-in "
+        f"{plan.first} by hand; Learn {recipe.learn.epochs} epochs (at least {recipe.min_steps} "
+        f"steps) {recipe.learn.mode}, mix-in "
         f"{recipe.learn.mix_in}; Complete min score {recipe.complete.min_score}, at most "
         f"{recipe.complete.max_detections} per image"
         f"{', or what the dialog suggests after a Learn' if recipe.suggested else ''}")
@@ -404,6 +419,7 @@ def benchmark(work: Path, plan: Plan, recipe: Recipe, *, weights: str = "none", 
         "model_input": [model.min_size, model.max_size],
         "model_detections": model.inference.max_detections, "weights": weights, "seed": seed,
         "device": str(recipe.device), "learn": recipe.learn.model_dump(mode="json"),
+        "learn_min_steps": recipe.min_steps,
         "complete": recipe.complete.model_dump(mode="json"), "suggested": recipe.suggested,
         "torch_threads": torch.get_num_threads()}
     return figures
@@ -421,6 +437,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="also score the COCO keypoint samples under this folder")
     defaults = LearnSettings()
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="Learn epochs")
+    parser.add_argument("--min-steps", type=int,
+                        help="raise a small set's Learn epochs to this many optimizer steps "
+                             "(default: 100 from random weights, as docs/learn.md advises, "
+                             "else 0)")
     parser.add_argument("--mode", choices=("heads", "full"),
                         help="Learn mode (default: full from random weights, else the dialog's)")
     parser.add_argument("--mix-in", type=int, default=None,
@@ -453,7 +473,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             if value is not None}),
         choose_device(args.device),
         suggested=not (args.no_suggested or args.min_score is not None
-                       or args.max_detections is not None))
+                       or args.max_detections is not None),
+        min_steps=next(m for m in (args.min_steps, 100 if args.weights == "none" else 0)
+                       if m is not None))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-effort-") as tmp:
         figures = benchmark(Path(tmp), plan, recipe, weights=args.weights, seed=args.seed,

@@ -4,6 +4,7 @@ hand-made annotations, then one tiny loop (a smoke test, not a measurement) give
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -106,11 +107,22 @@ def test_batches_grow_and_cover_every_image(effort):
     assert effort.batches(plan) == [(4, 8), (8, 16), (16, 26), (26, 36), (36, 40)]
 
 
+def test_small_sets_learn_at_least_the_recipes_steps(effort):
+    """docs/learn.md's advice for a model from random weights; 0 keeps the dialog's epochs."""
+    recipe = effort.Recipe(effort.LearnSettings(epochs=10), effort.CompleteSettings(),
+                           effort.choose_device("cpu"), min_steps=100)
+    assert recipe.epochs(8, batch_size=4) == 50  # 2 steps an epoch
+    assert recipe.epochs(9, batch_size=4) == 34  # 3 steps an epoch, the last one short
+    assert recipe.epochs(48, batch_size=4) == 10  # 12 steps an epoch: the dialog's 10 suffice
+    assert replace(recipe, min_steps=0).epochs(8, batch_size=4) == 10
+
+
 def test_tiny_loop_reports_every_figure(effort, tmp_path):
     plan = effort.Plan(images=5, first=2, batch=1, max_batch=2, size_range=(64, 64),
                        min_size=64, detections=5)
     recipe = effort.Recipe(effort.LearnSettings(epochs=1, mode="full", mix_in=1),
-                           effort.CompleteSettings(max_detections=3), effort.choose_device("cpu"))
+                           effort.CompleteSettings(max_detections=3), effort.choose_device("cpu"),
+                           min_steps=3)
     figures = effort.benchmark(tmp_path, plan, recipe)
     for kind in ("roi", "kp"):
         manual, loop = figures[f"{kind}_edits_manual"], figures[f"{kind}_edits_loop"]
@@ -121,6 +133,10 @@ def test_tiny_loop_reports_every_figure(effort, tmp_path):
     assert sum(c["roi_edits"] for c in cycles) == figures["roi_edits_loop"]
     assert cycles[0]["learn_seconds"] > 0 and cycles[1]["complete_seconds"] > 0
     assert cycles[-1]["learn_seconds"] == 0  # nothing left to Complete after the last batch
+    # 2 images (the first set; then 1 with 1 mixed in) make one step of 4: 3 epochs for 3 steps
+    assert [c["learn_epochs"] for c in cycles] == [3, 3, 0]
+    index = Index(tmp_path / "index")
+    assert [r.settings["epochs"] for r in index.runs.list() if r.operation == "learn"] == [3, 3]
     # each Complete's settings per category: the Learn's suggestion when it offered one
     suggested = active_model(Index(tmp_path / "index")).config.suggested
     for name, (min_score, most) in cycles[-1]["complete_settings"].items():
