@@ -113,8 +113,8 @@ class Plan:
     mix_in: int | None = None
 
 
-QUICK = Plan(images=160, first=8, batch=8, max_batch=32, size_range=(96, 128), detections=10,
-             mix_in=16)
+QUICK = Plan(images=160, first=16, batch=16, max_batch=32, size_range=(96, 128), detections=10,
+             mix_in=8)
 FULL = Plan(images=300, first=20, batch=20, max_batch=80, size_range=(96, 160))
 
 
