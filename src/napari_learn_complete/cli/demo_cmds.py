@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="folder for the sample index (default: a new temporary folder)")
     demo.add_argument("--images", type=int, default=48, help="images in the sample index")
     demo.add_argument("--labelled", type=int, default=24, help="of which labelled by hand")
-    demo.add_argument("--epochs", type=int, default=18,
+    demo.add_argument("--epochs", type=int, default=20,
                       help="Learn epochs (from random weights the sample needs ~100 steps of 4 "
                            "images; more labelled images learn more per step than more epochs)")
     demo.add_argument("--min-score", type=float, default=0.5, help="Complete's min score")
