@@ -313,8 +313,10 @@ def test_short_learn_improves_held_out_ap(tmp_path):
         return coco_metrics(targets, predictions, 1)["box_AP50"]
 
     before = held_out_ap50()
+    # 180 steps: at 120 the boxes were at the edge of the suggestion's IoU 0.85 with any box head
+    # (min score 0.94 with torchvision's, write nothing with 256 or 512 wide; docs/learn.md)
     learn(index, images=[i.name for i in index.images()[:12]],
-          settings=LearnSettings(epochs=40, mode="full"))
+          settings=LearnSettings(epochs=60, mode="full"))
     after = held_out_ap50()
     assert after > before + 0.3, (before, after)
     # the learned model saves corrections on its 12 images: Complete's dialog suggests keeping
