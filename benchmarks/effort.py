@@ -48,6 +48,7 @@ from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.detections import PredictionCache
 from napari_learn_complete.engine.device import choose_device
 from napari_learn_complete.engine.predict import Predictor
+from napari_learn_complete.engine.scope import mix_in
 from napari_learn_complete.engine.settings import CompleteSettings, LearnSettings
 from napari_learn_complete.engine.train import learn
 from napari_learn_complete.index import ImageRecord, Index, Observation, iou, keypoint_extent
@@ -264,14 +265,13 @@ def complete_settings(index: Index, recipe: Recipe) -> dict[str, CompleteSetting
             for category in index.categories()}
 
 
-def learn_on(index: Index, images: Sequence[ImageRecord], labelled: int, annotator: Annotator,
+def learn_on(index: Index, images: Sequence[ImageRecord], annotator: Annotator,
              recipe: Recipe) -> tuple[float, int]:
-    """Learn on ``images`` (``labelled`` images are labelled so far, these included, so the
-    mix-in can draw on the others): keypoints (which trains every head of a keypoint model) when
-    they hold any, else boxes; returns the seconds and the epochs."""
+    """Learn on ``images``: keypoints (which trains every head of a keypoint model) when they
+    hold any, else boxes; returns the seconds and the epochs."""
     kind = "keypoints" if any(a.labelled_points for i in images
                               for a in annotator.truth[i.name]) else "roi"
-    trained = len(images) + min(recipe.learn.mix_in, labelled - len(images))
+    trained = len(images) + len(mix_in(index, images, recipe.learn.mix_in, recipe.learn.seed))
     epochs = recipe.epochs(trained, active_model(index).config.training.batch_size)
     seconds = learn(index, images=images, kind=kind, settings=recipe.learn.replace(epochs=epochs),
                     device=recipe.device).seconds
@@ -309,7 +309,7 @@ def run_loop(index: Index, annotator: Annotator, plan: Plan, recipe: Recipe) -> 
     first = images[:plan.first]
     annotator.save(first)
     loop = annotator.manual(first)
-    learned = learn_on(index, first, len(first), annotator, recipe)
+    learned = learn_on(index, first, annotator, recipe)
     cycles = [cycle_row(0, len(first), loop, learned, 0.0)]
     say(f"cycle 0: {len(first)} images by hand ({loop.roi} box, {loop.kp} point edits), "
         f"Learn {learned[0]:.0f} s ({learned[1]} epochs)")
@@ -325,7 +325,7 @@ def run_loop(index: Index, annotator: Annotator, plan: Plan, recipe: Recipe) -> 
         annotator.save(batch)
         learned = (0.0, 0)
         if number < len(spans):  # after the last batch nothing is left to Complete
-            learned = learn_on(index, batch, stop, annotator, recipe)
+            learned = learn_on(index, batch, annotator, recipe)
         cycles.append(cycle_row(number, len(batch), edits, learned, complete_s, used))
         say(f"cycle {number}: {len(batch)} images, {edits.roi} box and {edits.kp} point "
             f"corrections (by hand: {annotator.manual(batch).roi}, "
@@ -387,7 +387,7 @@ def shared_data(root: Path, work: Path, plan: Plan, recipe: Recipe,
         row["before_learn"] = vars(annotator.corrections(rest))
         for run_id in reversed(runs):
             index.runs.undo(run_id)
-        seconds, row["learn_epochs"] = learn_on(index, taught, len(taught), annotator, recipe)
+        seconds, row["learn_epochs"] = learn_on(index, taught, annotator, recipe)
         row["learn_seconds"] = round(seconds, 1)
         complete_all(index, rest, recipe)
         row["after_learn"] = vars(annotator.corrections(rest))
@@ -465,9 +465,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "images", "first", "batch", "max_batch", "min_size", "detections")
         if getattr(args, field) is not None})
     mode = args.mode or ("full" if args.weights == "none" else defaults.mode)
-    mix_in = next(m for m in (args.mix_in, plan.mix_in, plan.max_batch) if m is not None)
+    mixed = next(m for m in (args.mix_in, plan.mix_in, plan.max_batch) if m is not None)
     recipe = Recipe(
-        LearnSettings(epochs=args.epochs, mode=mode, mix_in=mix_in, seed=args.seed),
+        LearnSettings(epochs=args.epochs, mode=mode, mix_in=mixed, seed=args.seed),
         CompleteSettings(**{key: value for key, value in (
             ("min_score", args.min_score), ("max_detections", args.max_detections))
             if value is not None}),
