@@ -25,7 +25,8 @@ in docs/effort.md.
 
     .venv/bin/python benchmarks/effort.py [--quick] [--json PATH] [--device cpu|cuda|mps]
         [--weights none|coco|imagenet|PATH] [--seed N] [--shared-data PATH]
-        [--epochs N] [--mode heads|full] [--mix-in N] [--min-score S] [--max-detections N]
+        [--epochs N] [--min-steps N] [--mode heads|full] [--mix-in N] [--min-score S]
+        [--max-detections N]
 """
 
 from __future__ import annotations
