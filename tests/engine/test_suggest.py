@@ -43,6 +43,18 @@ def test_a_box_to_adjust_saves_nothing_and_a_false_box_costs_one():
                    held_out=True).min_score == 0.4
 
 
+def test_of_equally_cheap_min_scores_the_lowest_is_suggested():
+    # On the Learn's own images the model scores its objects higher than on new ones: where
+    # keeping more detections costs nothing there, they are kept.
+    truth = [boxes(OBJECT_A)] * 3
+    # -1 at 0.9, +1 at 0.8, -1 at 0.6: as cheap at 0.9 as at 0.6
+    model = [found((OBJECT_A, 0.9)), found((FAR, 0.8)), found((OBJECT_A, 0.6))]
+    assert suggest(truth, model, held_out=False).min_score == 0.6
+    # a box to adjust (0) after the best: as cheap with it as without
+    model = [found((OBJECT_A, 0.9)), found((NEAR_A, 0.7)), found((FAR, 0.5))]
+    assert suggest(truth, model, held_out=False).min_score == 0.7
+
+
 def test_each_object_is_found_once():
     # two detections on the same object (B missed): the second is a false box
     truth = [boxes(OBJECT_A, OBJECT_B)]

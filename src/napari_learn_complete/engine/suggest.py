@@ -8,7 +8,11 @@ rules): draw a missing box, delete a false one, adjust one that overlaps its obj
 the kept detections from the best score down, each one matched greedily to its object (IoU >=
 :data:`MATCH_IOU`, as COCO matches) changes the count by -1 (a box that needs nothing), 0 (a box
 to adjust instead of one to draw) or +1 (a false box); the suggested min score ends the run of
-detections whose sum is lowest. No torch here: the Learn hands over plain arrays.
+detections whose sum is lowest, the longest such run where several tie: a detection that costs
+nothing on the judged images (a box to adjust, or a false box that a found one pays for) is kept.
+The judged images are often the Learn's own, where the model scores its objects higher than on
+new ones: of equally cheap min scores the lowest loses fewer objects there (docs/complete.md).
+No torch here: the Learn hands over plain arrays.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ def suggest(truth: Sequence[np.ndarray], found: Sequence[tuple[np.ndarray, np.nd
     total, lowest, min_score = 0, 0, 1.0  # no detection kept: every object drawn by hand
     for score, change in steps:
         total += change
-        if total < lowest:
+        if total < lowest or total == lowest < 0:
             lowest, min_score = total, score
     return Suggested(min_score=min_score, max_detections=keep, images=len(truth),
                      held_out=held_out)
