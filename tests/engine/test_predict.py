@@ -15,7 +15,7 @@ from napari_learn_complete.engine.detections import READER, stream_images
 from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.engine.settings import CompleteSettings
 from napari_learn_complete.errors import BadInputError, RefusedError
-from napari_learn_complete.model.config import ModelConfig
+from napari_learn_complete.model.config import InferenceSettings, ModelConfig
 
 
 class FixedOutput(nn.Module):
@@ -33,7 +33,8 @@ class FixedOutput(nn.Module):
 
 def test_outputs_map_to_category_names_and_category_keypoint_order(sample_index):
     config = ModelConfig(architecture="keypointrcnn", categories=["disc", "square", "triangle"],
-                         keypoint_names=["left", "tail", "right", "apex"])
+                         keypoint_names=["left", "tail", "right", "apex"],
+                         inference=InferenceSettings(mirror=False))  # one pass: test_mirror.py
     keypoints = torch.tensor([[[float(10 * j), 5.0, 1.0] for j in range(4)]] * 3)
     keypoints[2, 0, 0] = -7.0  # outside the image: clamped
     model = FixedOutput({

@@ -80,8 +80,8 @@ MODEL_CHOICES: dict[str, ModelChoice] = {c.name: c for c in (
                 "person keypoints"),
 )}
 CONFIG_FORMAT = "napari-learn-complete.model-config"
-CONFIG_FORMAT_VERSION = 4  # 2: four backbones, ``backbone_trained``; 3: ``keypoint_head``,
-# ``backbone_pretrained``; 4: ``box_head``
+CONFIG_FORMAT_VERSION = 5  # 2: four backbones, ``backbone_trained``; 3: ``keypoint_head``,
+# ``backbone_pretrained``; 4: ``box_head``; 5: ``inference.mirror``
 # The keypoint head of a new keypoint model whose backbone has no COCO keypoint weights: four
 # 128-channel convolutions instead of torchvision's eight of 512, about 25 times less work per
 # region for heads that start from random weights anyway (docs/effort.md).
@@ -199,6 +199,10 @@ class InferenceSettings(Validated):
     score_threshold: float = Field(0.05, ge=0, le=1)
     nms_iou: float = Field(0.5, gt=0, le=1)
     max_detections: int = Field(100, ge=1)
+    # Average each detection with the model's detection of it in the mirrored image, the mirror
+    # its training augmented with (engine/mirror.py): twice the inference, tighter boxes. False
+    # for models saved before format 5, so that their Complete writes what it wrote.
+    mirror: bool = True
 
 
 class Suggested(Validated):
@@ -310,6 +314,8 @@ class ModelConfig(Validated):
         if version < 3:
             # Before format 3 a trained backbone kept its BatchNorm statistics, whatever trained it.
             data.setdefault("backbone_pretrained", data.get("backbone_trained", False))
+        if version < 5 and isinstance(data.get("inference", {}), dict):
+            data["inference"] = {"mirror": False, **data.get("inference", {})}
         return cls.model_validate(data)
 
     def save(self, path: str | os.PathLike) -> None:
