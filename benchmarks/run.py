@@ -58,7 +58,6 @@ from napari_learn_complete.engine.settings import CompleteSettings, LearnSetting
 from napari_learn_complete.engine.train import learn
 from napari_learn_complete.index import ImageRecord, Index
 from napari_learn_complete.model import ModelConfig, active_model, create_model
-from napari_learn_complete.model.registry import CONFIG_FILE
 from napari_learn_complete.sample import GROUND_TRUTH_FILE, make_sample_index
 
 # "The same detections" within float error: a box corner or score may differ by ABSOLUTE (pixels,
@@ -117,10 +116,11 @@ def make_data(folder: Path, sizes: Sizes, weights: str) -> Data:
                               size_range=(sizes.image, sizes.image))
     handle = create_model(index, weights=weights, min_size=sizes.min_size)
     # Like for like: the baselines run the model once per image. Mirror averaging, on for new
-    # models, runs it twice (engine/mirror.py); Complete with it is timed once on its own.
-    config = handle.config
-    config.replace(inference=config.inference.replace(mirror=False)).save(
-        handle.folder / CONFIG_FILE)
+    # models, runs it twice (engine/mirror.py); Complete with it is timed once on its own. A
+    # version of its own, so that rolling back to it (and Learns from it) keep one pass.
+    model, config = handle.load("cpu")
+    handle.commit_version(model, config.replace(inference=config.inference.replace(mirror=False)),
+                          note="one pass, like the baselines", parent=handle.active_version)
     images = index.images()
     held = sizes.train + sizes.held_out
     return Data(index, images[:sizes.train], images[sizes.train:held], images[held:],

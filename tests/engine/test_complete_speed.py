@@ -84,6 +84,7 @@ def plain_detections(predictor: Predictor, index: Index, name: str) -> list[Dete
 def test_batched_threaded_and_vectorised_detections_match_a_plain_per_image_loop(wide_index):
     untrained_model(wide_index, min_size=64, max_detections=20)
     predictor = Predictor.from_index(wide_index, "cpu")
+    predictor.mirror = None  # one pass, as the plain loop runs (mirror averaging: test_mirror.py)
     images = wide_index.images()
     batches = list(predictions(wide_index, images, predictor, 4))
     assert predictor.fit == (64, 96)  # the images are scaled by 64 / 90 as they are read
