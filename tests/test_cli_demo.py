@@ -97,8 +97,8 @@ def test_demo_scores_the_completed_boxes_against_the_ground_truth(tmp_path, caps
             x, y, w, h = a["bbox"]
             found.setdefault(ids[a["image_id"]], []).append(
                 Detection(names[a["category_id"]], (x, y, x + scale * w, y + scale * h), 0.9))
-        return complete(index, images, category, predictor=ScriptedDetector(index, found),
-                        **kwargs)
+        kwargs["predictor"] = ScriptedDetector(index, found)  # in place of the demo's model
+        return complete(index, images, category, **kwargs)
 
     monkeypatch.setattr(demo_cmds, "learn", lambda index, **kwargs: SimpleNamespace(
         version=1, seconds=0.0, losses=[]))

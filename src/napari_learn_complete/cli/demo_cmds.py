@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.complete import complete
+from ..engine.detections import PredictionCache
 from ..engine.metrics import evaluate_coco
+from ..engine.predict import Predictor
 from ..engine.settings import CompleteSettings
 from ..engine.train import LearnSettings, learn
 from ..errors import BadInputError, read_json
@@ -90,10 +92,12 @@ def run_demo(args: argparse.Namespace) -> int:
                 epochs=args.epochs, mode="full"), progress=progress)
         completed: dict[str, Any] = {}
         settings = CompleteSettings(min_score=args.min_score, max_detections=3)
+        # One model pass per image serves every category, as in the engine process.
+        predictor, cache = Predictor.from_index(index), PredictionCache()
         for category in index.categories():
             with ProgressBar() as progress:
                 result = complete(index, rest, category.name, settings=settings,
-                                  progress=progress)
+                                  progress=progress, predictor=predictor, cache=cache)
             completed[category.name] = result.written
             print(f"Complete {category.name}: {result.written} boxes on {result.images} images "
                   f"in {result.seconds:.1f} s", file=sys.stderr)
