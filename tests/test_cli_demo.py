@@ -18,6 +18,7 @@ from napari_learn_complete.cli import demo_cmds, main
 from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.detections import Detection
 from napari_learn_complete.engine.metrics import evaluate_coco
+from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.index import Index
 from napari_learn_complete.model.registry import active_model
 from napari_learn_complete.sample import GROUND_TRUTH_FILE
@@ -128,3 +129,19 @@ def test_meaningless_demo_settings_are_refused_before_anything_is_built(
     assert main(["demo", "--out", str(out), *argv]) == 2
     assert named in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_model_reads_each_image_once_for_every_category(tmp_path, monkeypatch):
+    """The three categories' Completes share one predictor and its prediction cache."""
+    read: list[int] = []
+    predict = Predictor.predict
+
+    def counted(self, images):
+        read.append(len(images))
+        return predict(self, images)
+
+    monkeypatch.setattr(Predictor, "predict", counted)
+    monkeypatch.setattr(demo_cmds, "learn", lambda index, **kwargs: SimpleNamespace(
+        version=1, seconds=0.0, losses=[]))
+    assert main(["demo", "--out", str(tmp_path / "demo"), *ARGS]) == 0
+    assert sum(read) == 4  # the 4 unlabelled images, not 4 per category
