@@ -1,8 +1,9 @@
 """Learn and Complete against the loops a user would write, measured in one run on generated data.
 
 - Learn (heads only, then the full model) against torchvision's detection fine-tuning tutorial
-  loop (benchmarks/_baselines.py): same start weights (the index model's first version), same
-  training images, same epochs, same seed. Figures: ``learn_heads_ratio`` and ``learn_full_ratio``
+  loop (benchmarks/_baselines.py): same start weights (the index model's first weights, saved
+  again as a version that runs one pass: :func:`make_data`), same training images, same epochs,
+  same seed. Figures: ``learn_heads_ratio`` and ``learn_full_ratio``
   (baseline seconds / ours), and held-out box AP50 (pycocotools) of both sides' heads-only
   results, ``learn_ap_ours`` and ``learn_ap_baseline`` (``learn_full_ap_*`` for the full model),
   computed by the same per-image prediction for both.
