@@ -29,6 +29,7 @@ from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, Keypoi
 
 from ..errors import BadInputError, BadWeightsError
 from .config import ModelConfig
+from .heads import SampledKeypointRoIHeads
 from .pooling import FastMultiScaleRoIAlign
 from .pretrained import DownloadFn, cache_file, load_state_dict, pretrained_weights
 
@@ -133,7 +134,7 @@ def _construct(config: ModelConfig, classes: int | None = None,
         "keypoint_head": KeypointRCNNHeads(boxes.backbone.out_channels, layers),
         "keypoint_predictor": KeypointRCNNPredictor(layers[-1], count),
     }
-    return KeypointRCNN(
+    model = KeypointRCNN(
         boxes.backbone,
         rpn_anchor_generator=boxes.rpn.anchor_generator,
         rpn_head=boxes.rpn.head,
@@ -144,6 +145,8 @@ def _construct(config: ModelConfig, classes: int | None = None,
         **head,
         **options,
     )
+    model.roi_heads = SampledKeypointRoIHeads.like(model.roi_heads)
+    return model
 
 
 def _construct_uninitialised(config: ModelConfig) -> nn.Module:
