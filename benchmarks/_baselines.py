@@ -7,8 +7,9 @@ decay 0.0005) with its StepLR (every 3 epochs x0.1), and the plain loop ``loss =
 sum(model(images, targets).values())``, backward, step; heads-only freezes the backbone with
 ``requires_grad`` as the tutorial does. Complete's baseline is the per-image loop: PIL read, to
 tensor, ``model([image])`` under ``torch.no_grad()``. Both run the model as torchvision builds
-it: :func:`as_torchvision` puts torchvision's own RoIAlign pooler back in place of the product's
-CPU one (same outputs, torchvision's kernel).
+it: :func:`as_torchvision` puts torchvision's own RoIAlign pooler, region proposal network and
+RoI heads back in place of the product's (same outputs: torchvision's kernel, proposals filtered
+one image after another, the keypoint head trained on every positive region).
 
 Nothing here is tuned: the point is the code a newcomer writes, not a slow straw man.
 """
@@ -22,6 +23,8 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.transforms.v2 import functional as F
 
@@ -54,8 +57,11 @@ def collate_fn(batch: Sequence[tuple]) -> tuple:
 
 
 def as_torchvision(model: nn.Module) -> nn.Module:
-    """``model`` with torchvision's ``MultiScaleRoIAlign`` poolers, as a user's own code has them
-    (the product's poolers have no weights, so nothing else changes)."""
+    """``model`` with torchvision's ``MultiScaleRoIAlign`` poolers, region proposal network and
+    RoI heads, as a user's own code has them (the product's versions hold no state of their own:
+    the weights and settings stay)."""
+    model.rpn.__class__ = RegionProposalNetwork
+    model.roi_heads.__class__ = RoIHeads
     heads = model.roi_heads
     for name in ("box_roi_pool", "keypoint_roi_pool"):
         pool = getattr(heads, name, None)

@@ -32,6 +32,7 @@ from .config import ModelConfig
 from .heads import SampledKeypointRoIHeads
 from .pooling import FastMultiScaleRoIAlign
 from .pretrained import DownloadFn, cache_file, load_state_dict, pretrained_weights
+from .rpn import ThreadedRegionProposalNetwork
 
 WEIGHTS_FORMAT = "napari-learn-complete.weights"
 WEIGHTS_FORMAT_VERSION = 1
@@ -125,6 +126,7 @@ def _construct(config: ModelConfig, classes: int | None = None,
     pool = FastMultiScaleRoIAlign.like(boxes.roi_heads.box_roi_pool)
     if config.architecture == "fasterrcnn":
         boxes.roi_heads.box_roi_pool = pool
+        boxes.rpn = ThreadedRegionProposalNetwork.like(boxes.rpn)
         return boxes
     # torchvision's keypoint pooler: 14 x 14 from the same feature maps
     keypoint_pool = FastMultiScaleRoIAlign(pool.featmap_names, 14, pool.sampling_ratio)
@@ -146,6 +148,7 @@ def _construct(config: ModelConfig, classes: int | None = None,
         **options,
     )
     model.roi_heads = SampledKeypointRoIHeads.like(model.roi_heads)
+    model.rpn = ThreadedRegionProposalNetwork.like(model.rpn)
     return model
 
 
