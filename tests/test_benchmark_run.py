@@ -36,6 +36,8 @@ def test_every_figure_is_measured_and_numeric(run_module, tmp_path, capsys):
     assert figures["complete_outputs_match"] is True
     assert isinstance(figures["complete_batched_outputs_match"], bool)
     assert figures["complete_detections_per_image"] > 0
+    # Both sides keep every detection, so a learned model that scores little still gives rows.
+    assert figures["complete_score_threshold"] == 0
     json.dumps(figures, allow_nan=False)  # one valid JSON object
     assert "learn heads" in capsys.readouterr().err  # it says what it does as it goes
 
