@@ -19,9 +19,10 @@ Edits (one each):
   unpaired object's points are all missing, or all false.
 
 Figures (the last line of stdout is the JSON object): ``roi_edits_manual``, ``roi_edits_loop``,
-``roi_edit_ratio`` (manual / loop), the same with ``kp_``, ``cycles`` (images, edits per image,
-Learn and Complete seconds of each) and ``compute_seconds``. The protocol and measured figures are
-in docs/effort.md.
+``roi_edit_ratio`` (manual / loop), the same with ``kp_``, ``edit_kinds_loop`` (the loop's
+edits by kind: box draw, delete, adjust; point place, delete, move), ``cycles`` (images, edits
+per image and by kind, Learn and Complete seconds of each) and ``compute_seconds``. The
+protocol and measured figures are in docs/effort.md.
 
     .venv/bin/python benchmarks/effort.py [--quick] [--json PATH] [--device cpu|cuda|mps]
         [--weights none|coco|imagenet|PATH] [--seed N] [--shared-data PATH]
@@ -35,8 +36,9 @@ import argparse
 import math
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,6 +64,9 @@ ADJUST_IOU = 0.85  # a box below this IoU with its ground truth needs adjusting
 MATCH_IOU = 0.5  # below this a prediction is not the object's box (the product's duplicate IoU)
 KEYPOINT_TOLERANCE = 0.05  # share of the ground-truth box diagonal a point may be off
 
+# What a correction is, for the figures' breakdown (Edits.kinds).
+EDIT_KINDS = ("box draw", "box delete", "box adjust", "point place", "point delete", "point move")
+
 Box = tuple[float, float, float, float]
 Keypoints = tuple[tuple[float, float, float], ...]
 
@@ -85,14 +90,25 @@ class Annotation(NamedTuple):
 
 @dataclass
 class Edits:
-    """Edits of boxes and of keypoints, counted separately."""
+    """Edits of boxes and of keypoints, counted separately; ``kinds`` splits them by what the
+    person does ("box draw", "box delete", "box adjust", "point place", "point delete", "point
+    move"), to show which mistakes of the model cost the edits."""
 
     roi: int = 0
     kp: int = 0
+    kinds: Counter[str] = field(default_factory=Counter, compare=False)
+
+    @classmethod
+    def of(cls, box: Counter[str], point: Counter[str]) -> Edits:
+        """Edits from the boxes' and the points' counts by kind."""
+        return cls(box.total(), point.total(),
+                   Counter({f"box {k}": n for k, n in box.items()})
+                   + Counter({f"point {k}": n for k, n in point.items()}))
 
     def __iadd__(self, other: Edits) -> Edits:
         self.roi += other.roi
         self.kp += other.kp
+        self.kinds += other.kinds
         return self
 
 
@@ -134,36 +150,41 @@ def match(truth: Sequence[Box], predicted: Sequence[Box]) -> list[tuple[int, int
             if overlap[r, c] > 0]
 
 
-def point_edits(truth: Keypoints, predicted: Keypoints, box: Box) -> int:
-    """Missing, false and misplaced points of one paired object."""
+def point_edits(truth: Keypoints, predicted: Keypoints, box: Box) -> Counter[str]:
+    """Missing (place), false (delete) and misplaced (move) points of one paired object."""
     tolerance = KEYPOINT_TOLERANCE * math.hypot(box[2] - box[0], box[3] - box[1])
-    edits = 0
+    edits: Counter[str] = Counter()
     for (tx, ty, tv), (px, py, pv) in zip(truth, predicted, strict=True):
         if tv > 0 and pv > 0:
-            edits += math.hypot(px - tx, py - ty) > tolerance
+            edits["move"] += math.hypot(px - tx, py - ty) > tolerance
         else:
-            edits += (tv > 0) != (pv > 0)
+            edits["place"] += tv > 0 and pv <= 0
+            edits["delete"] += pv > 0 and tv <= 0
     return edits
 
 
-def box_edits(truth: Sequence[Annotation], predicted: Sequence[Annotation]) -> int:
+def box_edits(truth: Sequence[Annotation], predicted: Sequence[Annotation]) -> Counter[str]:
     """Draw, delete and adjust edits that turn one category's predicted boxes into the truth."""
     t = [a.box for a in truth if a.box is not None]
     p = [a.box for a in predicted if a.box is not None]
     pairs = match(t, p)
-    return len(t) + len(p) - 2 * len(pairs) + sum(1 for *_, o in pairs if o < ADJUST_IOU)
+    return Counter(draw=len(t) - len(pairs), delete=len(p) - len(pairs),
+                   adjust=sum(1 for *_, o in pairs if o < ADJUST_IOU))
 
 
-def keypoint_edits(truth: Sequence[Annotation], predicted: Sequence[Annotation]) -> int:
+def keypoint_edits(truth: Sequence[Annotation], predicted: Sequence[Annotation]
+                   ) -> Counter[str]:
     """Place, delete and move edits that turn one category's predicted keypoints into the
     truth."""
     t = [a for a in truth if a.labelled_points]
     p = [a for a in predicted if a.labelled_points]
     pairs = match([a.extent for a in t], [a.extent for a in p])
-    edits = sum(point_edits(t[i].keypoints, p[j].keypoints, t[i].extent) for i, j, _ in pairs)
+    edits = sum((point_edits(t[i].keypoints, p[j].keypoints, t[i].extent) for i, j, _ in pairs),
+                Counter())
     paired_t, paired_p = {i for i, _, _ in pairs}, {j for _, j, _ in pairs}
-    edits += sum(a.labelled_points for i, a in enumerate(t) if i not in paired_t)
-    return edits + sum(a.labelled_points for j, a in enumerate(p) if j not in paired_p)
+    edits["place"] += sum(a.labelled_points for i, a in enumerate(t) if i not in paired_t)
+    edits["delete"] += sum(a.labelled_points for j, a in enumerate(p) if j not in paired_p)
+    return edits
 
 
 def count_edits(truth: Sequence[Annotation], predicted: Sequence[Annotation]) -> Edits:
@@ -172,14 +193,14 @@ def count_edits(truth: Sequence[Annotation], predicted: Sequence[Annotation]) ->
     for category in {a.category for a in (*truth, *predicted)}:
         t = [a for a in truth if a.category == category]
         p = [a for a in predicted if a.category == category]
-        edits += Edits(box_edits(t, p), keypoint_edits(t, p))
+        edits += Edits.of(box_edits(t, p), keypoint_edits(t, p))
     return edits
 
 
 def manual_edits(truth: Sequence[Annotation]) -> Edits:
     """Labelling an image by hand: a box per object, a point per labelled keypoint."""
-    return Edits(sum(1 for a in truth if a.box is not None),
-                 sum(a.labelled_points for a in truth))
+    return Edits.of(Counter(draw=sum(1 for a in truth if a.box is not None)),
+                    Counter(place=sum(a.labelled_points for a in truth)))
 
 
 # ---------------------------------------------------------------------------- the annotator
@@ -297,6 +318,7 @@ def cycle_row(cycle: int, images: int, edits: Edits, learned: tuple[float, int],
     return {"cycle": cycle, "images": images, "roi_edits": edits.roi, "kp_edits": edits.kp,
             "roi_edits_per_image": round(edits.roi / images, 3),
             "kp_edits_per_image": round(edits.kp / images, 3),
+            "edit_kinds": {kind: edits.kinds[kind] for kind in EDIT_KINDS},
             "learn_seconds": round(learned[0], 1), "learn_epochs": learned[1],
             "complete_seconds": round(complete_s, 1),
             "complete_settings": {name: [round(c.min_score, 4), c.max_detections]
@@ -337,6 +359,7 @@ def run_loop(index: Index, annotator: Annotator, plan: Plan, recipe: Recipe) -> 
         "roi_edit_ratio": round(manual.roi / max(1, loop.roi), 3),
         "kp_edits_manual": manual.kp, "kp_edits_loop": loop.kp,
         "kp_edit_ratio": round(manual.kp / max(1, loop.kp), 3),
+        "edit_kinds_loop": {kind: loop.kinds[kind] for kind in EDIT_KINDS},
         "cycles": cycles,
         "compute_seconds": round(sum(c["learn_seconds"] + c["complete_seconds"]
                                      for c in cycles), 1),

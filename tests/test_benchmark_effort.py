@@ -45,23 +45,28 @@ def test_manual_costs_a_box_per_object_and_a_point_per_labelled_keypoint(effort)
 
 
 def test_missing_box_is_one_draw_and_its_points_are_placed(effort):
-    assert effort.count_edits([triangle(effort)], []) == effort.Edits(1, 3)
+    edits = effort.count_edits([triangle(effort)], [])
+    assert edits == effort.Edits(1, 3)
+    assert edits.kinds == {"box draw": 1, "point place": 3}
 
 
 def test_false_box_is_one_delete_and_its_points_are_deleted(effort):
-    assert effort.count_edits([], [triangle(effort)]) == effort.Edits(1, 3)
+    edits = effort.count_edits([], [triangle(effort)])
+    assert edits == effort.Edits(1, 3)
+    assert edits.kinds == {"box delete": 1, "point delete": 3}
 
 
 def test_box_below_adjust_iou_is_one_adjust(effort):
     loose = (10.0, 10.0, 50.0, 56.0)  # IoU 40/46 = 0.87: kept
     off = (10.0, 10.0, 50.0, 58.0)  # IoU 40/48 = 0.83: adjusted
     assert effort.count_edits([disc(effort)], [disc(effort, loose)]).roi == 0
-    assert effort.count_edits([disc(effort)], [disc(effort, off)]).roi == 1
+    assert effort.count_edits([disc(effort)], [disc(effort, off)]).kinds == {"box adjust": 1}
 
 
 def test_box_too_far_to_be_the_object_is_a_delete_and_a_draw(effort):
     apart = (40.0, 10.0, 80.0, 50.0)  # IoU 10/70 < MATCH_IOU
-    assert effort.count_edits([disc(effort)], [disc(effort, apart)]).roi == 2
+    assert effort.count_edits([disc(effort)], [disc(effort, apart)]).kinds == {
+        "box draw": 1, "box delete": 1}
 
 
 def test_matching_is_per_category(effort):
@@ -84,15 +89,17 @@ def test_point_beyond_tolerance_is_one_move(effort):
     within = ((32.5, 10.0, 2), *POINTS[1:])  # 2.5 px off
     beyond = ((33.0, 10.0, 2), *POINTS[1:])  # 3 px off
     assert effort.count_edits([triangle(effort)], [triangle(effort, points=within)]).kp == 0
-    assert effort.count_edits([triangle(effort)], [triangle(effort, points=beyond)]).kp == 1
+    assert effort.count_edits([triangle(effort)], [triangle(effort, points=beyond)]).kinds == {
+        "point move": 1}
 
 
 def test_missing_and_false_points_of_a_paired_object(effort):
     missing = ((30.0, 10.0, 0), *POINTS[1:])
     hidden_truth = ((30.0, 10.0, 0), *POINTS[1:])
-    assert effort.count_edits([triangle(effort)], [triangle(effort, points=missing)]).kp == 1
+    assert effort.count_edits([triangle(effort)], [triangle(effort, points=missing)]).kinds == {
+        "point place": 1}
     assert effort.count_edits([triangle(effort, points=hidden_truth)],
-                              [triangle(effort)]).kp == 1
+                              [triangle(effort)]).kinds == {"point delete": 1}
 
 
 def test_keypoints_count_apart_from_boxes(effort):
@@ -131,6 +138,14 @@ def test_tiny_loop_reports_every_figure(effort, tmp_path):
     cycles = figures["cycles"]
     assert [c["images"] for c in cycles] == [2, 1, 2]  # by hand, then batches of 1 and 2
     assert sum(c["roi_edits"] for c in cycles) == figures["roi_edits_loop"]
+    # the edits by kind add up to the totals, per cycle and over the loop; the first set is drawn
+    kinds = figures["edit_kinds_loop"]
+    assert kinds["box draw"] + kinds["box delete"] + kinds["box adjust"] == \
+        figures["roi_edits_loop"]
+    assert kinds["point place"] + kinds["point delete"] + kinds["point move"] == \
+        figures["kp_edits_loop"]
+    assert cycles[0]["edit_kinds"]["box draw"] == cycles[0]["roi_edits"]
+    assert all(sum(c["edit_kinds"].values()) == c["roi_edits"] + c["kp_edits"] for c in cycles)
     assert cycles[0]["learn_seconds"] > 0 and cycles[1]["complete_seconds"] > 0
     assert cycles[-1]["learn_seconds"] == 0  # nothing left to Complete after the last batch
     # 2 images (the first set; then 1 with 1 mixed in) make one step of 4: 3 epochs for 3 steps
