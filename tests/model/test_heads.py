@@ -1,25 +1,20 @@
-"""Every model trains its boxes on their overlap too (GIoU); the keypoint head trains on a few
-positive regions per object; inference is torchvision's."""
+"""The keypoint head trains on a few positive regions per object; inference is torchvision's."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from napari_learn_complete.engine.train import _loss_names
 from napari_learn_complete.model import InferenceSettings, ModelConfig, build_model
-from napari_learn_complete.model.heads import OverlapRoIHeads, SampledKeypointRoIHeads
+from napari_learn_complete.model.heads import SampledKeypointRoIHeads
 
 SIZE = 96
 
 
-def _model(architecture: str = "keypointrcnn") -> torch.nn.Module:
-    keypoints = {"keypoint_names": ["apex", "left", "right"], "keypoint_head": [16, 16]}
-    config = ModelConfig(architecture=architecture, min_size=SIZE, max_size=SIZE,
-                         categories=["disc", "triangle"],
-                         inference=InferenceSettings(max_detections=5),
-                         **(keypoints if architecture == "keypointrcnn" else {}))
+def _model() -> torch.nn.Module:
+    config = ModelConfig(architecture="keypointrcnn", min_size=SIZE, max_size=SIZE,
+                         categories=["disc", "triangle"], keypoint_names=["apex", "left", "right"],
+                         keypoint_head=[16, 16], inference=InferenceSettings(max_detections=5))
     return build_model(config)
 
 
@@ -62,7 +57,7 @@ def test_a_training_step_feeds_the_keypoint_head_a_few_regions_per_object():
     model.train()
     images, targets = _batch()
     losses = model(images, targets)
-    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_box_giou", "loss_objectness",
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness",
                            "loss_rpn_box_reg", "loss_keypoint"}
     assert torch.isfinite(losses["loss_keypoint"])
     per_object = model.roi_heads.regions_per_object
@@ -87,46 +82,3 @@ def test_inference_is_torchvisions():
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key])
-
-
-def test_the_giou_loss_scores_each_positive_region_with_its_objects_class():
-    heads = _model("fasterrcnn").roi_heads
-    assert isinstance(heads, OverlapRoIHeads)
-    # image 1: a positive region on object 0 (class 1) and a negative one; image 2: no object
-    regions = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]]),
-               torch.tensor([[0.0, 0.0, 5.0, 5.0]])]
-    matched = [torch.tensor([0, 0]), torch.tensor([0])]
-    labels = [torch.tensor([1, 0]), torch.tensor([0])]
-    targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 20.0]])}, {"boxes": torch.zeros(0, 4)}]
-    regression = torch.zeros(3, 3 * 4)  # background, disc, triangle
-    regression[0, 8:] = 3.0  # the other class's offsets: not this object's
-    regression[1:] = -2.0  # negatives: no box to fit
-    loss = heads.giou_loss(regression, regions, matched, labels, targets)
-    # the region's own box against the object's: IoU 100/200, the enclosing box is the union,
-    # so GIoU 0.5; loss 1 - 0.5, weighted, over the 3 sampled regions
-    assert loss.item() == pytest.approx(heads.giou_weight * 0.5 / 3)
-    regression[0, 4:8] = heads.box_coder.encode_single(targets[0]["boxes"], regions[0][:1])
-    assert heads.giou_loss(regression, regions, matched, labels, targets).item() == \
-        pytest.approx(0.0, abs=1e-3)
-
-
-def test_a_box_model_trains_on_the_overlap_and_infers_as_torchvision():
-    torch.manual_seed(0)
-    model = _model("fasterrcnn")
-    model.train()
-    images, targets = _batch()
-    losses = model(images, [{k: t[k] for k in ("boxes", "labels")} for t in targets])
-    assert losses["loss_box_giou"] > 0
-    # a ROI Learn (on a keypoint model too) optimises every loss a box model trains on
-    assert set(losses) == _loss_names("roi")
-    losses["loss_box_giou"].backward()
-    assert model.roi_heads.box_predictor.bbox_pred.weight.grad.abs().sum() > 0
-    model.eval()
-    plain = RoIHeads.__new__(RoIHeads)
-    plain.__dict__.update(model.roi_heads.__dict__)
-    with torch.no_grad():
-        ours = model(images)
-        model.roi_heads = plain
-        theirs = model(images)
-    for a, b in zip(ours, theirs, strict=True):
-        assert all(torch.equal(a[key], b[key]) for key in a)

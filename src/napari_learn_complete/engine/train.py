@@ -234,8 +234,7 @@ def _damp_keypoint_gradient(_head: nn.Module, args: tuple[torch.Tensor]) -> tupl
 def _loss_names(kind: str | None) -> set[str] | None:
     """The detector losses a run optimises; None means all of them."""
     return None if kind != "roi" else {
-        "loss_classifier", "loss_box_reg", "loss_box_giou", "loss_objectness",
-        "loss_rpn_box_reg"
+        "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"
     }
 
 

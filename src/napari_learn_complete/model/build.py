@@ -29,7 +29,7 @@ from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, Keypoi
 
 from ..errors import BadInputError, BadWeightsError
 from .config import ModelConfig
-from .heads import OverlapRoIHeads, SampledKeypointRoIHeads
+from .heads import SampledKeypointRoIHeads
 from .pooling import FastMultiScaleRoIAlign
 from .pretrained import DownloadFn, cache_file, load_state_dict, pretrained_weights
 from .rpn import ThreadedRegionProposalNetwork
@@ -126,7 +126,6 @@ def _construct(config: ModelConfig, classes: int | None = None,
     pool = FastMultiScaleRoIAlign.like(boxes.roi_heads.box_roi_pool)
     if config.architecture == "fasterrcnn":
         boxes.roi_heads.box_roi_pool = pool
-        boxes.roi_heads = OverlapRoIHeads.like(boxes.roi_heads)
         boxes.rpn = ThreadedRegionProposalNetwork.like(boxes.rpn)
         return boxes
     # torchvision's keypoint pooler: 14 x 14 from the same feature maps
