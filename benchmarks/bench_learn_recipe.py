@@ -41,8 +41,8 @@ RECIPES = {
 def run(recipe: str, folder: Path, epochs: int, min_size: int, seed: int) -> dict[str, float]:
     """Train one recipe on a fresh sample index; return held-out box AP and the time taken."""
     index = make_sample_index(folder / recipe, n_images=32, labelled=32, seed=seed)
-    torch.manual_seed(seed)  # the same random initial weights for every recipe
-    handle = create_model(index, weights="none", min_size=min_size)
+    # the same random initial weights for every recipe
+    handle = create_model(index, weights="none", min_size=min_size, seed=seed)
     training = handle.config.training.replace(epochs=epochs, batch_size=4, patience=0,
                                               test_percent=50.0, **RECIPES[recipe])
     handle.config.replace(training=training).save(handle.folder / "config.json")

@@ -377,9 +377,10 @@ def synthetic(folder: Path, plan: Plan, seed: int) -> tuple[Index, Annotator]:
     return index, Annotator(index, truth)
 
 
-def make_model(index: Index, plan: Plan, weights: str) -> ModelConfig:
+def make_model(index: Index, plan: Plan, weights: str, seed: int) -> ModelConfig:
     """The keypoint model every run starts from, with the plan's configuration."""
-    handle = create_model(index, keypoints=True, weights=weights, min_size=plan.min_size)
+    handle = create_model(index, keypoints=True, weights=weights, min_size=plan.min_size,
+                          seed=seed)
     config = handle.config
     if plan.detections is not None:
         config = config.replace(inference=config.inference.replace(max_detections=plan.detections))
@@ -388,7 +389,7 @@ def make_model(index: Index, plan: Plan, weights: str) -> ModelConfig:
 
 
 def shared_data(root: Path, work: Path, plan: Plan, recipe: Recipe,
-                weights: str) -> list[dict[str, Any]]:
+                weights: str, seed: int) -> list[dict[str, Any]]:
     """Per COCO keypoint sample folder under ``root``: corrections on its second half before and
     after a Learn on its first half (from ``weights``; the plan's model configuration, its input
     size left to the product, as these images are larger)."""
@@ -404,7 +405,7 @@ def shared_data(root: Path, work: Path, plan: Plan, recipe: Recipe,
         taught, rest = images[:len(images) // 2], images[len(images) // 2:]
         annotator = Annotator(index, truth)
         index.delete_observations(o.id for o in index.observations(images=rest))
-        make_model(index, replace(plan, min_size=None), weights)
+        make_model(index, replace(plan, min_size=None), weights, seed)
         row: dict[str, Any] = {"dataset": source.parent.name, "learn_images": len(taught),
                                "scored_images": len(rest), "manual": vars(annotator.manual(rest))}
         runs = complete_all(index, rest, recipe)
@@ -424,9 +425,8 @@ def shared_data(root: Path, work: Path, plan: Plan, recipe: Recipe,
 def benchmark(work: Path, plan: Plan, recipe: Recipe, *, weights: str = "none", seed: int = 0,
               shared: Path | None = None) -> dict[str, Any]:
     """Every figure, measured in ``work`` (a scratch folder)."""
-    torch.manual_seed(seed)  # the random initial weights
     index, annotator = synthetic(work / "index", plan, seed)
-    model = make_model(index, plan, weights)
+    model = make_model(index, plan, weights, seed)
     say(f"{plan.images} images of {plan.size_range} px (model input {model.min_size}), first "
         f"{plan.first} by hand; Learn {recipe.learn.epochs} epochs (at least {recipe.min_steps} "
         f"steps) {recipe.learn.mode}, mix-in "
@@ -437,7 +437,7 @@ def benchmark(work: Path, plan: Plan, recipe: Recipe, *, weights: str = "none", 
     index.close()
     if shared is not None:
         figures["shared_data"] = shared_data(shared, work / "shared", plan, recipe,
-                                             weights)
+                                             weights, seed)
     figures["setup"] = {
         "images": plan.images, "first": plan.first, "size_range": list(plan.size_range),
         "model_input": [model.min_size, model.max_size],

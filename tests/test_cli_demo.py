@@ -12,6 +12,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from doubles import ScriptedDetector
 from napari_learn_complete.cli import demo_cmds, main
@@ -24,7 +25,7 @@ from napari_learn_complete.model.registry import active_model
 from napari_learn_complete.sample import GROUND_TRUTH_FILE
 
 ARGS = ["--images", "8", "--labelled", "4", "--epochs", "1", "--min-score", "0"]
-SUMMARY_KEYS = {"index", "labelled", "completed_images", "learn", "written", "box_AP",
+SUMMARY_KEYS = {"index", "labelled", "completed_images", "seed", "learn", "written", "box_AP",
                 "box_AP50", "box_AP75", "seconds"}
 
 
@@ -78,6 +79,25 @@ def test_demo_writes_and_reports_what_it_did(tmp_path, capsys):
 
     assert main(["demo", "--out", str(out), *ARGS]) == 2  # never overwrites an index
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # three real Learns from random weights
+def test_the_same_seed_repeats_the_demo_to_the_figure(tmp_path, capsys):
+    """A newcomer who runs the demo twice sees the same numbers (its AP varied from run to run
+    while the random weights were unseeded); another seed is another model."""
+
+    def figures(name: str, seed: int) -> dict:
+        torch.seed()  # each run starts as a new process would, from a random global state
+        assert main(["demo", "--out", str(tmp_path / name), *ARGS, "--epochs", "2",
+                     "--seed", str(seed)]) == 0
+        facts = _summary(capsys.readouterr().out)
+        return {"seed": facts["seed"], "losses": facts["learn"]["losses"],
+                "written": facts["written"], "AP": [facts[k] for k in SUMMARY_KEYS
+                                                    if k.startswith("box_")]}
+
+    first = figures("a", 3)
+    assert first["seed"] == 3 and figures("b", 3) == first
+    assert figures("c", 4)["losses"] != first["losses"]
 
 
 @pytest.mark.parametrize(("scale", "aps"), [

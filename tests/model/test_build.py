@@ -122,6 +122,27 @@ def test_heads_only_freezes_exactly_the_backbone_including_fpn():
     assert any(k.endswith("weight") and "fpn" in k for k in changed)
 
 
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_random_weights_are_drawn_from_the_seed_and_leave_the_callers_rng(tmp_path):
+    config = _config("keypointrcnn")
+    state = torch.random.get_rng_state()
+    first = build_model(config)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's draws are its own
+    torch.rand(5)  # whatever the caller drew in between
+    assert _same_state(first, build_model(config, seed=0))
+    assert not _same_state(first, build_model(config, seed=1))
+    # a file's new category gets a fresh row drawn from the seed too
+    path = tmp_path / "w.pt"
+    save_weights(path, first, config, {})
+    other = config.replace(categories=["disc", "square", "star"])
+    rows = [build_model(other, path, seed=s).roi_heads.box_predictor.cls_score.weight[3]
+            for s in (0, 0, 1)]
+    assert torch.equal(rows[0], rows[1]) and not torch.equal(rows[0], rows[2])
+
+
 def test_weight_file_round_trip_and_class_rows_by_name(tmp_path):
     torch.manual_seed(0)
     config = _config()

@@ -154,7 +154,6 @@ def test_create_uses_the_input_size_rule(tmp_path):
 
 
 def test_commit_versions_and_rollback(sample_index, db_dump):
-    torch.manual_seed(0)
     handle = create_model(sample_index, weights="none")
     model, config = handle.load()
     assert not model.training
@@ -202,8 +201,18 @@ def test_failed_commit_keeps_the_active_version(sample_index, db_dump, monkeypat
     assert active_model(sample_index).config.training.epochs == 20
 
 
+def test_a_model_from_random_weights_repeats_with_its_seed(sample_index):
+    """The same seed, the same initial weights (a demo or benchmark run repeats); the seed is
+    recorded with the version."""
+    made = {name: create_model(sample_index, weights="none", name=name, seed=seed)
+            for name, seed in (("a", 0), ("b", 0), ("c", 7))}
+    states = {name: handle.load()[0].state_dict() for name, handle in made.items()}
+    assert all(torch.equal(v, states["b"][k]) for k, v in states["a"].items())
+    assert not all(torch.equal(v, states["c"][k]) for k, v in states["a"].items())
+    assert load_weights(made["c"].versions()[0].file)[2]["seed"] == 7
+
+
 def test_load_extends_heads_for_new_categories(sample_index):
-    torch.manual_seed(0)
     handle = create_model(sample_index, weights="none")
     old = handle.load()[0].roi_heads.box_predictor.cls_score.weight
     sample_index.add_category("star")
@@ -219,7 +228,6 @@ def test_load_extends_heads_for_new_categories(sample_index):
 
 
 def test_create_from_a_weight_file_of_another_index(sample_index, empty_index):
-    torch.manual_seed(0)
     source = create_model(sample_index, weights="none")
     file = source.versions()[0].file
     empty_index.add_category("triangle")
@@ -240,7 +248,6 @@ def _keypoint_head_channels(model: nn.Module) -> list[int]:
 
 
 def test_keypoint_head_light_unless_coco_keypoint_weights_fill_torchvisions(sample_index):
-    torch.manual_seed(0)
     handle = create_model(sample_index, keypoints=True, weights="none")
     assert handle.config.keypoint_head == list(LIGHT_KEYPOINT_HEAD) == [128] * 4
     assert _keypoint_head_channels(handle.load()[0]) == [128] * 4

@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="Learn epochs (from random weights the sample needs ~100 steps of 4 "
                            "images; more labelled images learn more per step than more epochs)")
     demo.add_argument("--min-score", type=float, default=0.5, help="Complete's min score")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of the model's random weights and of Learn: the same seed, the "
+                           "same figures")
     demo.set_defaults(run=run_demo)
 
 
@@ -82,14 +85,14 @@ def run_demo(args: argparse.Namespace) -> int:
         # The sample cannot download COCO weights offline: start from random weights and let
         # Learn adapt the whole network ("Full model"); with pretrained weights "Heads only" is
         # the better first step.
-        handle = create_model(index, weights="none")
+        handle = create_model(index, weights="none", seed=args.seed)
         print(f"model {handle.name!r} v{handle.active_version}: {handle.config.backbone}, "
               f"input {handle.config.min_size} px", file=sys.stderr)
         print(f"Learn on {len(labelled)} labelled images ({args.epochs} epochs, Full model)",
               file=sys.stderr)
         with ProgressBar() as progress:
             learned = learn(index, images=labelled, settings=LearnSettings(
-                epochs=args.epochs, mode="full"), progress=progress)
+                epochs=args.epochs, mode="full", seed=args.seed), progress=progress)
         completed: dict[str, Any] = {}
         settings = CompleteSettings(min_score=args.min_score, max_detections=3)
         # One model pass per image serves every category, as in the engine process.
@@ -106,6 +109,7 @@ def run_demo(args: argparse.Namespace) -> int:
               + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), file=sys.stderr)
         emit_json({
             "index": str(index.path), "labelled": len(labelled), "completed_images": len(rest),
+            "seed": args.seed,
             "learn": {"version": learned.version, "seconds": round(learned.seconds, 1),
                       "losses": [round(v, 4) for v in learned.losses]},
             "written": completed, **scores,

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="short side in pixels the images are scaled to "
                              "(default: chosen from the index's images)")
     create.add_argument("--name", default="default", help="model name (a folder under models/)")
+    create.add_argument("--seed", type=int, default=0,
+                        help="seed of what the weights leave random (all of it for none; new "
+                             "categories' rows otherwise): the same seed, the same model")
 
     command(sub, "versions", run_versions, "list the active model's weight versions")
 
@@ -55,7 +58,7 @@ def run_create(args: argparse.Namespace) -> int:
         create_model(
             index, choice=args.choice, keypoints=args.keypoints, backbone=args.backbone,
             weights=weights, name=args.name, purpose=args.purpose, min_size=args.input_size,
-            progress=progress,
+            seed=args.seed, progress=progress,
         )
         handle = active_model(index)
     config = handle.config

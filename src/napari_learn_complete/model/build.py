@@ -51,9 +51,15 @@ _BUILDERS = {
 
 
 def build_model(
-    config: ModelConfig, weights: str | os.PathLike = "none", download: DownloadFn | None = None
+    config: ModelConfig, weights: str | os.PathLike = "none", download: DownloadFn | None = None,
+    *, seed: int = 0,
 ) -> nn.Module:
     """A detector for ``config`` in train mode, starting from ``weights``.
+
+    Whatever ``weights`` leaves random (all of it for ``"none"``, the rows of new categories and
+    keypoints otherwise) is drawn from ``seed``: the same seed builds the same model, so a run
+    from random weights repeats (the demo's AP varied from run to run before), and the caller's
+    random state is left as it was.
 
     ``"none"``: random weights (nothing is downloaded). ``"coco"``: torchvision's COCO detector
     (see :func:`.pretrained.pretrained_weights`): backbone, FPN, RPN and box head keep their
@@ -64,6 +70,13 @@ def build_model(
     weight file of ours for the same architecture, backbone and keypoints; class rows are matched
     by category name, categories the file lacks get fresh rows.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build(config, weights, download)
+
+
+def _build(config: ModelConfig, weights: str | os.PathLike,
+           download: DownloadFn | None) -> nn.Module:
     if isinstance(weights, str) and weights == "none":
         return _construct(config)
     if isinstance(weights, str) and weights in ("coco", "imagenet"):

@@ -238,6 +238,7 @@ def create_model(
     purpose: str = "locate",
     min_size: int | None = None,
     download: DownloadFn | None = None,
+    seed: int = 0,
 ) -> ModelHandle:
     """Create a model for the index's categories, save its initial weights as version 1 and make
     it the active model.
@@ -247,8 +248,8 @@ def create_model(
     names of the categories that have keypoints enabled, on the choice's backbone unless
     ``backbone`` names another. ``weights``: ``"coco"`` (torchvision's, downloaded once, progress
     to ``download``), ``"imagenet"`` (backbone only), ``"none"`` (random) or a weight file of
-    ours. ``min_size`` None chooses it from the images. Nothing is written when the weights
-    cannot be had.
+    ours. ``min_size`` None chooses it from the images. ``seed`` draws what the weights leave
+    random (see :func:`.build.build_model`). Nothing is written when the weights cannot be had.
     """
     if choice not in MODEL_CHOICES:
         raise BadInputError(f"model choice {choice!r} is not one of {', '.join(MODEL_CHOICES)}")
@@ -286,7 +287,7 @@ def create_model(
         raise RefusedError(_stray_folder(folder))
     from .build import build_model, save_weights
 
-    model = build_model(config, weights, download)
+    model = build_model(config, weights, download, seed=seed)
     source = str(weights)
     # Built in a folder of this call's own, moved to its name only under the write lock.
     staging = index.models_dir / f".model-{secrets.token_hex(8)}.tmp"
@@ -302,7 +303,8 @@ def create_model(
     try:
         (staging / VERSIONS_DIR).mkdir()
         file = _version_file(staging, 1, ".pt")
-        save_weights(file, model, config, {"version": 1, "parent": None, "weights": source})
+        save_weights(file, model, config, {"version": 1, "parent": None, "weights": source,
+                                            "seed": seed})
         config.save(_version_file(staging, 1, ".json"))
         config.save(staging / CONFIG_FILE)
         index.models.add(name, place, config_path=_relative(index, folder / CONFIG_FILE),
