@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +35,11 @@ def pytest_configure(config: pytest.Config) -> None:
     no test reads the user's downloaded weights or leaves files there; tests that need
     torchvision's pretrained files place stand-ins in a cache of their own."""
     os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="nlc-torch-home-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's weight cache goes with the run (one folder per run piled up in /tmp)."""
+    shutil.rmtree(os.environ["TORCH_HOME"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,6 +8,7 @@ checked with a scripted detector whose answer is known.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
 from types import SimpleNamespace
 
@@ -165,3 +166,14 @@ def test_the_model_reads_each_image_once_for_every_category(tmp_path, monkeypatc
         version=1, seconds=0.0, losses=[]))
     assert main(["demo", "--out", str(tmp_path / "demo"), *ARGS]) == 0
     assert sum(read) == 4  # the 4 unlabelled images, not 4 per category
+
+
+@pytest.mark.slow  # a real Learn from random weights
+def test_without_out_the_demo_leaves_no_folder_behind(tmp_path, monkeypatch, capsys):
+    """Each demo run writes tens of MB of weight versions: kept only where --out asks."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp makes its folders
+    assert main(["demo", *ARGS]) == 0
+    captured = capsys.readouterr()
+    assert _summary(captured.out)["index"] is None and "--out DIR keeps it" in captured.err
+    assert str(tmp_path) in captured.out  # it did work under the temporary folder
+    assert list(tmp_path.iterdir()) == []

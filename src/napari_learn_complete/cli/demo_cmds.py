@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ from ..engine.train import LearnSettings, learn
 from ..errors import BadInputError, read_json
 from ..index import Index
 from ..model.registry import create_model
-from ..sample import GROUND_TRUTH_FILE
+from ..sample import GROUND_TRUTH_FILE, make_sample_index
 from . import EXIT_OK, ProgressBar, emit_json
-from .index_cmds import build_demo_index, print_summary, summary
+from .index_cmds import print_summary, summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,11 +76,23 @@ def check_demo_arguments(args: argparse.Namespace) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """The demo in ``--out``, kept; without it in a temporary folder, removed at the end (each run
+    writes tens of MB of weight versions)."""
     check_demo_arguments(args)
+    if args.out is not None:
+        return demo_in(args.out, args)
+    with tempfile.TemporaryDirectory(prefix="napari-learn-complete-demo-") as folder:
+        return demo_in(Path(folder) / "index", args)
+
+
+def demo_in(out: Path, args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    with build_demo_index(args.out, n_images=args.images, labelled=args.labelled) as index:
+    kept = args.out is not None
+    with make_sample_index(out, n_images=args.images, labelled=args.labelled) as index:
         facts = summary(index)
         print_summary(facts)
+        if not kept:
+            print("the sample index is removed at the end: --out DIR keeps it", file=sys.stderr)
         labelled = index.images(ids={o.image_id for o in index.observations()})
         rest = [i for i in index.images() if i not in labelled]
         # The sample cannot download COCO weights offline: start from random weights and let
@@ -108,8 +121,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print("Completed boxes against the ground truth: "
               + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), file=sys.stderr)
         emit_json({
-            "index": str(index.path), "labelled": len(labelled), "completed_images": len(rest),
-            "seed": args.seed,
+            "index": str(index.path) if kept else None, "labelled": len(labelled),
+            "completed_images": len(rest), "seed": args.seed,
             "learn": {"version": learned.version, "seconds": round(learned.seconds, 1),
                       "losses": [round(v, 4) for v in learned.losses]},
             "written": completed, **scores,

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..index import Index
 from ..index.coco import export_coco, import_coco
-from ..sample import make_sample_index
 from . import EXIT_OK, command, emit_json
 
 
@@ -35,14 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     command(subparsers, "info", run_info,
             "counts per category: images, boxes and keypoint observations")
-
-
-def build_demo_index(out: Path | None = None, **sample: int) -> Index:
-    """The sample index of the demo, in ``out`` or a new temporary folder (``sample``: the
-    arguments of :func:`make_sample_index`)."""
-    if out is None:
-        out = Path(tempfile.mkdtemp(prefix="napari-learn-complete-demo-")) / "index"
-    return make_sample_index(out, **sample)
 
 
 def summary(index: Index) -> dict[str, Any]:
