@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from napari_learn_complete import api
 from napari_learn_complete.cli import main
@@ -94,8 +93,8 @@ def test_ray_complete_writes_what_local_complete_writes_as_one_undoable_run(inde
     expected = local(index)
     source = RaySource(index, RayEngine(workers=2))  # submitted: the version is pinned
     handle = active_model(index)
-    torch.manual_seed(1)  # another random model over the same file
-    save_weights(handle.version(handle.active_version).file, build_model(handle.config),
+    # another random model over the same file
+    save_weights(handle.version(handle.active_version).file, build_model(handle.config, seed=1),
                  handle.config, {})
     assert local(index) != expected  # the file now holds another model
     batches: list[list[int]] = []
