@@ -274,7 +274,7 @@ class OrientationBatches(Sampler[list[int]]):
 
     The detector pads a batch to its tallest and widest image, and every padded pixel goes
     through the backbone: on the demo's sample (96-160 px sides drawn apart) batches of 4
-    shuffled freely carry 1.42x the images' pixels, grouped 1.21x (docs/learn.md). Each
+    shuffled freely carry 1.27x the images' pixels, grouped 1.14x (docs/learn.md). Each
     orientation's leftovers are pooled into the last batches, so an epoch has as many batches as
     plain shuffling (``ceil(n / batch_size)``) and the learning-rate schedule is unchanged.
     """
