@@ -9,7 +9,6 @@ from napari_learn_complete.engine.data import (
     HFLIP_PATTERNS,
     VFLIP_PATTERNS,
     DetectionDataset,
-    OrientationBatches,
     RandomFlip,
     build_augmentation,
     keypoint_box,
@@ -229,39 +228,6 @@ def test_augmentation_steps_are_switchable_and_keep_targets_valid(sample_index):
             points = target["keypoints"][visible]
             assert (points[:, 0] >= 0).all() and (points[:, 0] <= width).all()
             assert (points[:, 1] >= 0).all() and (points[:, 1] <= height).all()
-
-
-def test_training_batches_share_an_orientation_and_keep_the_epoch_length():
-    """A batch is padded to its tallest and widest image: landscape and portrait images go in
-    batches of their own, the leftovers of both in the last ones, as many batches as plain
-    shuffling, every image once per epoch, the order drawn from the seed."""
-    sizes = [(160, 96)] * 10 + [(96, 160)] * 6 + [(128, 128)]  # the square one counts as wide
-    wide = [width >= height for width, height in sizes]
-
-    def epochs(seed: int) -> list[list[list[int]]]:
-        batches = OrientationBatches(sizes, 4, torch.Generator().manual_seed(seed))
-        assert len(batches) == 5  # ceil(17 / 4), as shuffling 17 images in 4s gives
-        return [list(batches) for _ in range(3)]
-
-    runs = epochs(0)
-    for batches in runs:
-        assert len(batches) == 5 and sorted(i for b in batches for i in b) == list(range(17))
-        mixed = [b for b in batches if len({wide[i] for i in b}) > 1]
-        assert len(mixed) <= 1  # 11 wide: 2 whole + 3 left; 6 tall: 1 whole + 2 left
-        assert sum(len(b) == 4 for b in batches) == 4
-    assert runs[0] != runs[1]  # shuffled anew each epoch
-    assert runs == epochs(0) and runs != epochs(1)
-
-
-def test_the_training_loader_batches_by_orientation(sample_index):
-    images = sample_index.images()
-    wide = {image.id: image.width >= image.height for image in images}
-    assert 4 <= sum(wide.values()) <= len(images) - 4  # the sample has both orientations
-    loader = make_loader(DetectionDataset(sample_index, images, ModelConfig(
-        categories=CATEGORIES)), batch_size=4, shuffle=True, seed=3)
-    batches = [[int(target["image_id"]) for target in targets] for _, targets in loader]
-    assert len(batches) == -(-len(images) // 4)
-    assert sum(len({wide[i] for i in batch}) > 1 for batch in batches) <= 1
 
 
 def test_training_images_are_decoded_once_per_run(sample_index, monkeypatch):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
@@ -268,40 +268,6 @@ def collate_lists(batch: Sequence[tuple]) -> tuple[list, ...]:
     return tuple(list(items) for items in zip(*batch, strict=True))
 
 
-class OrientationBatches(Sampler[list[int]]):
-    """Shuffled batches whose images share an orientation (landscape or portrait), as
-    torchvision's detection references group images by aspect ratio.
-
-    The detector pads a batch to its tallest and widest image, and every padded pixel goes
-    through the backbone: on the demo's sample (96-160 px sides drawn apart) batches of 4
-    shuffled freely carry 1.27x the images' pixels, grouped 1.14x (docs/learn.md). Each
-    orientation's leftovers are pooled into the last batches, so an epoch has as many batches as
-    plain shuffling (``ceil(n / batch_size)``) and the learning-rate schedule is unchanged.
-    """
-
-    def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int,
-                 generator: torch.Generator) -> None:
-        """``sizes``: each image's (width, height); square images count as landscape."""
-        self.landscape = [width >= height for width, height in sizes]
-        self.batch_size = batch_size
-        self.generator = generator
-
-    def __len__(self) -> int:
-        return -(-len(self.landscape) // self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(len(self.landscape), generator=self.generator).tolist()
-        size, batches, leftovers = self.batch_size, [], []
-        for wide in (True, False):
-            group = [i for i in order if self.landscape[i] == wide]
-            whole = len(group) - len(group) % size
-            batches += [group[i:i + size] for i in range(0, whole, size)]
-            leftovers += group[whole:]
-        batches += [leftovers[i:i + size] for i in range(0, len(leftovers), size)]
-        for i in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[i]
-
-
 def make_loader(
     dataset: DetectionDataset,
     *,
@@ -310,13 +276,9 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
 ) -> DataLoader:
-    """A DataLoader over ``dataset``; shuffled, in :class:`OrientationBatches` whose order
-    ``seed`` fixes, else in the dataset's order."""
+    """A DataLoader over ``dataset``; ``seed`` fixes the shuffling order."""
     generator = torch.Generator().manual_seed(seed)
-    if not shuffle:
-        return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                          collate_fn=collate_lists, generator=generator)
-    batches = OrientationBatches([(image.width, image.height) for image in dataset.images],
-                                 batch_size, generator)
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                      collate_fn=collate_lists, generator=generator)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        collate_fn=collate_lists, generator=generator,
+    )
