@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from napari_learn_complete import cli
-from napari_learn_complete.model import active_model
+from napari_learn_complete.model import active_model, models
 
 
 def _last_json(out: str) -> dict:
@@ -36,6 +37,16 @@ def test_create_versions_rollback(sample_index, capsys):
     assert _last_json(capsys.readouterr().out) == {
         "model": "default", "active_version": 1, "previous_version": 2}
     assert active_model(sample_index).active_version == 1
+
+
+def test_create_draws_random_weights_from_its_seed(sample_index, capsys):
+    path = str(sample_index.path)
+    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        assert cli.main(["model", "create", path, "--weights", "none", "--name", name,
+                         "--seed", seed]) == 0
+    weights = {m.name: m.load()[0].roi_heads.box_predictor.cls_score.weight
+               for m in models(sample_index)}
+    assert torch.equal(weights["a"], weights["b"]) and not torch.equal(weights["a"], weights["c"])
 
 
 def test_refusals_exit_2_with_the_reason(sample_index, empty_index, db_dump, capsys):

@@ -86,6 +86,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def demo_in(out: Path, args: argparse.Namespace) -> int:
+    """The demo with its sample index made at ``out``."""
     started = time.perf_counter()
     kept = args.out is not None
     with make_sample_index(out, n_images=args.images, labelled=args.labelled) as index:
