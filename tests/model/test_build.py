@@ -123,7 +123,8 @@ def test_heads_only_freezes_exactly_the_backbone_including_fpn():
 
 
 def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    other = b.state_dict()
+    return all(torch.equal(v, other[k]) for k, v in a.state_dict().items())
 
 
 def test_random_weights_are_drawn_from_the_seed_and_leave_the_callers_rng(tmp_path):
@@ -152,7 +153,7 @@ def test_weight_file_round_trip_and_class_rows_by_name(tmp_path):
     _, config_dict, meta = load_weights(path)
     assert meta == {"note": "first"} and ModelConfig.from_dict(config_dict) == config
     loaded = build_model(config, path)
-    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    assert _same_state(model, loaded)
     # another index lists the categories in another order and has one more
     other = config.replace(categories=["square", "star", "disc"])
     remapped = build_model(other, path).roi_heads.box_predictor.cls_score.weight
