@@ -54,12 +54,13 @@ from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.data import class_ids
 from napari_learn_complete.engine.device import choose_device
 from napari_learn_complete.engine.metrics import evaluate_coco
-from napari_learn_complete.engine.mirror import Mirror
 from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.engine.settings import CompleteSettings, LearnSettings
 from napari_learn_complete.engine.train import learn
+from napari_learn_complete.engine.views import Views
 from napari_learn_complete.index import ImageRecord, Index
 from napari_learn_complete.model import ModelConfig, active_model, create_model
+from napari_learn_complete.model.config import InferenceSettings
 from napari_learn_complete.sample import GROUND_TRUTH_FILE, make_sample_index
 
 # "The same detections" within float error: a box corner or score may differ by ABSOLUTE (pixels,
@@ -68,6 +69,7 @@ from napari_learn_complete.sample import GROUND_TRUTH_FILE, make_sample_index
 ABSOLUTE = 1e-3
 RELATIVE = 1e-5
 MEMORY_SCRIPT = Path(__file__).with_name("bench_complete_memory.py")
+ONE_PASS = InferenceSettings(mirror=False, scales=(1.0,))  # the model once per image, as the loops
 T = TypeVar("T")
 
 
@@ -117,11 +119,12 @@ def make_data(folder: Path, sizes: Sizes, weights: str) -> Data:
     index = make_sample_index(folder, n_images=total, labelled=sizes.train,
                               size_range=(sizes.image, sizes.image))
     handle = create_model(index, weights=weights, min_size=sizes.min_size)
-    # Like for like: the baselines run the model once per image. Mirror averaging, on for new
-    # models, runs it twice (engine/mirror.py); Complete with it is timed once on its own. A
-    # version of its own, so that rolling back to it (and Learns from it) keep one pass.
+    # Like for like: the baselines run the model once per image. The views new models average
+    # over (the mirror, a second input size: engine/views.py) run it four times; Complete with
+    # them is timed once on its own. A version of its own, so that rolling back to it (and
+    # Learns from it) keep one pass.
     model, config = handle.load("cpu")
-    handle.commit_version(model, config.replace(inference=config.inference.replace(mirror=False)),
+    handle.commit_version(model, config.replace(inference=ONE_PASS),
                           note="one pass, like the baselines", parent=handle.active_version)
     images = index.images()
     held = sizes.train + sizes.held_out
@@ -351,12 +354,17 @@ def measure_complete(data: Data, sizes: Sizes, device: torch.device) -> dict:
     gaps = [difference(e, g, settings.max_detections) for e, g in pairs]
     exact = max(gaps)
     index.runs.undo(single.run_id)
-    mirrored = Predictor.from_index(index, device)
-    mirrored.mirror = Mirror.of(config.replace(inference=config.inference.replace(mirror=True)))
-    took, result = timed(partial(complete, index, records, category, settings=settings,
-                                 predictor=mirrored))
-    index.runs.undo(result.run_id)
-    say(f"complete mirrored: {took:6.1f} s, {len(records) / took:6.1f} images/s")
+    averaged = {}  # images per second with the mirror alone, and with a new model's views
+    new = InferenceSettings()
+    for name, inference in (("mirror", config.inference.replace(mirror=True)),
+                            ("views", config.inference.replace(mirror=True, scales=new.scales))):
+        predictor = Predictor.from_index(index, device)
+        predictor.views = Views.of(config.replace(inference=inference))
+        took, result = timed(partial(complete, index, records, category, settings=settings,
+                                     predictor=predictor))
+        index.runs.undo(result.run_id)
+        averaged[name] = len(records) / took
+        say(f"complete, {name}: {took:6.1f} s, {averaged[name]:6.1f} images/s")
     ratios = [b / o for b, o in zip(seconds["baseline"], seconds["ours"], strict=True)]
     figures: dict[str, Any] = {"spread": {}}
     named = {"complete_ratio": ratios,
@@ -372,7 +380,8 @@ def measure_complete(data: Data, sizes: Sizes, device: torch.device) -> dict:
                    complete_batched_outputs_match=worst <= 1,
                    complete_batched_max_difference=worst if np.isfinite(worst) else None,
                    complete_detections_per_image=per_image,
-                   complete_mirror_images_per_s=len(records) / took)
+                   complete_mirror_images_per_s=averaged["mirror"],
+                   complete_views_images_per_s=averaged["views"])
     if exact > 1:  # the image that differs most, and its rows that differ
         worst_image = int(np.argmax(gaps))
         figures["complete_mismatch"] = {"image": records[worst_image].name,

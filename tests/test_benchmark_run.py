@@ -25,7 +25,8 @@ def test_every_figure_is_measured_and_numeric(run_module, tmp_path, capsys):
     numbers = ["learn_heads_ratio", "learn_full_ratio", "learn_ap_ours", "learn_ap_baseline",
                "learn_full_ap_ours", "learn_full_ap_baseline", "complete_ratio",
                "complete_rss_growth_mb", "complete_images_per_s_ours",
-               "complete_images_per_s_baseline", "complete_max_difference"]
+               "complete_images_per_s_baseline", "complete_max_difference",
+               "complete_mirror_images_per_s", "complete_views_images_per_s"]
     for name in numbers:
         assert isinstance(figures[name], float) and math.isfinite(figures[name]), name
     for name in ("learn_heads_ratio", "complete_ratio"):  # timings: positive, spread ordered

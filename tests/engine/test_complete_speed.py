@@ -33,7 +33,7 @@ from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.engine.proposals import propose
 from napari_learn_complete.engine.settings import CompleteSettings
 from napari_learn_complete.index import Index
-from napari_learn_complete.model.config import ModelConfig
+from napari_learn_complete.model.config import InferenceSettings, ModelConfig
 from napari_learn_complete.model.registry import CONFIG_FILE, active_model
 from untrained import untrained_model
 
@@ -84,7 +84,7 @@ def plain_detections(predictor: Predictor, index: Index, name: str) -> list[Dete
 def test_batched_threaded_and_vectorised_detections_match_a_plain_per_image_loop(wide_index):
     untrained_model(wide_index, min_size=64, max_detections=20)
     predictor = Predictor.from_index(wide_index, "cpu")
-    predictor.mirror = None  # one pass, as the plain loop runs (mirror averaging: test_mirror.py)
+    predictor.views = None  # one pass, as the plain loop runs (views: test_views.py)
     images = wide_index.images()
     batches = list(predictions(wide_index, images, predictor, 4))
     assert predictor.fit == (64, 96)  # the images are scaled by 64 / 90 as they are read
@@ -111,9 +111,9 @@ class FixedOutput(nn.Module):
 
 def test_images_are_read_at_the_models_input_size_and_boxes_come_back_in_full_pixels(
         sample_index):
-    predictor = Predictor(FixedOutput(), ModelConfig(categories=["disc"], min_size=32,
-                                                     max_size=32), sample_index.categories(),
-                          device="cpu")
+    config = ModelConfig(categories=["disc"], min_size=32, max_size=32,
+                         inference=InferenceSettings(scales=(1.0,)))  # a stand-in: one size
+    predictor = Predictor(FixedOutput(), config, sample_index.categories(), device="cpu")
     seen: list[tuple[int, ...]] = []
     predict = predictor.predict
     predictor.predict = lambda arrays: seen.extend(a.shape for a in arrays) or predict(arrays)
@@ -248,7 +248,8 @@ def test_inference_runs_in_full_precision_with_tf32_on_cuda(sample_index, monkey
         return precision(device, operation)
 
     monkeypatch.setattr(predict_module, "precision", spy)
-    Predictor(FixedOutput(), ModelConfig(categories=["disc"]), sample_index.categories(),
+    config = ModelConfig(categories=["disc"], inference=InferenceSettings(scales=(1.0,)))
+    Predictor(FixedOutput(), config, sample_index.categories(),
               device="cpu").predict([np.zeros((40, 40, 3), np.uint8)])
     assert entered == [("cpu", "infer")]
     flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)

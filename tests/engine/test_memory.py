@@ -32,7 +32,7 @@ from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.engine.settings import CompleteSettings
 from napari_learn_complete.index import Index
-from napari_learn_complete.model.config import ModelConfig
+from napari_learn_complete.model.config import InferenceSettings, ModelConfig
 
 class OneBox(torch.nn.Module):
     def forward(self, images):
@@ -46,8 +46,9 @@ paths = [folder / f"big{i}.png" for i in range(2)]
 for i, path in enumerate(paths):
     Image.new("L", (10_000, 10_000), 40 + i).save(path)
 index.add_images(paths)  # decodes each once, so the peak below already holds one full image
-predictor = Predictor(OneBox(), ModelConfig(categories=["disc"], min_size=320, max_size=320),
-                      index.categories(), device="cpu")
+config = ModelConfig(categories=["disc"], min_size=320, max_size=320,
+                     inference=InferenceSettings(scales=(1.0,)))  # a stand-in: one input size
+predictor = Predictor(OneBox(), config, index.categories(), device="cpu")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 complete(index, [p.name for p in paths], "disc", predictor=predictor,
          settings=CompleteSettings(batch_size=2, min_score=0.0))

@@ -34,7 +34,8 @@ class FixedOutput(nn.Module):
 def test_outputs_map_to_category_names_and_category_keypoint_order(sample_index):
     config = ModelConfig(architecture="keypointrcnn", categories=["disc", "square", "triangle"],
                          keypoint_names=["left", "tail", "right", "apex"],
-                         inference=InferenceSettings(mirror=False))  # one pass: test_mirror.py
+                         # one pass: the views' averaging is tested in test_views.py
+                         inference=InferenceSettings(mirror=False, scales=(1.0,)))
     keypoints = torch.tensor([[[float(10 * j), 5.0, 1.0] for j in range(4)]] * 3)
     keypoints[2, 0, 0] = -7.0  # outside the image: clamped
     model = FixedOutput({

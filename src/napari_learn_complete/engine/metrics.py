@@ -22,7 +22,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .device import precision
-from .mirror import Mirror, detect
+from .views import Views, detect
 
 KEYPOINT_SIGMA = 0.05
 _STATS = ("AP", "AP50", "AP75")  # the first three entries of COCOeval.stats
@@ -120,16 +120,16 @@ def _evaluate(
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, device: torch.device,
-            mirror: Mirror | None = None) -> tuple[list, list]:
+            views: Views | None = None) -> tuple[list, list]:
     """Targets and predictions (on the CPU) of every batch of ``loader``, model in eval mode,
-    averaged with the mirrored images' as Complete does (``mirror``: :mod:`.mirror`)."""
+    averaged over the model's views as Complete does (``views``: :mod:`.views`)."""
     was_training = model.training
     model.eval()
     targets, predictions = [], []
     try:
         for images, batch_targets in loader:
             with precision(device, "infer"):
-                outputs = detect(model, [image.to(device) for image in images], mirror)
+                outputs = detect(model, [image.to(device) for image in images], views)
             targets += batch_targets
             predictions += [{k: v.float().cpu() for k, v in out.items()} for out in outputs]
     finally:

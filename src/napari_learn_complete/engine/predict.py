@@ -20,7 +20,7 @@ from ..index.media import full_size, to_rgb_uint8
 from ..model.config import ModelConfig
 from .detections import Detection
 from .device import choose_device, precision
-from .mirror import Mirror, detect
+from .views import Views, detect
 
 
 class Predictor:
@@ -42,7 +42,7 @@ class Predictor:
         self.model_version = model_version
         self.model_id = model_id
         self.fit = (config.min_size, config.max_size)  # images are read reduced to this
-        self.mirror = Mirror.of(config)
+        self.views = Views.of(config)
         # Keypoint channels per category name, fixed now: a category renamed later keeps its
         # captured mapping for the whole run. Categories whose keypoints the model does not know
         # get boxes only (``check`` refuses keypoint work on them).
@@ -85,7 +85,7 @@ class Predictor:
         pixels of the image itself: a reduced image's are scaled back to its full size."""
         tensors = self._inputs(images)
         with torch.inference_mode(), precision(self.device, "infer"):
-            outputs = detect(self.model, tensors, self.mirror)
+            outputs = detect(self.model, tensors, self.views)
             return [
                 self._detections(out, t.shape[-1], t.shape[-2], full_size(a))
                 for out, t, a in zip(outputs, tensors, images, strict=True)

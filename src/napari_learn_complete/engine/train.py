@@ -34,12 +34,12 @@ from .data import DetectionDataset, make_loader
 from .device import PRECISION, choose_device, precision
 from .features import cache_backbone, uncache_backbone
 from .metrics import coco_metrics, predict
-from .mirror import Mirror
 from .progress import CancelFn, Progress, ProgressFn, check_cancel, report
 from .results import TrainResult
 from .scope import labelled_images, learn_scope, mix_in, require_kind, split, split_notes
 from .settings import LearnSettings
 from .suggest import suggest
+from .views import Views
 
 GRAD_CLIP = 10.0  # max gradient norm: a few odd boxes must not throw the weights off
 WARMUP_START = 0.001  # the learning rate ramps up linearly from this share of its value
@@ -241,7 +241,7 @@ def _loss_names(kind: str | None) -> set[str] | None:
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device,
              config: ModelConfig, keypoint_classes: list[int]) -> dict[str, float]:
     """COCO box (and keypoint) AP of ``model`` on a held-out loader."""
-    targets, predictions = predict(model, loader, device, Mirror.of(config))
+    targets, predictions = predict(model, loader, device, Views.of(config))
     return coco_metrics(targets, predictions, len(config.categories),
                         keypoint_classes=keypoint_classes)
 
@@ -344,7 +344,7 @@ class _Trainer:
         loader = self.test_loader if held_out else make_loader(
             self.loader.dataset.unaugmented(), batch_size=self.plan.training.batch_size,
             shuffle=False, num_workers=self.plan.num_workers)
-        targets, outputs = predict(self.model, loader, self.device, Mirror.of(self.config))
+        targets, outputs = predict(self.model, loader, self.device, Views.of(self.config))
         found = {}
         for label, name in enumerate(self.config.categories, 1):
             truth = [target["boxes"][target["labels"] == label].numpy() for target in targets]

@@ -80,8 +80,8 @@ MODEL_CHOICES: dict[str, ModelChoice] = {c.name: c for c in (
                 "person keypoints"),
 )}
 CONFIG_FORMAT = "napari-learn-complete.model-config"
-CONFIG_FORMAT_VERSION = 5  # 2: four backbones, ``backbone_trained``; 3: ``keypoint_head``,
-# ``backbone_pretrained``; 4: ``box_head``; 5: ``inference.mirror``
+CONFIG_FORMAT_VERSION = 6  # 2: four backbones, ``backbone_trained``; 3: ``keypoint_head``,
+# ``backbone_pretrained``; 4: ``box_head``; 5: ``inference.mirror``; 6: ``inference.scales``
 # The keypoint head of a new keypoint model whose backbone has no COCO keypoint weights: four
 # 128-channel convolutions instead of torchvision's eight of 512, about 25 times less work per
 # region for heads that start from random weights anyway (docs/effort.md).
@@ -200,9 +200,23 @@ class InferenceSettings(Validated):
     nms_iou: float = Field(0.5, gt=0, le=1)
     max_detections: int = Field(100, ge=1)
     # Average each detection with the model's detection of it in the mirrored image, the mirror
-    # its training augmented with (engine/mirror.py): twice the inference, tighter boxes. False
+    # its training augmented with (engine/views.py): twice the inference, tighter boxes. False
     # for models saved before format 5, so that their Complete writes what it wrote.
     mirror: bool = True
+    # Input sizes, as shares of the model's own, whose detections are averaged too (each one more
+    # pass, two with the mirror; engine/views.py). The first is 1: the detections averaged are
+    # those of the model's own size. (1.0,) for models saved before format 6, as for ``mirror``.
+    scales: tuple[float, ...] = Field((1.0, 1.2), strict=False)  # a JSON list too
+
+    @field_validator("scales")
+    @classmethod
+    def _own_size_first(cls, scales: tuple[float, ...]) -> tuple[float, ...]:
+        if not scales or scales[0] != 1.0:
+            raise ValueError(f"must start with 1.0 (the model's own input size), not "
+                             f"{list(scales)}")
+        if len(set(scales)) != len(scales) or not all(0.5 <= s <= 2.0 for s in scales):
+            raise ValueError(f"must be distinct and from 0.5 to 2.0, not {list(scales)}")
+        return scales
 
 
 class Suggested(Validated):
@@ -314,8 +328,10 @@ class ModelConfig(Validated):
         if version < 3:
             # Before format 3 a trained backbone kept its BatchNorm statistics, whatever trained it.
             data.setdefault("backbone_pretrained", data.get("backbone_trained", False))
-        if version < 5 and isinstance(data.get("inference", {}), dict):
-            data["inference"] = {"mirror": False, **data.get("inference", {})}
+        if version < 6 and isinstance(data.get("inference", {}), dict):
+            data["inference"] = {"scales": [1.0], **data.get("inference", {})}
+            if version < 5:
+                data["inference"] = {"mirror": False, **data["inference"]}
         return cls.model_validate(data)
 
     def save(self, path: str | os.PathLike) -> None:
