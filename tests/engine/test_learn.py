@@ -342,10 +342,17 @@ def test_heads_only_runs_the_frozen_backbone_once_per_image_view(sample_index, m
 
     recorded.__wrapped__ = train_module.cache_backbone
     monkeypatch.setattr(train_module, "cache_backbone", recorded)
+    trained = []
+    suggest = train_module._Trainer.suggest
+    monkeypatch.setattr(train_module._Trainer, "suggest",
+                        lambda trainer: trained.append(caches[-1].computed) or suggest(trainer))
     result = learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=4))
     [cache] = caches
     # 4 images x 4 epochs = 16 passes; at most 2 views (flipped or not) each were computed
-    assert 0 < cache.computed <= 2 * len(SCOPE) < 4 * len(SCOPE)
+    assert 0 < trained[0] <= 2 * len(SCOPE) < 4 * len(SCOPE)
+    # the suggestion, judged on the images as Complete sees them (engine/views.py: flipped or
+    # not, at 1 and 1.2 times the input size), computes only the views not computed yet
+    assert cache.computed <= 2 * 2 * len(SCOPE)
     handle = active_model(sample_index)
     assert not isinstance(handle.load()[0].backbone, CachedBackbone)  # saved as the real one
     assert set(_weights(handle, result.version)) == set(_weights(handle, 1))
