@@ -149,7 +149,8 @@ def test_each_input_size_is_one_pass_and_their_detections_are_averaged(sample_in
 
 def test_the_input_sizes_start_with_the_models_own():
     for scales, message in (((1.2, 1.0), "must start with 1.0"), ((), "must start with 1.0"),
-                            ((1.0, 1.2, 1.2), "must be distinct"), ((1.0, 3.0), "0.5 to 2.0")):
+                            ((1.0, 1.2, 1.2), "must be distinct"), ((1.0, 3.0), "0.5 to 2.0"),
+                            (["1.0", "1.2"], "valid number")):  # strict, a JSON list or not
         with pytest.raises(BadInputError, match=message):
             InferenceSettings(scales=scales)
     assert ModelConfig.from_dict(config(scales=(1.0, 0.8)).to_dict()).inference.scales == (1.0, 0.8)
