@@ -46,7 +46,7 @@ class Views:
         and its training taught the model mirrored images, and its ``inference.scales``; None
         when that leaves the plain image alone (one pass)."""
         augment = config.training.augment
-        scales = tuple(config.inference.scales)
+        scales = config.inference.scales
         if not config.inference.mirror or not (augment.hflip or augment.vflip):
             return cls(None, (), scales) if len(scales) > 1 else None
         patterns = HFLIP_PATTERNS if augment.hflip else VFLIP_PATTERNS

@@ -206,12 +206,7 @@ class InferenceSettings(Validated):
     # Input sizes, as shares of the model's own, whose detections are averaged too (each one more
     # pass, two with the mirror; engine/views.py). The first is 1: the detections averaged are
     # those of the model's own size. (1.0,) for models saved before format 6, as for ``mirror``.
-    scales: tuple[float, ...] = (1.0, 1.2)
-
-    @field_validator("scales", mode="before")
-    @classmethod
-    def _from_json(cls, scales: Any) -> Any:
-        return tuple(scales) if isinstance(scales, list) else scales  # a JSON list, still strict
+    scales: tuple[float, ...] = Field((1.0, 1.2), strict=False)  # a JSON list too
 
     @field_validator("scales")
     @classmethod
