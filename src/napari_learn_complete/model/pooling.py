@@ -12,6 +12,8 @@ adaptive sampling ratio keep torchvision's kernel.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,46 +27,66 @@ def roi_align(
 ) -> Tensor:
     """torchvision's ``roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
     aligned=False)`` for ``rois`` (K, 5) = (batch index, x0, y0, x1, y1)."""
-    batch, channels, height, width = features.shape
+    levels = torch.zeros(len(rois), dtype=torch.long)
+    return _pool([features], rois, levels, output_size, [spatial_scale], sampling_ratio)
+
+
+def _pool(
+    features: Sequence[Tensor], rois: Tensor, levels: Tensor, output_size: tuple[int, int],
+    scales: Sequence[float], sampling_ratio: int,
+) -> Tensor:
+    """RoIAlign of each region on its level's map, ``features[levels[k]]`` at ``scales[levels[k]]``,
+    as one ``embedding_bag`` over the rows of every level: pooling level by level and merging the
+    results cost a Full training step three more copies of all the regions' features."""
+    channels = features[0].shape[1]
+    dtype = features[0].dtype
     pooled_h, pooled_w = output_size
-    rois = rois.to(features.dtype)
-    start_x, start_y = rois[:, 1] * spatial_scale, rois[:, 2] * spatial_scale
-    roi_w = (rois[:, 3] * spatial_scale - start_x).clamp(min=1.0)
-    roi_h = (rois[:, 4] * spatial_scale - start_y).clamp(min=1.0)
+    levels = levels.to(features[0].device)
+    rois = rois.to(dtype)
+    heights = torch.tensor([f.shape[2] for f in features])[levels]
+    widths = torch.tensor([f.shape[3] for f in features])[levels]
+    sizes = [f.shape[0] * f.shape[2] * f.shape[3] for f in features]
+    first_row = torch.tensor([0, *sizes[:-1]]).cumsum(0)[levels]
+    scale = torch.tensor(scales, dtype=dtype)[levels]
+    start_x, start_y = rois[:, 1] * scale, rois[:, 2] * scale
+    roi_w = (rois[:, 3] * scale - start_x).clamp(min=1.0)
+    roi_h = (rois[:, 4] * scale - start_y).clamp(min=1.0)
     # sample positions along each axis: (K, bins, samples per bin), as torchvision computes them
-    steps = (torch.arange(sampling_ratio, dtype=features.dtype) + 0.5) / sampling_ratio
-    ys = start_y[:, None, None] + (torch.arange(pooled_h, dtype=features.dtype)[None, :, None]
+    steps = (torch.arange(sampling_ratio, dtype=dtype) + 0.5) / sampling_ratio
+    ys = start_y[:, None, None] + (torch.arange(pooled_h, dtype=dtype)[None, :, None]
                                    + steps) * (roi_h / pooled_h)[:, None, None]
-    xs = start_x[:, None, None] + (torch.arange(pooled_w, dtype=features.dtype)[None, :, None]
+    xs = start_x[:, None, None] + (torch.arange(pooled_w, dtype=dtype)[None, :, None]
                                    + steps) * (roi_w / pooled_w)[:, None, None]
-    y_low, y_high, y_weights = _corners(ys, height)  # (K, PH, S, 2) each
-    x_low, x_high, x_weights = _corners(xs, width)
-    rows = torch.stack([y_low, y_high], -1) * width  # (K, PH, S, 2)
+    y_low, y_high, y_weights = _corners(ys, heights[:, None, None])  # (K, PH, S, 2) each
+    x_low, x_high, x_weights = _corners(xs, widths[:, None, None])
+    rows = torch.stack([y_low, y_high], -1) * widths[:, None, None, None]  # (K, PH, S, 2)
     cols = torch.stack([x_low, x_high], -1)  # (K, PW, S, 2)
     # every bin sums S x S sample points x 4 corners: (K, PH, PW, S*S*4) indices and weights
-    offset = rois[:, 0].long() * (height * width)
+    offset = first_row + rois[:, 0].long() * (heights * widths)
     index = (offset[:, None, None, None, None, None, None]
              + rows[:, :, None, :, None, :, None] + cols[:, None, :, None, :, None, :])
     weight = (y_weights[:, :, None, :, None, :, None] * x_weights[:, None, :, None, :, None, :]
               / (sampling_ratio * sampling_ratio))
     bins, per_bin = len(rois) * pooled_h * pooled_w, 4 * sampling_ratio * sampling_ratio
     # rows of channels, contiguous: a (1, C, H, W) map's permute is a strided view, which
-    # embedding_bag reads 5x slower (a copy when the model runs channels-last already)
-    table = features.permute(0, 2, 3, 1).reshape(batch * height * width, channels).contiguous()
+    # embedding_bag reads 5x slower (no copy for one map when the model runs channels-last)
+    tables = [f.permute(0, 2, 3, 1).reshape(-1, channels) for f in features]
+    table = tables[0].contiguous() if len(tables) == 1 else torch.cat(tables)
     pooled = F.embedding_bag(index.reshape(bins, per_bin), table, mode="sum",
                              per_sample_weights=weight.reshape(bins, per_bin))
     # contiguous (K, C, PH, PW), as torchvision returns it: the heads flatten or view it
     return pooled.reshape(len(rois), pooled_h, pooled_w, channels).permute(0, 3, 1, 2).contiguous()
 
 
-def _corners(position: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Low and high pixel and the two bilinear weights of each position, by torchvision's rules:
-    a sample more than one pixel outside the map counts 0, one just outside reads the edge."""
+def _corners(position: Tensor, size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Low and high pixel and the two bilinear weights of each position along a map ``size``
+    pixels long, by torchvision's rules: a sample more than one pixel outside the map counts 0,
+    one just outside reads the edge."""
     inside = (position >= -1.0) & (position <= size)
     position = position.clamp(min=0)
     low = position.floor().long()
     at_edge = low >= size - 1
-    low = low.clamp(max=size - 1)
+    low = torch.minimum(low, size - 1)
     high = torch.where(at_edge, low, low + 1)
     frac = torch.where(at_edge, torch.zeros_like(position), position - low)
     weights = torch.stack([1 - frac, frac], -1) * inside[..., None]
@@ -93,13 +115,7 @@ class FastMultiScaleRoIAlign(MultiScaleRoIAlign):
                 features, image_shapes, self.canonical_scale, self.canonical_level)
         rois = _convert_to_roi_format(boxes)
         if len(features) == 1:
-            return roi_align(features[0], rois, self.output_size, self.scales[0],
-                             self.sampling_ratio)
-        # torchvision's own merge of the levels (_multiscale_roi_align) calls its kernel by name
-        levels = self.map_levels(boxes)
-        result = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
-        for level, (feature, scale) in enumerate(zip(features, self.scales, strict=True)):
-            chosen = torch.where(levels == level)[0]
-            result[chosen] = roi_align(feature, rois[chosen], self.output_size, scale,
-                                       self.sampling_ratio).to(result.dtype)
-        return result
+            levels = torch.zeros(len(rois), dtype=torch.long)
+        else:
+            levels = self.map_levels(boxes)
+        return _pool(features, rois, levels, self.output_size, self.scales, self.sampling_ratio)
