@@ -344,12 +344,16 @@ def measure_complete(data: Data, sizes: Sizes, device: torch.device) -> dict:
                 f"{len(records) / took:6.1f} images/s")
         worst = max([worst, *(difference(e, g, settings.max_detections)
                                for e, g in zip(expected, got, strict=True))])
-    # The match at equal batching: one image per batch, as the loop runs. Batched convolutions
-    # differ from single ones in the last float bits, which on a barely trained model (scores
-    # tied to 1e-6) can swap which tied detections make the max_detections cut; the batched
+    # The match at equal arithmetic: one image per batch, as the loop runs, and the model's
+    # BatchNorms as passes of their own, as the loop runs them (Complete folds them into the
+    # convolutions: model/build.py, folded). Batched convolutions and folded BatchNorms differ
+    # from the loop's in the last float bits, which on a barely trained model (objectness and
+    # scores tied to 1e-6) can change which proposals and tied detections are kept; the timed
     # runs' own difference is reported beside it.
+    as_the_loop = Predictor.from_index(index, device)
+    as_the_loop.net = as_the_loop.model
     single = complete(index, records, category, settings=settings.replace(batch_size=1),
-                      predictor=Predictor.from_index(index, device))
+                      predictor=as_the_loop)
     pairs = list(zip(expected, written(index, single.run_id, records), strict=True))
     gaps = [difference(e, g, settings.max_detections) for e, g in pairs]
     exact = max(gaps)

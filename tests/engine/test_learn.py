@@ -369,9 +369,14 @@ def test_the_cached_backbone_gives_the_backbones_own_features(sample_index):
                          torch.linspace(-3, 3, 96 * 128).reshape(96, 128).expand(3, 96, 128)])
     expected = model.backbone(batch)
     cached = CachedBackbone(model.backbone)
+    unfolded = []
+    model.backbone.register_forward_hook(lambda *_: unfolded.append(1))
     first = cached(batch[:2])
     second = cached(batch)  # two served from memory, one computed
     assert cached.computed == 3
+    # computed by a copy with the BatchNorms folded into the convolutions, as Complete computes
+    assert unfolded == [] and not any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in cached.folded.modules())
     for name, level in expected.items():
         scale = level.abs().max()  # a random backbone's features are tiny: compare relative
 
@@ -380,6 +385,25 @@ def test_the_cached_backbone_gives_the_backbones_own_features(sample_index):
 
         assert not close(level[0], level[1]) and not close(level[1], level[2])  # distinct
         assert close(first[name], level[:2]) and close(second[name], level)
+
+
+def test_learns_own_predictions_run_batchnorms_folded_and_leave_the_model(sample_index,
+                                                                          monkeypatch):
+    """The suggestion's and held-out passes compute as Complete does (model/build.py, folded)."""
+    from napari_learn_complete.engine import metrics
+
+    model = _model(sample_index).load()[0].train()
+    nets, real = [], metrics.detect
+    monkeypatch.setattr(metrics, "detect",
+                        lambda net, images, views: nets.append(net) or real(net, images, views))
+    loader = [([torch.rand(3, 96, 128)], [{"boxes": torch.zeros(0, 4),
+                                           "labels": torch.zeros(0, dtype=torch.long)}])]
+    _, outputs = metrics.predict(model, loader, torch.device("cpu"))
+    assert len(outputs) == 1 and {"boxes", "scores", "labels"} <= set(outputs[0])
+    [net] = nets
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    # the model itself keeps its BatchNorms and its training mode
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) and model.training
 
 
 def test_sampled_regions_follow_the_most_crowded_training_image(sample_index, monkeypatch):

@@ -15,6 +15,7 @@ from napari_learn_complete.engine.detections import READER, stream_images
 from napari_learn_complete.engine.predict import Predictor
 from napari_learn_complete.engine.settings import CompleteSettings
 from napari_learn_complete.errors import BadInputError, RefusedError
+from napari_learn_complete.model import build_model
 from napari_learn_complete.model.config import InferenceSettings, ModelConfig
 
 
@@ -187,3 +188,19 @@ def test_stream_raises_a_read_error_in_the_consumer(sample_index):
     next(stream)
     with pytest.raises(BadInputError, match=r"sample_003\.png: image file not found"):
         next(stream)
+
+
+def test_complete_runs_a_copy_with_batchnorms_folded_and_keeps_the_model(sample_index):
+    """The folded copy runs (docs/performance.md); the model keeps the weights a Ray pool pins."""
+    config = ModelConfig(categories=["disc", "square", "triangle"], min_size=64, max_size=64,
+                         inference=InferenceSettings(mirror=False, scales=(1.0,)))
+    model = build_model(config)
+    predictor = Predictor(model, config, sample_index.categories(), device="cpu")
+    assert predictor.model is model
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in predictor.net.modules())
+    ran = []
+    predictor.net.register_forward_hook(lambda *_: ran.append("folded"))
+    model.register_forward_hook(lambda *_: ran.append("model"))
+    predictor.predict([np.zeros((64, 64, 3), np.uint8)])
+    assert ran == ["folded"]

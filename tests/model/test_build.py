@@ -18,6 +18,7 @@ from napari_learn_complete.model import (
     load_weights,
     save_weights,
 )
+from napari_learn_complete.model.build import folded, place
 
 SIZE = 96
 
@@ -182,6 +183,51 @@ def test_a_loaded_version_predicts_exactly_as_the_model_saved(tmp_path, architec
     for expected, found in zip(want, got, strict=True):
         assert expected.keys() == found.keys()
         assert all(torch.equal(expected[key], found[key]) for key in expected)
+
+
+def _learned_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with BatchNorm statistics and scales as training leaves them: a fresh
+    BatchNorm is nearly the identity, which folding it would not test."""
+    generator = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.2)
+    return model
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large_320_fpn", "resnet50_fpn_v2"])
+def test_inference_folds_batchnorms_into_a_copy_and_computes_the_same(backbone):
+    torch.manual_seed(0)
+    model = place(_learned_norms(build_model(_config(backbone=backbone))), "cpu").eval()
+    saved = {name: value.clone() for name, value in model.state_dict().items()}
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    net = folded(model)
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    # MobileNetV3 has every BatchNorm in a Sequential after its convolution; ResNet's blocks
+    # hold theirs as attributes (left as they are), its FPN v2 in Sequentials
+    assert left == 0 if backbone.startswith("mobilenet") else 0 < left < norms
+    assert net.rpn is model.rpn  # what has nothing to fold is shared, not copied
+    assert net.roi_heads.box_predictor is model.roi_heads.box_predictor
+    # the model itself is untouched: Learn trains it and versions save it
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == norms
+    assert model.state_dict().keys() == saved.keys()
+    assert all(torch.equal(value, saved[name]) for name, value in model.state_dict().items())
+    images = torch.rand(2, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want, got = model.backbone(images), net.backbone(images)
+    for name in want:
+        assert not torch.equal(want[name], got[name])  # computed another way...
+        # ...the same within float32 rounding of the map's range (ResNet's reach thousands)
+        assert (got[name] - want[name]).abs().max() <= 1e-5 * want[name].abs().max()
+
+
+def test_nothing_to_fold_runs_the_model_itself():
+    stand_in = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    assert folded(stand_in) is stand_in
 
 
 def _foreign_files(tmp_path):

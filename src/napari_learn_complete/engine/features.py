@@ -16,6 +16,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ..model.build import folded
+
 # Features kept per run, in bytes; beyond it new views are computed every time.
 FEATURE_CACHE_BYTES = 1 << 30
 
@@ -32,6 +34,9 @@ class CachedBackbone(nn.Module):
     def __init__(self, backbone: nn.Module, max_bytes: int = FEATURE_CACHE_BYTES) -> None:
         super().__init__()
         self.inner = backbone
+        # what computes the features: frozen, its BatchNorms are fixed and fold into the
+        # convolutions, as in Complete (the same features within float rounding)
+        self.folded = folded(backbone)
         self.out_channels = backbone.out_channels
         self.max_bytes = max_bytes
         self.computed = 0  # images the backbone ran on (the others came from the cache)
@@ -44,7 +49,7 @@ class CachedBackbone(nn.Module):
         fresh: dict[int, OrderedDict[str, torch.Tensor]] = {}
         if missing:
             with torch.no_grad():
-                out = self.inner(x[missing])
+                out = self.folded(x[missing])
             self.computed += len(missing)
             for row, i in enumerate(missing):
                 fresh[i] = OrderedDict((name, level[row].clone()) for name, level in out.items())

@@ -21,7 +21,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..model.build import folded
 from .device import precision
+from .features import CachedBackbone
 from .views import Views, detect
 
 KEYPOINT_SIGMA = 0.05
@@ -125,11 +127,14 @@ def predict(model: torch.nn.Module, loader, device: torch.device,
     averaged over the model's views as Complete does (``views``: :mod:`.views`)."""
     was_training = model.training
     model.eval()
+    # BatchNorms folded as Complete folds them; a cached frozen backbone computes folded already
+    cached = isinstance(getattr(model, "backbone", None), CachedBackbone)
+    net = model if cached else folded(model)
     targets, predictions = [], []
     try:
         for images, batch_targets in loader:
             with precision(device, "infer"):
-                outputs = detect(model, [image.to(device) for image in images], views)
+                outputs = detect(net, [image.to(device) for image in images], views)
             targets += batch_targets
             predictions += [{k: v.float().cpu() for k, v in out.items()} for out in outputs]
     finally:
