@@ -148,12 +148,10 @@ def folded(model: nn.Module) -> nn.Module:
         conv, norm = sequence[i], sequence[i + 1]
         weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean,
                                             norm.running_var, norm.eps, norm.weight, norm.bias)
-        last = conv.weight.is_contiguous(memory_format=torch.channels_last)  # as ``place`` set
         fused = _shallow(conv)
-        fused._parameters = {
-            "weight": nn.Parameter(weight.detach().contiguous(
-                memory_format=torch.channels_last if last else torch.contiguous_format),
-                requires_grad=False),
+        fused._parameters = {  # the weight in the layout ``place`` gave the convolution's
+            "weight": nn.Parameter(torch.empty_like(conv.weight).copy_(weight.detach()),
+                                   requires_grad=False),
             "bias": nn.Parameter(bias.detach(), requires_grad=False)}
         keys = list(sequence._modules)
         own(name)._modules.update({keys[i]: fused, keys[i + 1]: nn.Identity()})
