@@ -243,6 +243,14 @@ def difference(expected: np.ndarray, got: np.ndarray, cap: int | None = None) ->
     return float(gaps[rows, cols].max())
 
 
+def differences(expected: Sequence[np.ndarray], got: Sequence[np.ndarray],
+                cap: int | None = None) -> tuple[float, int]:
+    """Per image lists: the largest :func:`difference` and how many images differ beyond the
+    tolerance (a failed match on one near-tied image and on every image read alike otherwise)."""
+    gaps = [difference(e, g, cap) for e, g in zip(expected, got, strict=True)]
+    return max(gaps, default=0.0), sum(gap > 1 for gap in gaps)
+
+
 def _pairs(expected: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The largest coordinate or score gap of every pair of rows, in tolerances, and the
     one-to-one pairing with the least total gap (as many pairs as the shorter list has rows)."""
@@ -322,7 +330,7 @@ def measure_complete(data: Data, sizes: Sizes, device: torch.device) -> dict:
         f"min score {settings.min_score}, at most {settings.max_detections} per image")
 
     seconds: dict[str, list[float]] = {"baseline": [], "ours": []}
-    worst, expected, per_image = 0.0, None, 0.0
+    worst, expected, per_image, differing = 0.0, None, 0.0, 0
     for repeat in range(1, sizes.repeats + 1):
         for side in sorted(seconds, reverse=repeat % 2 == 1):
             if side == "baseline":
@@ -342,8 +350,8 @@ def measure_complete(data: Data, sizes: Sizes, device: torch.device) -> dict:
             seconds[side].append(took)
             say(f"complete {side:8} repeat {repeat}: {took:6.1f} s, "
                 f"{len(records) / took:6.1f} images/s")
-        worst = max([worst, *(difference(e, g, settings.max_detections)
-                               for e, g in zip(expected, got, strict=True))])
+        gap, images = differences(expected, got, settings.max_detections)
+        worst, differing = max(worst, gap), max(differing, images)
     # The match at equal arithmetic: one image per batch, as the loop runs, and the model's
     # BatchNorms as passes of their own, as the loop runs them (Complete folds them into the
     # convolutions: model/build.py, folded). Batched convolutions and folded BatchNorms differ
@@ -383,6 +391,7 @@ def measure_complete(data: Data, sizes: Sizes, device: torch.device) -> dict:
                    complete_max_difference=exact if np.isfinite(exact) else None,
                    complete_batched_outputs_match=worst <= 1,
                    complete_batched_max_difference=worst if np.isfinite(worst) else None,
+                   complete_batched_images_differing=differing,
                    complete_detections_per_image=per_image,
                    complete_mirror_images_per_s=averaged["mirror"],
                    complete_views_images_per_s=averaged["views"])

@@ -36,11 +36,22 @@ def test_every_figure_is_measured_and_numeric(run_module, tmp_path, capsys):
     # The same model over the same pixels: Complete writes what the per-image loop finds.
     assert figures["complete_outputs_match"] is True
     assert isinstance(figures["complete_batched_outputs_match"], bool)
+    assert (figures["complete_batched_images_differing"] == 0) == figures[
+        "complete_batched_outputs_match"]
     assert figures["complete_detections_per_image"] > 0
     # Both sides keep every detection, so a learned model that scores little still gives rows.
     assert figures["complete_score_threshold"] == 0
     json.dumps(figures, allow_nan=False)  # one valid JSON object
     assert "learn heads" in capsys.readouterr().err  # it says what it does as it goes
+
+
+def test_differences_count_the_images_beyond_the_tolerance(run_module):
+    same = np.array([[10, 10, 20, 20, 0.9]])
+    moved = np.array([[10, 10, 20, 25, 0.9]])  # a box edge 5 px off
+    gap, images = run_module.differences([same, same, same], [same, moved, same[:0]])
+    assert math.isinf(gap) and images == 2  # the moved box, and the image with a box missing
+    gap, images = run_module.differences([same], [same + 1e-4])  # within float tolerance
+    assert 0 < gap < 1 and images == 0
 
 
 def test_a_failed_match_shows_the_rows_without_a_partner(run_module):
