@@ -41,7 +41,6 @@ def _pool(
     channels = features[0].shape[1]
     dtype = features[0].dtype
     pooled_h, pooled_w = output_size
-    levels = levels.to(features[0].device)
     rois = rois.to(dtype)
     heights = torch.tensor([f.shape[2] for f in features])[levels]
     widths = torch.tensor([f.shape[3] for f in features])[levels]
@@ -115,7 +114,7 @@ class FastMultiScaleRoIAlign(MultiScaleRoIAlign):
                 features, image_shapes, self.canonical_scale, self.canonical_level)
         rois = _convert_to_roi_format(boxes)
         if len(features) == 1:
-            levels = torch.zeros(len(rois), dtype=torch.long)
-        else:
-            levels = self.map_levels(boxes)
-        return _pool(features, rois, levels, self.output_size, self.scales, self.sampling_ratio)
+            return roi_align(features[0], rois, self.output_size, self.scales[0],
+                             self.sampling_ratio)
+        return _pool(features, rois, self.map_levels(boxes), self.output_size, self.scales,
+                     self.sampling_ratio)
