@@ -254,12 +254,16 @@ class Recipe:
     device: torch.device
     suggested: bool = True
     # docs/learn.md's advice for a model from random weights: raise a small set's epochs until
-    # its Learn takes this many optimizer steps (0: the dialog's epochs always).
+    # its Learn takes this many optimizer steps (0: the dialog's epochs always), and the first
+    # Learn's, on a backbone that has learned nothing yet, until it takes ``first_steps``.
     min_steps: int = 0
+    first_steps: int = 0
 
-    def epochs(self, images: int, batch_size: int) -> int:
-        """Learn epochs for ``images`` training images (mixed-in ones included)."""
-        return max(self.learn.epochs, math.ceil(self.min_steps / math.ceil(images / batch_size)))
+    def epochs(self, images: int, batch_size: int, *, untrained: bool = False) -> int:
+        """Learn epochs for ``images`` training images (mixed-in ones included); ``untrained``:
+        the model's backbone never trained (``ModelConfig.backbone_trained`` false)."""
+        steps = max(self.min_steps, self.first_steps) if untrained else self.min_steps
+        return max(self.learn.epochs, math.ceil(steps / math.ceil(images / batch_size)))
 
 
 def complete_all(index: Index, images: Sequence[ImageRecord], recipe: Recipe) -> list[int]:
@@ -294,7 +298,9 @@ def learn_on(index: Index, images: Sequence[ImageRecord], annotator: Annotator,
     kind = "keypoints" if any(a.labelled_points for i in images
                               for a in annotator.truth[i.name]) else "roi"
     trained = len(images) + len(mix_in(index, images, recipe.learn.mix_in, recipe.learn.seed))
-    epochs = recipe.epochs(trained, active_model(index).config.training.batch_size)
+    config = active_model(index).config
+    epochs = recipe.epochs(trained, config.training.batch_size,
+                           untrained=not config.backbone_trained)
     seconds = learn(index, images=images, kind=kind, settings=recipe.learn.replace(epochs=epochs),
                     device=recipe.device).seconds
     return seconds, epochs
@@ -429,7 +435,7 @@ def benchmark(work: Path, plan: Plan, recipe: Recipe, *, weights: str = "none", 
     model = make_model(index, plan, weights, seed)
     say(f"{plan.images} images of {plan.size_range} px (model input {model.min_size}), first "
         f"{plan.first} by hand; Learn {recipe.learn.epochs} epochs (at least {recipe.min_steps} "
-        f"steps) {recipe.learn.mode}, mix-in "
+        f"steps, the first {recipe.first_steps}) {recipe.learn.mode}, mix-in "
         f"{recipe.learn.mix_in}; Complete min score {recipe.complete.min_score}, at most "
         f"{recipe.complete.max_detections} per image"
         f"{', or what the dialog suggests after a Learn' if recipe.suggested else ''}")
@@ -443,7 +449,7 @@ def benchmark(work: Path, plan: Plan, recipe: Recipe, *, weights: str = "none", 
         "model_input": [model.min_size, model.max_size],
         "model_detections": model.inference.max_detections, "weights": weights, "seed": seed,
         "device": str(recipe.device), "learn": recipe.learn.model_dump(mode="json"),
-        "learn_min_steps": recipe.min_steps,
+        "learn_min_steps": recipe.min_steps, "learn_first_steps": recipe.first_steps,
         "complete": recipe.complete.model_dump(mode="json"), "suggested": recipe.suggested,
         "torch_threads": torch.get_num_threads()}
     return figures
@@ -465,6 +471,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="raise a small set's Learn epochs to this many optimizer steps "
                              "(default: 100 from random weights, as docs/learn.md advises, "
                              "else 0)")
+    parser.add_argument("--first-steps", type=int,
+                        help="likewise for a Learn on a backbone that never trained, the first "
+                             "from random weights (default: 200 from random weights, as "
+                             "docs/learn.md advises, else 0)")
     parser.add_argument("--mode", choices=("heads", "full"),
                         help="Learn mode (default: full from random weights, else the dialog's)")
     parser.add_argument("--mix-in", type=int, default=None,
@@ -499,7 +509,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         suggested=not (args.no_suggested or args.min_score is not None
                        or args.max_detections is not None),
         min_steps=next(m for m in (args.min_steps, 100 if args.weights == "none" else 0)
-                       if m is not None))
+                       if m is not None),
+        first_steps=next(m for m in (args.first_steps, 200 if args.weights == "none" else 0)
+                         if m is not None))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-effort-") as tmp:
         figures = benchmark(Path(tmp), plan, recipe, weights=args.weights, seed=args.seed,

@@ -122,6 +122,11 @@ def test_small_sets_learn_at_least_the_recipes_steps(effort):
     assert recipe.epochs(9, batch_size=4) == 34  # 3 steps an epoch, the last one short
     assert recipe.epochs(48, batch_size=4) == 10  # 12 steps an epoch: the dialog's 10 suffice
     assert replace(recipe, min_steps=0).epochs(8, batch_size=4) == 10
+    # the first Learn, on a backbone that learned nothing yet, takes the first set's steps
+    first = replace(recipe, first_steps=200)
+    assert first.epochs(16, batch_size=4, untrained=True) == 50
+    assert first.epochs(16, batch_size=4) == 25  # later Learns: min_steps
+    assert replace(first, first_steps=0).epochs(16, batch_size=4, untrained=True) == 25
 
 
 def test_tiny_loop_reports_every_figure(effort, tmp_path):
@@ -129,7 +134,7 @@ def test_tiny_loop_reports_every_figure(effort, tmp_path):
                        min_size=64, detections=5)
     recipe = effort.Recipe(effort.LearnSettings(epochs=1, mode="full", mix_in=1),
                            effort.CompleteSettings(max_detections=3), effort.choose_device("cpu"),
-                           min_steps=3)
+                           min_steps=3, first_steps=5)
     figures = effort.benchmark(tmp_path, plan, recipe)
     for kind in ("roi", "kp"):
         manual, loop = figures[f"{kind}_edits_manual"], figures[f"{kind}_edits_loop"]
@@ -148,10 +153,12 @@ def test_tiny_loop_reports_every_figure(effort, tmp_path):
     assert all(sum(c["edit_kinds"].values()) == c["roi_edits"] + c["kp_edits"] for c in cycles)
     assert cycles[0]["learn_seconds"] > 0 and cycles[1]["complete_seconds"] > 0
     assert cycles[-1]["learn_seconds"] == 0  # nothing left to Complete after the last batch
-    # 2 images (the first set; then 1 with 1 mixed in) make one step of 4: 3 epochs for 3 steps
-    assert [c["learn_epochs"] for c in cycles] == [3, 3, 0]
+    # 2 images (the first set; then 1 with 1 mixed in) make one step of 4: the first Learn, from
+    # random weights, 5 epochs for 5 steps, the next 3 for 3
+    assert [c["learn_epochs"] for c in cycles] == [5, 3, 0]
     index = Index(tmp_path / "index")
-    assert [r.settings["epochs"] for r in index.runs.list() if r.operation == "learn"] == [3, 3]
+    learns = reversed(index.runs.list(operations=["learn"]))  # oldest first
+    assert [r.settings["epochs"] for r in learns] == [5, 3]
     # each Complete's settings per category: the Learn's suggestion when it offered one
     suggested = active_model(Index(tmp_path / "index")).config.suggested
     for name, (min_score, most) in cycles[-1]["complete_settings"].items():
