@@ -51,7 +51,12 @@ from napari_learn_complete.engine.complete import complete
 from napari_learn_complete.engine.detections import PredictionCache
 from napari_learn_complete.engine.device import choose_device
 from napari_learn_complete.engine.predict import Predictor
-from napari_learn_complete.engine.scope import mix_in
+from napari_learn_complete.engine.scope import (
+    FIRST_LEARN_STEPS,
+    LATER_LEARN_STEPS,
+    advised_epochs,
+    mix_in,
+)
 from napari_learn_complete.engine.settings import CompleteSettings, LearnSettings
 from napari_learn_complete.engine.train import learn
 from napari_learn_complete.index import ImageRecord, Index, Observation, iou, keypoint_extent
@@ -253,9 +258,10 @@ class Recipe:
     complete: CompleteSettings
     device: torch.device
     suggested: bool = True
-    # docs/learn.md's advice for a model from random weights: raise a small set's epochs until
-    # its Learn takes this many optimizer steps (0: the dialog's epochs always), and the first
-    # Learn's, on a backbone that has learned nothing yet, until it takes ``first_steps``.
+    # docs/learn.md's advice for a model from random weights, which the Learn dialog offers as
+    # "Use N epochs": raise a small set's epochs until its Learn takes this many optimizer steps
+    # (0: the dialog's epochs always), and the first Learn's, on a backbone that has learned
+    # nothing yet, until it takes ``first_steps``.
     min_steps: int = 0
     first_steps: int = 0
 
@@ -263,7 +269,8 @@ class Recipe:
         """Learn epochs for ``images`` training images (mixed-in ones included); ``untrained``:
         the model's backbone never trained (``ModelConfig.backbone_trained`` false)."""
         steps = max(self.min_steps, self.first_steps) if untrained else self.min_steps
-        return max(self.learn.epochs, math.ceil(steps / math.ceil(images / batch_size)))
+        return max(self.learn.epochs,
+                   advised_epochs(images, self.learn.test_percent, batch_size, steps))
 
 
 def complete_all(index: Index, images: Sequence[ImageRecord], recipe: Recipe) -> list[int]:
@@ -469,12 +476,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="Learn epochs")
     parser.add_argument("--min-steps", type=int,
                         help="raise a small set's Learn epochs to this many optimizer steps "
-                             "(default: 100 from random weights, as docs/learn.md advises, "
-                             "else 0)")
+                             f"(default: {LATER_LEARN_STEPS} from random weights, as the Learn "
+                             "dialog advises, else 0)")
     parser.add_argument("--first-steps", type=int,
                         help="likewise for a Learn on a backbone that never trained, the first "
-                             "from random weights (default: 200 from random weights, as "
-                             "docs/learn.md advises, else 0)")
+                             f"from random weights (default: {FIRST_LEARN_STEPS} from random "
+                             "weights, as the Learn dialog advises, else 0)")
     parser.add_argument("--mode", choices=("heads", "full"),
                         help="Learn mode (default: full from random weights, else the dialog's)")
     parser.add_argument("--mix-in", type=int, default=None,
@@ -498,7 +505,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     plan = replace(plan, **{field: getattr(args, field) for field in (
         "images", "first", "batch", "max_batch", "min_size", "detections")
         if getattr(args, field) is not None})
-    mode = args.mode or ("full" if args.weights == "none" else defaults.mode)
+    from_random = args.weights == "none"
+    mode = args.mode or ("full" if from_random else defaults.mode)
     mixed = next(m for m in (args.mix_in, plan.mix_in, plan.max_batch) if m is not None)
     recipe = Recipe(
         LearnSettings(epochs=args.epochs, mode=mode, mix_in=mixed, seed=args.seed),
@@ -508,9 +516,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         choose_device(args.device),
         suggested=not (args.no_suggested or args.min_score is not None
                        or args.max_detections is not None),
-        min_steps=next(m for m in (args.min_steps, 100 if args.weights == "none" else 0)
+        min_steps=next(m for m in (args.min_steps, LATER_LEARN_STEPS if from_random else 0)
                        if m is not None),
-        first_steps=next(m for m in (args.first_steps, 200 if args.weights == "none" else 0)
+        first_steps=next(m for m in (args.first_steps, FIRST_LEARN_STEPS if from_random else 0)
                          if m is not None))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-effort-") as tmp:

@@ -174,6 +174,46 @@ def test_the_first_learn_offers_the_model_to_create(qtbot, answers) -> None:
     assert dialogs.ask_first_learn("scope", keypoints=False) is None
 
 
+def test_a_model_from_random_weights_is_offered_the_epochs_its_learn_needs(qtbot) -> None:
+    """From random weights a first Learn needs about 200 optimizer steps, a later one about 100
+    (docs/learn.md); 16 images in batches of 4 make 4 an epoch. A button offers the epochs that
+    give them; the field keeps the specification's default until it is pressed."""
+
+    def offered(**kwargs) -> str | None:
+        dialog = dialogs.learn_dialog("scope", **kwargs)
+        qtbot.addWidget(dialog.native)
+        assert dialog.epochs.value == 10
+        return dialog.use_epochs.text if _shown(dialog, dialog.use_epochs) else None
+
+    random = {"backbone_pretrained": False, "batch_size": 4}
+    assert offered(backbone_trained=False, images=16, **random) == \
+        "Use 50 epochs: about 200 optimizer steps"
+    assert offered(backbone_trained=True, images=16, **random) == \
+        "Use 25 epochs: about 100 optimizer steps"
+    assert offered(backbone_trained=True, images=48, **random) is None  # 120 steps in 10
+    assert offered(backbone_trained=False, images=16, backbone_pretrained=False,
+                   batch_size=2) == "Use 25 epochs: about 200 optimizer steps"
+    assert offered(backbone_trained=True, images=16) is None  # pretrained: 10 suffice
+    assert offered(backbone_trained=False, **random) is None  # the scope is not known
+
+    dialog = dialogs.learn_dialog("scope", backbone_trained=False, images=16, **random)
+    qtbot.addWidget(dialog.native)
+    assert "a first Learn needs about 200 steps" in dialog.use_epochs.tooltip
+    dialog.test_percent.value = 25  # 4 held out: 12 images, 3 steps an epoch
+    assert dialog.use_epochs.text == "Use 67 epochs: about 200 optimizer steps"
+    dialog.use_epochs.native.click()
+    assert dialogs.learn_settings(dialog) == LearnSettings(epochs=67, mode="heads",
+                                                           test_percent=25)
+    assert not _shown(dialog, dialog.use_epochs)  # done: nothing more to offer
+
+    first = dialogs.learn_dialog("scope", new_model=False, images=16)  # COCO first
+    qtbot.addWidget(first.native)
+    assert not _shown(first, first.use_epochs)
+    first.weights.value = "Random (offline, learns slowly)"
+    assert _shown(first, first.use_epochs)
+    assert first.use_epochs.text == "Use 50 epochs: about 200 optimizer steps"
+
+
 SUGGESTED = Suggested(min_score=0.4, max_detections=3, images=6, held_out=False)
 
 

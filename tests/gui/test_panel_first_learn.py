@@ -13,6 +13,7 @@ from napari_learn_complete._qt import dialogs, index_panel
 from napari_learn_complete.engine.jobs import InProcessRunner, Job
 from napari_learn_complete.engine.progress import Progress
 from napari_learn_complete.engine.results import TrainResult
+from napari_learn_complete.engine.scope import learn_scope
 from napari_learn_complete.errors import RefusedError
 from napari_learn_complete.model.registry import active_model, create_model
 from napari_learn_complete.session import set_default_runner
@@ -105,6 +106,39 @@ def test_the_first_learn_creates_a_model_then_learns(opened, answers, shown, qtb
     assert run.status == "done"
     assert any(m.startswith("Learn finished on 2 image(s)") for m in shown["info"]), shown
     assert panel.status.text() == "" and not panel.cancel_button.isEnabled()
+
+
+def test_the_learn_dialog_offers_the_epochs_for_the_scope_and_the_model(opened, answers) -> None:
+    """The dialog's epochs advice (docs/learn.md) counts the Learn's own scope and follows the
+    model: 200 steps before the first Full Learn from random weights, 100 after, none from
+    COCO weights."""
+    panel, index = opened.panel, opened.index
+    offers: list[str | None] = []
+
+    def note(dialog) -> None:
+        button = dialog._magic_widget.use_epochs
+        offers.append(button.text if button.visible else None)
+
+    panel.select_images([1, 2])  # one step of 4 an epoch
+    answers.next(accept=False, edit=note)
+    panel.learn_images("roi")  # no model yet: random weights chosen, the first Learn's 200
+    answers.next(accept=False, edit=lambda d: (
+        setattr(d._magic_widget.weights, "value", RANDOM), note(d)))
+    panel.learn_images("roi")
+    handle = create_model(index, weights="none")
+    discs = len(learn_scope(index, category="disc"))
+    answers.next(accept=False, edit=note)
+    panel.learn_category("disc", "roi")
+    handle.config.replace(backbone_trained=True).save(handle.folder / "config.json")
+    answers.next(accept=False, edit=note)
+    panel.learn_category("disc", "roi")
+    steps_an_epoch = -(-discs // handle.config.training.batch_size)
+    assert offers == [
+        None,  # the first Learn's dialog starts on COCO weights
+        "Use 200 epochs: about 200 optimizer steps",
+        f"Use {-(-200 // steps_an_epoch)} epochs: about 200 optimizer steps",
+        f"Use {-(-100 // steps_an_epoch)} epochs: about 100 optimizer steps",
+    ]
 
 
 def test_cancel_while_the_model_is_made_stops_before_learn(opened, answers, shown,

@@ -20,8 +20,9 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QWidget
 
 from ..engine.ray_runner import RayEngine, ray_installed
+from ..engine.scope import advised_epochs, advised_steps
 from ..engine.settings import CompleteSettings, LearnSettings
-from ..model.config import MODEL_CHOICES, Suggested
+from ..model.config import MODEL_CHOICES, Suggested, TrainingSettings
 from .model_panel import KEYPOINTS_TOO, WEIGHTS
 
 # Training mode as the user reads it -> LearnSettings.mode
@@ -81,12 +82,19 @@ def _mode_note(mode: str, backbone_trained: bool, new_model: bool) -> str:
 
 
 def learn_dialog(scope: str, parent: QWidget | None = None, *,
-                 new_model: bool | None = None, backbone_trained: bool = True) -> Dialog:
+                 new_model: bool | None = None, backbone_trained: bool = True,
+                 backbone_pretrained: bool = True, images: int = 0,
+                 batch_size: int = TrainingSettings().batch_size) -> Dialog:
     """Nr of training epochs, Training mode, Size of test data %, set to LearnSettings().
 
     ``backbone_trained`` False (the active model started from random weights and had no Full
     model Learn yet): while Training mode is Heads only, a note says it will learn little and
     suggests Full model; it never stops the user.
+
+    ``backbone_pretrained`` False (the model started from random weights) and ``images`` (the
+    Learn's scope) known: when the epochs give fewer optimizer steps (of ``batch_size`` images)
+    than such a model needs (:func:`~napari_learn_complete.engine.scope.advised_steps`), a
+    button puts the epochs that do in the field; the field keeps its default until pressed.
 
     ``new_model`` (the index has no model yet; True when it should predict keypoints): the
     dialog says Learn creates one first and offers the model, keypoints and the start weights;
@@ -98,7 +106,8 @@ def learn_dialog(scope: str, parent: QWidget | None = None, *,
                      max=10_000)
     modes = ComboBox(name="mode", label="Training mode", choices=list(TRAINING_MODES),
                      value=_mode_label(defaults.mode))
-    # notes: a blank label (an empty one shows the name)
+    # notes and buttons: a blank label (an empty one shows the name)
+    use_epochs = PushButton(name="use_epochs", label=" ")
     note = Label(name="mode_note", label=" ")
     test = SpinBox(name="test_percent", label="Size of test data (%)",
                    value=round(defaults.test_percent), min=0, max=90)
@@ -107,13 +116,33 @@ def learn_dialog(scope: str, parent: QWidget | None = None, *,
         return backbone_trained if new_model is None else \
             FIRST_STARTS[dialog.weights.value] != "none"
 
+    def pretrained() -> bool:
+        return backbone_pretrained if new_model is None else trained()
+
     def follow() -> None:
         text = _mode_note(TRAINING_MODES[modes.value], trained(), new_model is not None)
         note.value = text
         note.visible = bool(text)
 
+    def advised() -> int:  # epochs for the steps a model from random weights needs; 0: none
+        steps = advised_steps(trained(), pretrained()) if images else 0
+        return advised_epochs(images, test.value, batch_size, steps) if steps else 0
+
+    def advise() -> None:
+        wanted, steps = advised(), advised_steps(trained(), pretrained())
+        use_epochs.text = f"Use {wanted} epochs: about {steps} optimizer steps"
+        use_epochs.tooltip = (
+            f"From random weights a {'first ' if not trained() else ''}Learn needs about "
+            f"{steps} steps to learn something usable (docs/learn.md); {images} image(s) in "
+            f"batches of {batch_size} are few steps an epoch")
+        use_epochs.visible = wanted > epochs.value
+
+    use_epochs.changed.connect(lambda: setattr(epochs, "value", advised()))
+    for widget in (epochs, test):
+        widget.changed.connect(advise)
+
     if new_model is None:
-        dialog = _dialog("Learn", scope, [epochs, modes, note, test], parent)
+        dialog = _dialog("Learn", scope, [epochs, use_epochs, modes, note, test], parent)
     else:
         choice = ComboBox(name="model_choice", label="Model", choices=list(MODEL_CHOICES),
                           value="fast")
@@ -122,7 +151,7 @@ def learn_dialog(scope: str, parent: QWidget | None = None, *,
         start = ComboBox(name="weights", label="Initial weights", choices=list(FIRST_STARTS))
         dialog = _dialog("Learn", scope, [
             Label(name="no_model", label=" ", value=NO_MODEL_YET), choice, described, keypoints,
-            start, epochs, modes, note, test,
+            start, epochs, use_epochs, modes, note, test,
         ], parent)
 
         def chosen() -> None:  # as in the Model panel: the keypoints model implies keypoints
@@ -136,6 +165,7 @@ def learn_dialog(scope: str, parent: QWidget | None = None, *,
         def started() -> None:
             modes.value = _mode_label(defaults.mode if trained() else "full")
             follow()  # the note follows the start even when the mode stays
+            advise()
 
         choice.changed.connect(chosen)
         start.changed.connect(started)
@@ -143,6 +173,7 @@ def learn_dialog(scope: str, parent: QWidget | None = None, *,
         started()
     modes.changed.connect(follow)
     follow()  # once the dialog holds the note: a parentless widget made visible is a window
+    advise()
     return dialog
 
 
@@ -238,20 +269,23 @@ def complete_engine(dialog: Dialog) -> RayEngine | None:
                      gpus_per_worker=WORKER_GPUS[dialog.ray_gpus.value])
 
 
-def ask_learn(scope: str, parent: QWidget | None = None, *,
-              backbone_trained: bool = True) -> LearnSettings | None:
+def ask_learn(scope: str, parent: QWidget | None = None, *, backbone_trained: bool = True,
+              backbone_pretrained: bool = True, images: int = 0,
+              batch_size: int = TrainingSettings().batch_size) -> LearnSettings | None:
     """Show the Learn dialog modally (see :func:`learn_dialog`); the settings on OK, None on
     Cancel."""
-    dialog = learn_dialog(scope, parent, backbone_trained=backbone_trained)
+    dialog = learn_dialog(scope, parent, backbone_trained=backbone_trained,
+                          backbone_pretrained=backbone_pretrained, images=images,
+                          batch_size=batch_size)
     return learn_settings(dialog) if dialog.exec() else None
 
 
 def ask_first_learn(
-    scope: str, keypoints: bool, parent: QWidget | None = None
+    scope: str, keypoints: bool, parent: QWidget | None = None, *, images: int = 0
 ) -> tuple[LearnSettings, NewModel] | None:
     """The Learn dialog of an index without a model (see :func:`learn_dialog`): the settings
     and the model to create on OK, None on Cancel."""
-    dialog = learn_dialog(scope, parent, new_model=keypoints)
+    dialog = learn_dialog(scope, parent, new_model=keypoints, images=images)
     if not dialog.exec():
         return None
     return learn_settings(dialog), NewModel(

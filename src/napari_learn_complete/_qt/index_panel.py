@@ -65,6 +65,7 @@ from .._napari.menus import register_menus
 from ..actions import Availability
 from ..engine.progress import Progress
 from ..engine.results import CompleteResult, Proposals, TrainResult
+from ..engine.scope import learn_scope
 from ..engine.settings import LearnSettings
 from ..errors import LearnCompleteError, listed
 from ..index import KIND_NOUNS, KIND_TITLES, Category, Change, ImageRecord, Index
@@ -905,33 +906,45 @@ class IndexPanel(QWidget):
             return None
         index, ids = self.layers.index, self.selected_image_ids()
         return self._learn(f"Learn {KIND_NOUNS[kind]} on {len(ids)} selected image(s)",
-                           partial(self.session.learn_images, index, ids, kind))
+                           partial(self.session.learn_images, index, ids, kind),
+                           partial(learn_scope, index, images=ids, kind=kind))
 
     def learn_category(self, name: str, kind: str, *_: object) -> Worker | None:
         """Learn (``kind``) on every image of category ``name``, after the dialog."""
         if self._refuse(self.category_availability(name, kind, "learn")):
             return None
-        return self._learn(f"Learn {KIND_NOUNS[kind]} on all images of category {name!r}",
-                           partial(self.session.learn_category, self.layers.index, name, kind))
-
-    def _learn(self, scope: str, make: Callable[[LearnSettings], Task]) -> Worker | None:
-        """Ask the Learn dialog and run ``make(settings)``; the dialog warns when a heads-only
-        Learn would train on a backbone that never learned anything. On an index without a model
-        the dialog also offers the model to create and its start weights, and the Learn starts
-        once it is created (in the engine: building it and getting its weights need torch);
-        Cancel or a failure stops there."""
         index = self.layers.index
+        return self._learn(f"Learn {KIND_NOUNS[kind]} on all images of category {name!r}",
+                           partial(self.session.learn_category, index, name, kind),
+                           partial(learn_scope, index, category=name, kind=kind))
+
+    def _learn(self, scope: str, make: Callable[[LearnSettings], Task],
+               images: Callable[[], list[ImageRecord]]) -> Worker | None:
+        """Ask the Learn dialog and run ``make(settings)``; the dialog warns when a heads-only
+        Learn would train on a backbone that never learned anything, and offers the epochs a
+        model from random weights needs for ``images()`` (the Learn's scope). On an index
+        without a model the dialog also offers the model to create and its start weights, and
+        the Learn starts once it is created (in the engine: building it and getting its weights
+        need torch); Cancel or a failure stops there."""
+        index = self.layers.index
+        try:
+            count = len(images())
+        except LearnCompleteError:  # nothing to learn from: the Learn itself says why
+            count = 0
         if index.models.active() is not None:
             try:
-                trained = active_model(index).config.backbone_trained
+                config = active_model(index).config
             except LearnCompleteError as exc:  # its configuration cannot be read
                 show_error(reason_first(exc))
                 return None
-            settings = dialogs.ask_learn(scope, self, backbone_trained=trained)
+            settings = dialogs.ask_learn(
+                scope, self, backbone_trained=config.backbone_trained,
+                backbone_pretrained=config.backbone_pretrained, images=count,
+                batch_size=config.training.batch_size)
             return None if settings is None else self._start(partial(make, settings),
                                                              self._learned)
         wants_keypoints = any(cat.keypoints_enabled for cat in self._categories.values())
-        answer = dialogs.ask_first_learn(scope, wants_keypoints, self)
+        answer = dialogs.ask_first_learn(scope, wants_keypoints, self, images=count)
         if answer is None:
             return None
         settings, model = answer

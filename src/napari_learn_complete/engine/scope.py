@@ -105,6 +105,26 @@ def split_notes(count: int, test_percent: float) -> list[str]:
             f"({test_percent:g}% test data needs at least {needed} images)"]
 
 
+# Optimizer steps a Learn of a model from random weights needs (docs/learn.md, measured on the
+# effort benchmark, issue 12): the first, on a backbone that never trained, then each later one.
+FIRST_LEARN_STEPS, LATER_LEARN_STEPS = 200, 100
+
+
+def advised_steps(backbone_trained: bool, backbone_pretrained: bool) -> int:
+    """The steps docs/learn.md advises for the next Learn of a model; 0 when it started from
+    pretrained weights, where the dialog's epochs suffice."""
+    if backbone_pretrained:
+        return 0
+    return LATER_LEARN_STEPS if backbone_trained else FIRST_LEARN_STEPS
+
+
+def advised_epochs(images: int, test_percent: float, batch_size: int, steps: int) -> int:
+    """Epochs that give a Learn on ``images`` (before its test split) at least ``steps``
+    optimizer steps of ``batch_size`` images: a small set's epochs are few steps."""
+    trained = max(1, images - _test_count(images, test_percent))
+    return math.ceil(steps / math.ceil(trained / batch_size))
+
+
 def mix_in(
     index: Index, scope: Sequence[ImageRecord], count: int, seed: int
 ) -> list[ImageRecord]:
