@@ -176,7 +176,17 @@ def test_learn_on_one_image_says_nothing_was_held_out(sample_index):
     assert scope["notes"] == [note] and scope["test"] == []
 
 
-def test_keypoint_learn_trains_keypoints_and_roi_learn_leaves_them(sample_index):
+def test_keypoint_learn_trains_keypoints_and_roi_learn_leaves_them(sample_index, monkeypatch):
+    from napari_learn_complete.engine import train as train_module
+
+    original, passes = train_module.predict, []
+
+    def recorded(*args, **kwargs):
+        targets, outputs = original(*args, **kwargs)
+        passes.append(any("keypoints" in out for out in outputs))
+        return targets, outputs
+
+    monkeypatch.setattr(train_module, "predict", recorded)
     handle = _model(sample_index, keypoints=True)
     roi = learn(sample_index, images=SCOPE, settings=LearnSettings(epochs=1))
     kps = learn(sample_index, category="triangle", kind="keypoints",
@@ -185,6 +195,9 @@ def test_keypoint_learn_trains_keypoints_and_roi_learn_leaves_them(sample_index)
     key = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
     assert torch.equal(v1[key], v2[key]) and not torch.equal(v2[key], v3[key])
     assert _run(sample_index, kps.run_id)["kind"] == "keypoints"
+    # each Learn's suggestion judges boxes and scores only: the keypoint head did not run for it
+    assert passes == [False, False]
+    assert active_model(sample_index).config.suggested
 
 
 @pytest.mark.parametrize(

@@ -50,3 +50,26 @@ def test_keypoint_ap_uses_uniform_sigmas_and_ignores_invisible_points():
                         keypoint_classes=[1])["keypoint_AP50"] == pytest.approx(1.0)
     assert coco_metrics([TARGET], [_pred(BOXES, [1, 2], [0.9, 0.8], far)], 2,
                         keypoint_classes=[1])["keypoint_AP50"] == 0.0
+
+
+def test_predict_without_keypoints_skips_the_keypoint_head_and_keeps_the_boxes(sample_index):
+    """What judges boxes only (Learn's suggestion) need not run a keypoint model's keypoint head
+    on every detection: the boxes, scores and labels are the same without it."""
+    from napari_learn_complete.engine.data import DetectionDataset, make_loader
+    from napari_learn_complete.engine.metrics import predict
+    from napari_learn_complete.engine.views import Views
+    from napari_learn_complete.model import create_model
+
+    handle = create_model(sample_index, weights="none", keypoints=True, min_size=96, seed=0)
+    model, config = handle.load()
+    loader = make_loader(DetectionDataset(sample_index, sample_index.images()[:3], config),
+                         batch_size=3, shuffle=False)
+    runs = {kps: predict(model, loader, torch.device("cpu"), Views.of(config), keypoints=kps)[1]
+            for kps in (True, False, True)}  # the model keeps its keypoint head afterwards
+    with_points, boxes_only = runs[True], runs[False]
+    assert all("keypoints" in out and len(out["boxes"]) for out in with_points)
+    assert not any("keypoints" in out for out in boxes_only)
+    for full, plain in zip(with_points, boxes_only, strict=True):
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(full[key], plain[key])
+    assert model.roi_heads.has_keypoint()

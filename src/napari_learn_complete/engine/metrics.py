@@ -22,6 +22,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..model.build import folded
+from ..model.heads import boxes_only
 from .device import precision
 from .features import CachedBackbone
 from .views import Views, detect
@@ -122,21 +123,25 @@ def _evaluate(
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, device: torch.device,
-            views: Views | None = None) -> tuple[list, list]:
+            views: Views | None = None, *, keypoints: bool = True) -> tuple[list, list]:
     """Targets and predictions (on the CPU) of every batch of ``loader``, model in eval mode,
-    averaged over the model's views as Complete does (``views``: :mod:`.views`)."""
+    averaged over the model's views as Complete does (``views``: :mod:`.views`); without
+    ``keypoints`` a keypoint model's keypoint head is not run (the boxes are the same)."""
     was_training = model.training
     model.eval()
     # BatchNorms folded as Complete folds them; a cached frozen backbone computes folded already
     cached = isinstance(getattr(model, "backbone", None), CachedBackbone)
     net = model if cached else folded(model)
+    heads = getattr(net, "roi_heads", None)
+    skipped = not keypoints and heads is not None and heads.has_keypoint()
     targets, predictions = [], []
     try:
-        for images, batch_targets in loader:
-            with precision(device, "infer"):
-                outputs = detect(net, [image.to(device) for image in images], views)
-            targets += batch_targets
-            predictions += [{k: v.float().cpu() for k, v in out.items()} for out in outputs]
+        with boxes_only(heads) if skipped else contextlib.nullcontext():
+            for images, batch_targets in loader:
+                with precision(device, "infer"):
+                    outputs = detect(net, [image.to(device) for image in images], views)
+                targets += batch_targets
+                predictions += [{k: v.float().cpu() for k, v in out.items()} for out in outputs]
     finally:
         model.train(was_training)
     return targets, predictions

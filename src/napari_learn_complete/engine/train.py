@@ -344,7 +344,9 @@ class _Trainer:
         loader = self.test_loader if held_out else make_loader(
             self.loader.dataset.unaugmented(), batch_size=self.plan.training.batch_size,
             shuffle=False, num_workers=self.plan.num_workers)
-        targets, outputs = predict(self.model, loader, self.device, Views.of(self.config))
+        # boxes and scores judge the settings: a keypoint model's keypoint head is not run
+        targets, outputs = predict(self.model, loader, self.device, Views.of(self.config),
+                                   keypoints=False)
         found = {}
         for label, name in enumerate(self.config.categories, 1):
             truth = [target["boxes"][target["labels"] == label].numpy() for target in targets]

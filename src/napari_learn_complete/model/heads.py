@@ -52,7 +52,7 @@ class SampledKeypointRoIHeads(RoIHeads):
                 ) -> tuple[list[Target], dict[str, Tensor]]:
         if not self.training or not self.has_keypoint():
             return super().forward(features, proposals, image_shapes, targets)
-        with self._without_keypoints():
+        with boxes_only(self):
             result, losses = super().forward(features, proposals, image_shapes, targets)
         sampled, matched, labels, _ = self._sampled
         del self._sampled
@@ -82,14 +82,17 @@ class SampledKeypointRoIHeads(RoIHeads):
         first = torch.cummax(torch.where(starts, position, 0), 0).values
         return candidates[position - first < self.regions_per_object]
 
-    @contextmanager
-    def _without_keypoints(self) -> Iterator[None]:
-        """torchvision's forward with the keypoint branch off (it runs when all three are set)."""
-        modules = {name: getattr(self, name) for name in _KEYPOINT_MODULES}
-        for name in _KEYPOINT_MODULES:
-            setattr(self, name, None)
-        try:
-            yield
-        finally:
-            for name, module in modules.items():
-                setattr(self, name, module)
+
+@contextmanager
+def boxes_only(heads: RoIHeads) -> Iterator[None]:
+    """torchvision's forward of ``heads`` with the keypoint branch off (it runs when all three of
+    its modules are set): the boxes, scores and labels are the same, and what judges only those
+    skips the keypoint head's work on every detection."""
+    modules = {name: getattr(heads, name) for name in _KEYPOINT_MODULES}
+    for name in _KEYPOINT_MODULES:
+        setattr(heads, name, None)
+    try:
+        yield
+    finally:
+        for name, module in modules.items():
+            setattr(heads, name, module)
