@@ -124,12 +124,12 @@ def learn_dialog(scope: str, parent: QWidget | None = None, *,
         note.value = text
         note.visible = bool(text)
 
-    def advised() -> int:  # epochs for the steps a model from random weights needs; 0: none
-        steps = advised_steps(trained(), pretrained()) if images else 0
-        return advised_epochs(images, test.value, batch_size, steps) if steps else 0
+    def advised() -> tuple[int, int]:  # (epochs, steps) a model from random weights needs
+        steps = advised_steps(trained(), pretrained()) if images else 0  # 0: nothing to advise
+        return advised_epochs(images, test.value, batch_size, steps), steps
 
     def advise() -> None:
-        wanted, steps = advised(), advised_steps(trained(), pretrained())
+        wanted, steps = advised()
         use_epochs.text = f"Use {wanted} epochs: about {steps} optimizer steps"
         use_epochs.tooltip = (
             f"From random weights a {'first ' if not trained() else ''}Learn needs about "
@@ -137,7 +137,7 @@ def learn_dialog(scope: str, parent: QWidget | None = None, *,
             f"batches of {batch_size} are few steps an epoch")
         use_epochs.visible = wanted > epochs.value
 
-    use_epochs.changed.connect(lambda: setattr(epochs, "value", advised()))
+    use_epochs.changed.connect(lambda: setattr(epochs, "value", advised()[0]))
     for widget in (epochs, test):
         widget.changed.connect(advise)
 
